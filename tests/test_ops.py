@@ -1,0 +1,229 @@
+"""Properties of the warping, occlusion, SSIM, gradient, correlation and flow ops."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.scipy import ndimage
+
+from vsegjax import ops
+
+jax.config.update("jax_enable_x64", False)
+
+
+def _rand(shape, seed=0, lo=0.0, hi=1.0):
+    return jnp.asarray(np.random.default_rng(seed).uniform(lo, hi, shape), jnp.float32)
+
+
+# ----------------------------------------------------------------------------- warp
+def test_zero_flow_is_identity():
+    x = _rand((2, 7, 9, 3))
+    np.testing.assert_allclose(ops.warp(x, jnp.zeros((2, 7, 9, 2))), x, atol=1e-6)
+
+
+@pytest.mark.parametrize("dx,dy", [(1, 0), (0, 2), (-2, 1), (3, -1)])
+def test_integer_flow_is_a_shift(dx, dy):
+    x = _rand((6, 8, 2), seed=1)
+    flow = jnp.broadcast_to(jnp.asarray([dx, dy], jnp.float32), (6, 8, 2))
+    out = np.asarray(ops.warp(x, flow))
+    # out[i, j] = x[i + dy, j + dx] where inside, else 0 (zeros padding).
+    expect = np.zeros_like(out)
+    xs = np.asarray(x)
+    for i in range(6):
+        for j in range(8):
+            if 0 <= i + dy < 6 and 0 <= j + dx < 8:
+                expect[i, j] = xs[i + dy, j + dx]
+    np.testing.assert_allclose(out, expect, atol=1e-6)
+
+
+def test_border_padding_clamps():
+    x = _rand((5, 6, 1), seed=2)
+    flow = jnp.broadcast_to(jnp.asarray([10.0, 0.0]), (5, 6, 2))
+    out = ops.warp(x, flow, padding="border")
+    np.testing.assert_allclose(out, jnp.broadcast_to(x[:, -1:], x.shape), atol=1e-6)
+
+
+def _map_coordinates_warp(x, flow):
+    """Independent formulation: jax.scipy.ndimage.map_coordinates, order 1, zero fill."""
+    h, w, c = x.shape
+    ii, jj = jnp.meshgrid(jnp.arange(h), jnp.arange(w), indexing="ij")
+    coords = [ii + flow[..., 1], jj + flow[..., 0]]
+    return jnp.stack([ndimage.map_coordinates(x[..., k], coords, order=1, mode="constant",
+                                              cval=0.0) for k in range(c)], -1)
+
+
+def test_warp_matches_map_coordinates_values_and_gradients():
+    x = _rand((9, 11, 2), seed=3)
+    # Keep targets inside so map_coordinates' constant mode and ours agree everywhere.
+    flow = _rand((9, 11, 2), seed=4, lo=-0.9, hi=0.9)
+    flow = flow.at[0].set(jnp.abs(flow[0])).at[-1].set(-jnp.abs(flow[-1]))
+    flow = flow.at[:, 0].set(jnp.abs(flow[:, 0])).at[:, -1].set(-jnp.abs(flow[:, -1]))
+    np.testing.assert_allclose(ops.warp(x, flow), _map_coordinates_warp(x, flow), atol=1e-5)
+    weights = _rand((9, 11, 2), seed=5)
+
+    def ours(x, f):
+        return jnp.sum(ops.warp(x, f) * weights)
+
+    def ref(x, f):
+        return jnp.sum(_map_coordinates_warp(x, f) * weights)
+
+    g_ours = jax.grad(ours, argnums=(0, 1))(x, flow)
+    g_ref = jax.grad(ref, argnums=(0, 1))(x, flow)
+    np.testing.assert_allclose(g_ours[0], g_ref[0], atol=1e-5)
+    np.testing.assert_allclose(g_ours[1], g_ref[1], atol=1e-4)
+
+
+def test_warp_gradients_match_finite_differences():
+    x = _rand((5, 6, 2), seed=6)
+    flow = _rand((5, 6, 2), seed=7, lo=-1.3, hi=1.3)
+    weights = _rand((5, 6, 2), seed=8)
+
+    def loss(x, f):
+        return jnp.sum(ops.warp(x, f) * weights)
+
+    gx, gf = jax.grad(loss, argnums=(0, 1))(x, flow)
+    eps = 1e-3
+    rng = np.random.default_rng(0)
+    for _ in range(8):
+        idx = tuple(int(rng.integers(0, s)) for s in flow.shape)
+        df = jnp.zeros_like(flow).at[idx].set(eps)
+        fd = (loss(x, flow + df) - loss(x, flow - df)) / (2 * eps)
+        np.testing.assert_allclose(gf[idx], fd, rtol=2e-2, atol=2e-3)
+        idx = tuple(int(rng.integers(0, s)) for s in x.shape)
+        dx = jnp.zeros_like(x).at[idx].set(eps)
+        fd = (loss(x + dx, flow) - loss(x - dx, flow)) / (2 * eps)
+        np.testing.assert_allclose(gx[idx], fd, rtol=2e-2, atol=2e-3)
+
+
+def test_warp_is_jittable_and_batched():
+    x = _rand((3, 2, 6, 7, 4), seed=9)
+    flow = _rand((3, 2, 6, 7, 2), seed=10, lo=-2, hi=2)
+    batched = jax.jit(ops.warp)(x, flow)
+    single = ops.warp(x[1, 0], flow[1, 0])
+    np.testing.assert_allclose(batched[1, 0], single, atol=1e-6)
+    # A flow without batch dims broadcasts against a batched image.
+    np.testing.assert_allclose(ops.warp(x, flow[0, 0])[2, 1], ops.warp(x[2, 1], flow[0, 0]),
+                               atol=1e-6)
+
+
+def test_warp_nearest_keeps_labels():
+    labels = jnp.asarray(np.random.default_rng(0).integers(0, 5, (6, 8)), jnp.uint8)
+    flow = jnp.broadcast_to(jnp.asarray([1.2, -0.8]), (6, 8, 2))  # rounds to (1, -1)
+    out = ops.warp_nearest(labels, flow, fill_value=255)
+    assert out.dtype == jnp.uint8
+    np.testing.assert_array_equal(out[1:, :-1], labels[:-1, 1:])
+    assert np.all(np.asarray(out[0]) == 255) and np.all(np.asarray(out[:, -1]) == 255)
+
+
+@pytest.mark.parametrize("flow_shape,msg", [((6, 8, 3), "H, W, 2"), ((5, 8, 2), "differs")])
+def test_bad_flow_shape_is_named(flow_shape, msg):
+    with pytest.raises(ValueError, match=msg):
+        ops.warp(jnp.zeros((6, 8, 3)), jnp.zeros(flow_shape))
+
+
+# ----------------------------------------------------------------------------- occlusion
+def test_out_of_image_mask_eq3():
+    flow = jnp.zeros((4, 5, 2)).at[..., 0].set(2.0)  # everything moves 2 px right
+    mask = np.asarray(ops.out_of_image_mask(flow))
+    expect = np.zeros((4, 5))
+    expect[:, 3:] = 1  # x + 2 > 4 for x in {3, 4}
+    np.testing.assert_array_equal(mask, expect)
+
+
+def test_fb_consistency_flags_inconsistent_pixels():
+    fw = jnp.zeros((8, 8, 2)).at[..., 0].set(1.0)
+    bw = -fw
+    assert float(ops.fb_consistency_mask(fw, bw)[:, :-1].max()) == 0.0
+    assert float(ops.fb_consistency_mask(fw, bw)[:, -1].min()) == 1.0  # leaves the image
+    bad_bw = bw.at[2:4, 2:5].set(jnp.asarray([3.0, 3.0]))
+    mask = np.asarray(ops.fb_consistency_mask(fw, bad_bw))
+    # Pixels (i, j) whose target (i, j + 1) has the wrong backward flow.
+    assert mask[2:4, 1:4].min() == 1.0 and mask[5:, :6].max() == 0.0
+
+
+# ----------------------------------------------------------------------------- ssim
+def test_ssim_identical_is_one_and_shape_kept():
+    a = _rand((2, 10, 12, 3), seed=11)
+    s = ops.ssim(a, a)
+    assert s.shape == a.shape
+    np.testing.assert_allclose(s, 1.0, atol=1e-5)
+
+
+def test_ssim_drops_for_different_images_and_is_symmetric():
+    a = _rand((10, 12, 3), seed=12)
+    b = _rand((10, 12, 3), seed=13)
+    s = ops.ssim(a, b)
+    assert float(s.mean()) < 0.5
+    np.testing.assert_allclose(s, ops.ssim(b, a), atol=1e-6)
+    assert float(s.max()) <= 1.0 + 1e-6
+
+
+def test_ssim_known_value_for_constant_images():
+    # For constant images var = cov = 0, so SSIM = (2 mu_a mu_b + C1) / (mu_a^2 + mu_b^2 + C1).
+    a = jnp.full((5, 5, 1), 0.2)
+    b = jnp.full((5, 5, 1), 0.6)
+    expect = (2 * 0.2 * 0.6 + ops.ssim.__globals__["C1"]) / (0.04 + 0.36 + ops.ssim.__globals__["C1"])
+    np.testing.assert_allclose(ops.ssim(a, b), expect, rtol=1e-4)
+
+
+# ----------------------------------------------------------------------------- gradients
+def test_edge_aware_flow_gradients():
+    image = jnp.zeros((4, 6, 3)).at[:, 3:].set(1.0)  # vertical edge between x=2 and x=3
+    flow = jnp.zeros((4, 6, 2)).at[:, 3:, 0].set(5.0)  # motion boundary on the same edge
+    gx, gy = ops.edge_aware_flow_gradients(flow, image, alpha=10.0)
+    assert gx.shape == (4, 5, 2) and gy.shape == (3, 6, 2)
+    np.testing.assert_allclose(gx[:, 2, 0], 5.0 * np.exp(-10.0), rtol=1e-5)
+    assert float(gy.max()) == 0.0
+    # Without the image edge the same flow edge costs the full 5.
+    gx_flat, _ = ops.edge_aware_flow_gradients(flow, jnp.zeros((4, 6, 3)))
+    np.testing.assert_allclose(gx_flat[:, 2, 0], 5.0)
+
+
+# ----------------------------------------------------------------------------- correlation
+def test_correlation_peaks_at_true_displacement():
+    f1 = _rand((12, 12, 64), seed=14, lo=-1, hi=1)
+    dx, dy = 2, -1
+    # f2[i + dy, j + dx] = f1[i, j]: content moved by (dx, dy).
+    f2 = jnp.roll(f1, shift=(dy, dx), axis=(0, 1))
+    d = 3
+    cv = ops.correlation(f1, f2, max_displacement=d)
+    n = 2 * d + 1
+    assert cv.shape == (12, 12, n * n)
+    best = np.asarray(jnp.argmax(cv[4:8, 4:8], axis=-1))
+    assert np.all(best == (dy + d) * n + (dx + d))
+    np.testing.assert_allclose(cv[6, 6, (dy + d) * n + dx + d], jnp.mean(f1[6, 6] ** 2), rtol=1e-5)
+
+
+def test_correlation_stride():
+    f = _rand((6, 6, 4), seed=15)
+    assert ops.correlation(f, f, max_displacement=4, stride=2).shape == (6, 6, 25)
+
+
+# ----------------------------------------------------------------------------- flow
+def test_resize_flow_scales_vectors():
+    flow = jnp.broadcast_to(jnp.asarray([2.0, -1.0]), (2, 8, 10, 2))
+    out = ops.resize_flow(flow, 16, 5)
+    assert out.shape == (2, 16, 5, 2)
+    np.testing.assert_allclose(out[..., 0], 1.0, atol=1e-6)
+    np.testing.assert_allclose(out[..., 1], -2.0, atol=1e-6)
+
+
+def test_compose_flow_of_translations_adds():
+    a = jnp.broadcast_to(jnp.asarray([1.0, 2.0]), (8, 9, 2))
+    b = jnp.broadcast_to(jnp.asarray([-3.0, 0.5]), (8, 9, 2))
+    np.testing.assert_allclose(ops.compose_flow(a, b), a + b, atol=1e-6)
+
+
+def test_compose_flow_equals_sequential_warps():
+    # Warping by the composed flow equals warping twice: warp(warp(x, f_bc), f_ab).
+    yy, xx = np.mgrid[0:16, 0:16].astype(np.float32)
+    # A smooth image, so the double interpolation of the sequential warps blurs little.
+    x = jnp.asarray((np.sin(xx / 3) * np.cos(yy / 4))[..., None])
+    f_ab = jnp.stack([0.3 * np.sin(yy / 4), 0.2 * np.cos(xx / 5)], -1)
+    f_bc = jnp.stack([0.25 * np.cos(yy / 3), -0.3 * np.sin(xx / 6)], -1)
+    composed = ops.warp(x, ops.compose_flow(f_ab, f_bc))
+    twice = ops.warp(ops.warp(x, f_bc), f_ab)
+    inner = (slice(2, -2), slice(2, -2))
+    assert float(jnp.abs(composed - twice)[inner].mean()) < 0.02
+    assert float(jnp.abs(composed - twice)[inner].mean()) < 0.2 * float(
+        jnp.abs(ops.warp(x, f_ab) - twice)[inner].mean())
