@@ -283,7 +283,10 @@ def _covers(layer: Layer, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     ui = np.floor(u + 0.5).astype(np.int64)
     vi = np.floor(v + 0.5).astype(np.int64)
     if layer.wrap:
+        # Scene layers tile horizontally and extend their top and bottom rows vertically,
+        # so every pixel is covered however the camera zooms or pans.
         ui %= tw
+        vi = np.clip(vi, 0, th - 1)
     inside = (ui >= 0) & (ui < tw) & (vi >= 0) & (vi < th)
     out = np.zeros(u.shape, bool)
     out[inside] = layer.mask[vi[inside], ui[inside]]
@@ -308,6 +311,8 @@ def _render(layers: Sequence[Layer], t: int, grid: np.ndarray) -> tuple[np.ndarr
         if not cov.any():
             continue
         border = cv2.BORDER_WRAP if layer.wrap else cv2.BORDER_REPLICATE
+        if layer.wrap:
+            v = np.clip(v, 0, layer.texture.shape[0] - 1)
         tex = cv2.remap(layer.texture, u.astype(np.float32), v.astype(np.float32),
                         cv2.INTER_LINEAR, borderMode=border)
         top[cov] = k
@@ -368,6 +373,13 @@ def snippet_rng(cfg: SyntheticConfig, split: str, index: int) -> np.random.Gener
     return np.random.default_rng([cfg.seed, _SPLIT_SEED[split], index])
 
 
+def make_layers(cfg: SyntheticConfig, rng: np.random.Generator) -> list[Layer]:
+    """The layers of one snippet, back to front (scene layers first, then objects)."""
+    cam = _camera(cfg, rng)
+    horizon = int(rng.uniform(0.38, 0.55) * cfg.height)
+    return _scene_layers(cfg, rng, cam, horizon) + _object_layers(cfg, rng, cam, horizon)
+
+
 def generate_snippet(cfg: SyntheticConfig, split: str, index: int, *,
                      return_clean: bool = False) -> dict[str, np.ndarray]:
     """Renders snippet ``index`` of ``split``; the same arguments always give the same arrays.
@@ -377,13 +389,12 @@ def generate_snippet(cfg: SyntheticConfig, split: str, index: int, *,
     """
     rng = snippet_rng(cfg, split, index)
     h, w, t_len = cfg.height, cfg.width, cfg.num_frames
-    cam = _camera(cfg, rng)
-    horizon = int(rng.uniform(0.38, 0.55) * h)
-    layers = _scene_layers(cfg, rng, cam, horizon) + _object_layers(cfg, rng, cam, horizon)
+    layers = make_layers(cfg, rng)
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
     grid = np.stack([xs, ys], -1)
 
     tops, clean = zip(*[_render(layers, t, grid) for t in range(t_len)])
+    assert min(int(top.min()) for top in tops) >= 0, "the sky layer must cover every pixel"
     class_of_layer = np.array([layer.class_id for layer in layers])
     labels = np.stack([cfg.label_lut()[class_of_layer[top]] for top in tops])
 
