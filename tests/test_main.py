@@ -58,3 +58,18 @@ def test_ci_runs_the_readme_test_command():
     assert len(commands) == 2, commands
     assert "vsegjax.main" in commands[0] and "pytest" in commands[1]
     assert commands[1] in ci.splitlines()
+
+
+def test_truncated_data_file_is_named(tmp_path):
+    import ml_collections
+    from vsegjax.data import synthetic_tfds
+    builder = synthetic_tfds.build(str(tmp_path), "tiny", num_workers=1)
+    shard = next(pathlib.Path(builder.data_dir).glob("*-train.array_record-*"))
+    with open(shard, "r+b") as f:
+        f.truncate(shard.stat().st_size // 2)
+    data = ml_collections.ConfigDict(dict(name="synthetic_video", config="tiny",
+                                          data_dir=str(tmp_path)))
+    with pytest.raises(IOError, match=shard.name):
+        source = datasets.open_split(data, "train")
+        for i in range(len(source)):
+            source[i]

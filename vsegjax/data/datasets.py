@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import os
 from typing import Any, Callable
 
@@ -56,3 +58,54 @@ def ensure_built(data: ml_collections.ConfigDict):
                 f"{os.path.expanduser(data.data_dir)}; build it with: {how_to_build(data)}")
         builder.download_and_prepare()
     return builder
+
+
+class NamedSource:
+    """A random-access source whose read errors name the file the record lives in.
+
+    ArrayRecord reports a truncated or corrupt shard as a bare RuntimeError; this wrapper
+    turns it into an IOError naming the shard and the record, so a user knows what to
+    rebuild.
+    """
+
+    def __init__(self, source, filenames: list[str], shard_lengths: list[int], where: str):
+        self._source = source
+        self._files = filenames
+        self._ends = list(itertools.accumulate(shard_lengths))
+        self._where = where
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def _file_of(self, index: int) -> str:
+        shard = bisect.bisect_right(self._ends, index)
+        return self._files[min(shard, len(self._files) - 1)] if self._files else "?"
+
+    def __getitem__(self, index: int):
+        try:
+            return self._source[index]
+        except Exception as e:  # noqa: BLE001 - re-raised with the file named
+            raise IOError(f"{self._where}: cannot read record {index} from "
+                          f"{self._file_of(int(index))}: the file is corrupt or truncated "
+                          f"({type(e).__name__}: {e}); rebuild the dataset") from e
+
+    def __getitems__(self, indices):
+        return [self[i] for i in indices]
+
+
+def open_split(data: ml_collections.ConfigDict, split: str) -> NamedSource:
+    """The ``split`` of the configured dataset as a random-access source (built if allowed)."""
+    builder = ensure_built(data)
+    if split not in builder.info.splits:
+        raise ValueError(f"dataset {data.name}: no split {split!r}; has "
+                         f"{sorted(builder.info.splits)}")
+    info = builder.info.splits[split]
+    files = [os.path.join(builder.data_dir, f) for f in info.filenames]
+    try:
+        source = builder.as_data_source(split)
+    except Exception as e:  # noqa: BLE001
+        raise IOError(f"dataset {data.name}/{builder.builder_config.name} split {split!r} "
+                      f"in {builder.data_dir} cannot be opened ({type(e).__name__}: {e}); "
+                      f"files: {files}") from e
+    return NamedSource(source, files, list(info.shard_lengths),
+                       f"{data.name}/{builder.builder_config.name} {split}")

@@ -25,9 +25,9 @@ def write_previews(source, out_dir: str, indices, palette: np.ndarray) -> list[s
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
     """Builds the configured dataset when missing and writes previews into ``workdir/preview``."""
-    builder = datasets.ensure_built(config.data)
     split = config.preview.split
-    source = builder.as_data_source(split)
+    source = datasets.open_split(config.data, split)
+    builder = datasets.get_builder(config.data)
     count = min(config.preview.num_snippets, len(source))
     paths = write_previews(source, os.path.join(workdir, "preview"), range(count),
                            viz.palette_for(datasets.palette_name(config.data)))

@@ -1,0 +1,291 @@
+"""grain input pipeline: random-access snippets -> augmented host batches -> global arrays.
+
+    source = load_split("synthetic_video", "train", data_dir)     # or any Sequence of dicts
+    mesh = make_mesh()
+    ds = make_dataset(source, batch_size=16, seed=0, window=(2, 1), mesh=mesh,
+                      augment=Augment(crop_size=(256, 256)))
+    it = iter(ds)
+    for batch in batch_iterator(it, mesh):      # dict of jax.Array, leading dim sharded
+        ...
+    state = it.get_state()                        # {"next_index": ...}: checkpoint with orbax
+    it = iter(ds); it.set_state(state)            # resumes with exactly the next batch
+
+Order of operations (``make_dataset``): per-process shard -> shuffle -> repeat ->
+``random_map`` (window sampling + augmentation) -> batch -> ``to_iter_dataset``
+(threads) -> optional ``mp_prefetch`` (processes). The random map draws from grain's
+per-record generator, seeded by (seed, process, position in the repeated stream), so a
+record's augmentation does not depend on threads, workers or the order of reading, and
+each epoch gets fresh augmentations and a fresh shuffle.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import grain
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from vsegjax.data import augment as augment_lib
+
+Example = dict[str, Any]
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def load_split(name: str, split: str, data_dir: str | pathlib.Path | None = None, **kwargs):
+    """``tfds.data_source(name, split=split, data_dir=data_dir)`` that never downloads or
+    builds: raises FileNotFoundError naming the dataset and directory, and how to build
+    it, when no prepared dataset is found there. ``data_dir=None`` means TFDS' default
+    (``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``). The builder class need not be
+    imported: TFDS reads the prepared files on their own. Extra kwargs go to
+    ``tfds.data_source``.
+    """
+    import tensorflow_datasets as tfds  # heavy import; only needed for real data
+
+    if data_dir is None:
+        data_dir = os.environ.get("TFDS_DATA_DIR") or tfds.core.constants.DATA_DIR
+    root = pathlib.Path(data_dir).expanduser()
+    search = root / name.split(":")[0]  # "name[/config][:version]"
+    if not search.is_dir() or not any(search.rglob("dataset_info.json")):
+        raise FileNotFoundError(_missing_message(name, search))
+    try:
+        return tfds.data_source(name, split=split, data_dir=str(root), download=False,
+                                **kwargs)
+    except Exception as e:  # tfds' own "not found" errors become FileNotFoundError
+        not_found = type(e).__name__ == "DatasetNotFoundError" or (
+            isinstance(e, AssertionError)  # registered builder, version / files missing
+            and any(m in str(e) for m in ("cannot be loaded at version", "find data")))
+        if not_found:
+            first_line = (str(e).splitlines() or [""])[0]
+            raise FileNotFoundError(f"{_missing_message(name, search)} (tfds: "
+                                    f"{first_line})") from e
+        raise
+
+
+def _missing_message(name: str, where: Any) -> str:
+    base = name.split(":")[0].split("/")[0]
+    # Every dataset's builder script is data_prep/<name>.py.
+    how = f"build it with `python data_prep/{base}.py --data_dir=<data_dir>`"
+    return f"dataset {name!r} not found: no prepared TFDS dataset in {where}; {how}"
+
+
+# --------------------------------------------------------------------------- sharding
+
+
+def process_shard(num_examples: int, process_index: int | None = None,
+                  process_count: int | None = None) -> slice:
+    """The slice of record indices this process reads: interleaved
+    (``index::count``) and truncated so every process gets exactly
+    ``num_examples // count`` records (the last ``num_examples % count`` are dropped),
+    which keeps the number of batches equal on every host."""
+    index = jax.process_index() if process_index is None else int(process_index)
+    count = jax.process_count() if process_count is None else int(process_count)
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"process_index {index} must lie in [0, process_count={count})")
+    per_process = num_examples // count
+    if per_process == 0:
+        raise ValueError(f"{num_examples} examples cannot be shared by {count} processes")
+    return slice(index, index + per_process * count, count)
+
+
+def check_batch_size(batch_size: int, *, process_count: int | None = None,
+                     mesh: Mesh | None = None, data_axis: str = "data",
+                     num_devices: int | None = None) -> int:
+    """Returns the per-process batch size; raises ValueError when the global
+    ``batch_size`` does not split over processes or the data axis' devices (the mesh's
+    ``data_axis`` size, else ``num_devices``, else ``jax.device_count()``)."""
+    count = jax.process_count() if process_count is None else int(process_count)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if batch_size % count:
+        raise ValueError(f"global batch_size {batch_size} is not divisible by the "
+                         f"number of processes ({count})")
+    if mesh is not None:
+        if data_axis not in mesh.shape:
+            raise ValueError(f"mesh has no axis {data_axis!r} (axes {dict(mesh.shape)})")
+        devices, what = mesh.shape[data_axis], f"mesh axis {data_axis!r}"
+    else:
+        devices = jax.device_count() if num_devices is None else int(num_devices)
+        what = "devices"
+    if batch_size % devices:
+        raise ValueError(f"global batch_size {batch_size} is not divisible by the "
+                         f"{devices} {what} it is split over")
+    return batch_size // count
+
+
+# --------------------------------------------------------------------------- transform
+
+
+class SnippetTransform(grain.transforms.RandomMap):
+    """Window sampling + augmentation of one record (picklable, for worker processes)."""
+
+    def __init__(self, window: tuple[int, int] | None = None,
+                 label_frame: str | int = "annotated",
+                 augment: augment_lib.Augment | None = None):
+        self.window = None if window is None else (int(window[0]), int(window[1]))
+        self.label_frame = label_frame
+        self.augment = augment
+
+    def random_map(self, element: Mapping[str, Any], rng: np.random.Generator) -> Example:
+        ex = {k: np.asarray(v) for k, v in element.items()}
+        if self.window is not None:
+            ex = augment_lib.sample_window(ex, *self.window, self.label_frame, rng)
+        if self.augment is not None:
+            return self.augment.apply(ex, rng)
+        return augment_lib.finalize(ex)
+
+
+def _derive_seeds(seed: int, process_index: int) -> tuple[int, int]:
+    """(shuffle seed shared by all processes, augmentation seed of this process)."""
+    shuffle_seed = np.random.SeedSequence([int(seed), 0]).generate_state(1)[0]
+    map_seed = np.random.SeedSequence([int(seed), 1, int(process_index)]).generate_state(1)[0]
+    return int(shuffle_seed), int(map_seed)
+
+
+def _ensure_absl_flags_parsed() -> None:
+    """grain's worker processes read absl flags (``--grain_*``); outside an absl app
+    (tests, Colab) nothing parsed them, so accept the defaults."""
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
+def make_dataset(source: Sequence[Mapping[str, Any]], *, batch_size: int, seed: int,
+                 window: tuple[int, int] | None = None,
+                 label_frame: str | int = "annotated",
+                 augment: augment_lib.Augment | Mapping[str, Any] | None = None,
+                 shuffle: bool = True, num_epochs: int | None = None,
+                 drop_remainder: bool = True, shard_by_process: bool = True,
+                 worker_count: int = 0, read_threads: int = 4,
+                 prefetch_buffer_size: int | None = None,
+                 mesh: Mesh | None = None, data_axis: str = "data",
+                 process_index: int | None = None, process_count: int | None = None
+                 ) -> grain.IterDataset:
+    """A deterministic, checkpointable ``grain.IterDataset`` of host batches.
+
+    Args:
+      source: anything with ``__len__`` and ``__getitem__`` returning snippet dicts
+        (``tfds.data_source(...)``, a list of dicts, ...).
+      batch_size: GLOBAL batch size; each process yields ``batch_size // process_count``.
+      seed: shuffle and augmentation seed.
+      window: (frames_before, frames_after) kept around the labelled frame, or None to
+        keep the whole snippet.
+      label_frame: "annotated", "random" or a frame index (see ``sample_window``).
+      augment: an ``Augment`` (or a dict / ConfigDict of its fields), or None for no
+        augmentation (dtypes are still converted by ``augment.finalize``).
+      shuffle: global shuffle of this process' shard, reshuffled every epoch.
+      num_epochs: None repeats forever.
+      drop_remainder: drop a final partial batch (only matters with ``num_epochs``).
+      shard_by_process: each process reads a disjoint, equal-sized shard.
+      worker_count: > 0 runs the pipeline in that many processes (``mp_prefetch``).
+      read_threads, prefetch_buffer_size: grain ``ReadOptions``: threads that each
+        assemble whole batches, and how many batches are read ahead (default
+        ``max(2, read_threads)``; snippets are large, grain's default is 500).
+      mesh, data_axis: used only to check that ``batch_size`` splits over the data
+        axis (without a mesh: over ``jax.device_count()``).
+      process_index, process_count: override ``jax.process_index()/process_count()``
+        (tests, or simulating a multi-host layout).
+
+    Returns:
+      An IterDataset whose iterator supports ``get_state()`` / ``set_state()``; the
+      state is a small JSON-serialisable dict (``{"next_index": n}`` without workers).
+    """
+    index = jax.process_index() if process_index is None else int(process_index)
+    count = jax.process_count() if process_count is None else int(process_count)
+    per_process = check_batch_size(batch_size, process_count=count, mesh=mesh,
+                                   data_axis=data_axis)
+    if not isinstance(augment, (augment_lib.Augment, type(None))):
+        augment = augment_lib.Augment.from_config(augment)
+    if num_epochs is not None and num_epochs < 1:
+        raise ValueError(f"num_epochs must be >= 1 or None, got {num_epochs}")
+    if len(source) == 0:
+        raise ValueError("the data source is empty")
+
+    shuffle_seed, map_seed = _derive_seeds(seed, index if shard_by_process else 0)
+    ds = grain.MapDataset.source(source)
+    if shard_by_process and count > 1:
+        ds = ds.slice(process_shard(len(source), index, count))
+    if shuffle:
+        ds = ds.shuffle(seed=shuffle_seed)
+    ds = ds.repeat(num_epochs)
+    ds = ds.random_map(SnippetTransform(window, label_frame, augment), seed=map_seed)
+    # Batch on the MapDataset: batch k is always records [k*B, (k+1)*B) of the stream,
+    # whatever the number of threads or worker processes (IterDataset.batch after
+    # mp_prefetch would batch within each worker's slice instead).
+    ds = ds.batch(per_process, drop_remainder=drop_remainder)
+    buffer = prefetch_buffer_size or max(2, read_threads)
+    ids = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads,
+                                               prefetch_buffer_size=buffer))
+    if worker_count > 0:
+        _ensure_absl_flags_parsed()
+        ids = ids.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+    return ids
+
+
+# --------------------------------------------------------------------------- devices
+
+
+def make_mesh(num_devices: int | None = None, axis: str = "data") -> Mesh:
+    """A 1-D mesh over the first ``num_devices`` devices (default: all of them)."""
+    devices = jax.devices()
+    n = len(devices) if num_devices is None else int(num_devices)
+    if not 1 <= n <= len(devices):
+        raise ValueError(f"num_devices={n} but {len(devices)} devices are available")
+    return jax.make_mesh((n,), (axis,), devices=devices[:n])
+
+
+def _device_dtype(dtype: np.dtype) -> np.dtype | None:
+    """The dtype a host array is placed with, or None for non-numeric leaves."""
+    if not (np.issubdtype(dtype, np.number) or dtype == np.bool_):
+        return None
+    return np.dtype(jax.dtypes.canonicalize_dtype(dtype))
+
+
+def to_global_batch(batch: Mapping[str, Any], mesh: Mesh, data_axis: str = "data"
+                    ) -> dict[str, Any]:
+    """Places this process' host batch on ``mesh`` as global arrays.
+
+    Each numeric array (leading dim = per-process batch) becomes a ``jax.Array`` of
+    global leading dim ``per_process * process_count``, sharded along that dim with
+    ``NamedSharding(mesh, P(data_axis))`` via ``jax.make_array_from_process_local_data``.
+    64-bit arrays are cast to 32 bits unless ``jax_enable_x64`` is on; non-numeric
+    arrays (e.g. strings) are returned unchanged as host numpy arrays.
+    """
+    if data_axis not in mesh.shape:
+        raise ValueError(f"mesh has no axis {data_axis!r} (axes {dict(mesh.shape)})")
+    sharding = NamedSharding(mesh, P(data_axis))
+    out: dict[str, Any] = {}
+    sizes = {k: np.shape(v)[0] if np.ndim(v) else None for k, v in batch.items()}
+    local = {s for s in sizes.values()}
+    if len(local) != 1 or None in local:
+        raise ValueError(f"batch arrays need one common leading (batch) dim; got {sizes}")
+    (local_batch,) = local
+    check_batch_size(local_batch * jax.process_count(), mesh=mesh, data_axis=data_axis)
+    for key, value in batch.items():
+        arr = np.asarray(value)
+        dtype = _device_dtype(arr.dtype)
+        if dtype is None:
+            out[key] = arr
+            continue
+        out[key] = jax.make_array_from_process_local_data(sharding, arr.astype(dtype,
+                                                                              copy=False))
+    return out
+
+
+def batch_iterator(batches: Iterable[Mapping[str, Any]], mesh: Mesh,
+                   data_axis: str = "data") -> Iterator[dict[str, Any]]:
+    """Yields ``to_global_batch`` of each host batch, lazily (no read-ahead), so the
+    state of the grain iterator passed in always matches the batches consumed:
+
+        it = iter(ds)
+        for step, batch in zip(range(steps), batch_iterator(it, mesh)):
+            ... checkpoint it.get_state() with the model ...
+    """
+    for batch in batches:
+        yield to_global_batch(batch, mesh, data_axis)
