@@ -237,7 +237,10 @@ def make_mesh(num_devices: int | None = None, axis: str = "data") -> Mesh:
     n = len(devices) if num_devices is None else int(num_devices)
     if not 1 <= n <= len(devices):
         raise ValueError(f"num_devices={n} but {len(devices)} devices are available")
-    return jax.make_mesh((n,), (axis,), devices=devices[:n])
+    # Auto axes: plain data parallelism where XLA propagates shardings (the explicit
+    # sharding mode, jax.make_mesh's default, would type-check every op's sharding).
+    return jax.make_mesh((n,), (axis,), devices=devices[:n],
+                         axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def _device_dtype(dtype: np.dtype) -> np.dtype | None:

@@ -1,0 +1,75 @@
+"""Orbax checkpoints of the train state and the grain iterator, written by process 0's plan.
+
+A checkpoint is a step folder holding three items: ``state`` (params, optimiser state,
+model state, step, RNG), ``data`` (the input iterator's position, per process) and
+``meta`` (JSON). Orbax writes into a temporary folder and renames it when complete, so
+an interrupted save never looks like a checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+    """Periodic and final checkpoints in ``directory``, keeping the newest ``max_to_keep``."""
+
+    def __init__(self, directory: str, max_to_keep: int = 2, async_save: bool = True):
+        self.directory = os.path.abspath(os.path.expanduser(directory))
+        self._mngr = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                                 enable_async_checkpointing=async_save),
+            item_handlers={"state": ocp.StandardCheckpointHandler(),
+                           "data": grain.checkpoint.CheckpointHandler(),
+                           "meta": ocp.JsonCheckpointHandler()})
+
+    def latest_step(self) -> int | None:
+        return self._mngr.latest_step()
+
+    def save(self, step: int, state: Any, data_iter: Any | None = None,
+             meta: dict | None = None) -> None:
+        items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta or {})}
+        if data_iter is not None:
+            items["data"] = grain.checkpoint.CheckpointSave(data_iter)
+        self._mngr.save(step, args=ocp.args.Composite(**items), force=True)
+
+    def restore(self, abstract_state: Any, data_iter: Any | None = None,
+                step: int | None = None) -> tuple[Any, dict]:
+        """Restores ``state`` onto the shardings in ``abstract_state``; ``data_iter`` in place."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        items = {"state": ocp.args.StandardRestore(abstract_state), "meta": ocp.args.JsonRestore()}
+        if data_iter is not None:
+            items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+        restored = self._mngr.restore(step, args=ocp.args.Composite(**items))
+        return restored["state"], restored["meta"]
+
+    def wait(self) -> None:
+        """Blocks until background saves are on disk."""
+        self._mngr.wait_until_finished()
+
+    def close(self) -> None:
+        self._mngr.wait_until_finished()
+        self._mngr.close()
+
+
+def load_state_tree(workdir: str, step: int | None = None) -> Any:
+    """The saved train state of another run (``init_from``), as host arrays, unsharded."""
+    directory = os.path.join(os.path.abspath(os.path.expanduser(workdir)), "checkpoints")
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"init_from: no checkpoints folder in {workdir}")
+    mngr = ocp.CheckpointManager(directory, item_handlers={"state": ocp.StandardCheckpointHandler()},
+                                 options=ocp.CheckpointManagerOptions(read_only=True))
+    step = mngr.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"init_from: no checkpoint in {directory}")
+    restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    mngr.close()
+    return jax.tree.map(jax.device_get, restored["state"])

@@ -1,0 +1,66 @@
+"""What a method plugs into the shared trainer: one ``Task`` subclass per method."""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Iterator, Mapping
+
+import jax
+import ml_collections
+
+Batch = Mapping[str, Any]
+Variables = dict[str, Any]
+
+
+class Task(abc.ABC):
+    """A method's model, losses, data and evaluation, as the trainer needs them.
+
+    The trainer owns the loop, sharding, optimiser, checkpoints and logging; a task owns
+    everything that differs between GRFP, EFC, VPLR and Warp-Refine.
+    """
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        self.config = config
+
+    @abc.abstractmethod
+    def init_variables(self, rng: jax.Array) -> Variables:
+        """Model variables (``params`` plus collections such as ``batch_stats``)."""
+
+    @abc.abstractmethod
+    def loss_fn(self, params: Any, model_state: Variables, batch: Batch,
+                rng: jax.Array) -> tuple[jax.Array, tuple[dict[str, jax.Array], Variables]]:
+        """(total loss, (named scalar metrics incl. each loss term, new model_state))."""
+
+    @abc.abstractmethod
+    def train_iterator(self, seed: int) -> Iterator[dict]:
+        """Host-local batches; must support ``get_state``/``set_state`` (grain) for resume."""
+
+    def evaluate(self, params: Any, model_state: Variables, step: int) -> dict[str, float]:
+        """Scalars for the writer during training; the default evaluates nothing."""
+        del params, model_state, step
+        return {}
+
+    def init_from(self, variables: Variables, loaded: Variables) -> Variables:
+        """Merges variables of an earlier run (``train.init_from``) into fresh ones.
+
+        The default copies every top-level group of each collection present in both with
+        identical shapes, so a static segmenter trained alone seeds a video model whose
+        ``params`` hold it under the same key.
+        """
+        out = dict(variables)
+        for collection, groups in variables.items():
+            src = loaded.get(collection, {})
+            new = dict(groups)
+            for key, value in groups.items():
+                if key in src and _same_shapes(value, src[key]):
+                    new[key] = src[key]
+            out[collection] = new
+        return out
+
+
+def _same_shapes(a: Any, b: Any) -> bool:
+    try:
+        shapes = jax.tree.map(lambda x, y: x.shape == y.shape, a, b)
+    except ValueError:
+        return False
+    return all(jax.tree.leaves(shapes))

@@ -1,0 +1,206 @@
+"""The one training loop every method shares.
+
+Resume order (as in big_vision): the latest checkpoint in ``workdir``, else
+``config.train.init_from`` (another run's parameters merged by the task), else fresh
+initialisation. Parameters are created already replicated on the mesh by a jitted init
+with ``out_shardings``; batches are sharded along the mesh's data axis. The step key is
+``fold_in(root_key, step)`` and the input iterator's position is checkpointed, so a
+resumed run continues exactly as an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import tqdm
+from absl import logging
+from clu import metrics as clu_metrics
+from clu import periodic_actions
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from vsegjax.data import pipeline
+from vsegjax.train import checkpoint, optim, writers
+from vsegjax.train.task import Task
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when a step's loss or gradient is NaN/inf; the bad state is never saved."""
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    model_state: Any  # non-parameter collections, e.g. {"batch_stats": ...}
+    opt_state: Any
+    rng: jax.Array  # the root key; each step uses fold_in(rng, step)
+
+
+@dataclasses.dataclass
+class TrainResult:
+    state: TrainState
+    step: int
+    last_metrics: dict[str, float]
+    workdir: str
+
+
+def _split_variables(variables: dict) -> tuple[Any, dict]:
+    variables = dict(variables)
+    params = variables.pop("params")
+    return params, variables
+
+
+def _metric_collection(names) -> type[clu_metrics.Collection]:
+    return clu_metrics.Collection.create(**{n: clu_metrics.Average.from_output(n) for n in names})
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainResult:
+    """Trains ``task`` for ``config.train.num_steps`` steps in ``workdir`` (resuming if possible).
+
+    Config fields used: ``seed``, ``train.{num_steps, log_every, checkpoint_every,
+    eval_every, keep_checkpoints, init_from, async_checkpoints}``, ``optimizer.*``
+    (see ``vsegjax.train.optim``) and ``mesh.num_devices``.
+    """
+    tcfg = config.train
+    workdir = os.path.abspath(os.path.expanduser(workdir))
+    os.makedirs(workdir, exist_ok=True)
+    num_steps = int(tcfg.num_steps)
+    mesh = pipeline.make_mesh(config.get("mesh", {}).get("num_devices") or None)
+    replicated = NamedSharding(mesh, P())
+
+    root = jax.random.PRNGKey(config.seed)
+    init_key, state_key = jax.random.split(root)
+    abstract_vars = jax.eval_shape(task.init_variables, init_key)
+    tx = optim.make_optimizer(config.optimizer, num_steps, abstract_vars["params"])
+
+    def create_state(key):
+        params, model_state = _split_variables(task.init_variables(key))
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
+                          opt_state=tx.init(params), rng=state_key)
+
+    abstract_state = jax.eval_shape(create_state, init_key)
+    state_sharding = jax.tree.map(lambda _: replicated, abstract_state)
+    abstract_state = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state,
+        state_sharding)
+
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                   max_to_keep=tcfg.get("keep_checkpoints", 2),
+                                   async_save=tcfg.get("async_checkpoints", True))
+    data_iter = task.train_iterator(config.seed)
+    if ckpt.latest_step() is not None:
+        state, _ = ckpt.restore(abstract_state, data_iter)
+        logging.info("resumed from %s at step %d", ckpt.directory, int(state.step))
+    else:
+        state = jax.jit(create_state, out_shardings=state_sharding)(init_key)
+        if tcfg.get("init_from"):
+            loaded = checkpoint.load_state_tree(tcfg.init_from)
+            merged = task.init_from({"params": state.params, **state.model_state},
+                                    {"params": loaded["params"], **loaded["model_state"]})
+            params, model_state = _split_variables(merged)
+            params, model_state = jax.device_put((params, model_state),
+                                                 (state_sharding.params,
+                                                  state_sharding.model_state))
+            state = state.replace(params=params, model_state=model_state,
+                                  opt_state=jax.jit(tx.init, out_shardings=state_sharding.opt_state)(params))
+            logging.info("initialised from %s", tcfg.init_from)
+
+    def train_step(state: TrainState, batch):
+        rng = jax.random.fold_in(state.rng, state.step)
+        grad_fn = jax.value_and_grad(task.loss_fn, has_aux=True)
+        (loss, (metrics, model_state)), grads = grad_fn(state.params, state.model_state, batch, rng)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        grad_norm = optax.global_norm(grads)
+        ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        new = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                            opt_state=opt_state, model_state=model_state)
+        # A non-finite step leaves the state as it was, so what is saved stays good.
+        new = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, state)
+        metrics = dict(metrics, loss=loss, grad_norm=grad_norm)
+        return new, metrics, ok
+
+    step_fn = jax.jit(train_step, donate_argnums=0)
+    writer = writers.create_writer(workdir)
+    start = int(jax.device_get(state.step))
+    report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
+                                             every_secs=tcfg.get("report_every_secs", 30.0))
+    log_every = max(1, tcfg.get("log_every", 50))
+    ckpt_every = tcfg.get("checkpoint_every", 0) or num_steps
+    eval_every = tcfg.get("eval_every", 0)
+    collection = metric_cls = None
+    last: dict[str, float] = {}
+    meta = {"config": config.to_json_best_effort()}
+    if start == 0:
+        writer.write_hparams({k: v for k, v in _flatten(config.to_dict()).items()})
+
+    bar = tqdm.tqdm(total=num_steps, initial=start, desc=f"train {os.path.basename(workdir)}",
+                    unit="step", disable=jax.process_index() != 0 or start >= num_steps)
+    t0 = time.time()
+    position = data_iter.get_state()  # the input position that matches `state`
+    saved_step = ckpt.latest_step()
+    try:
+        for step in range(start + 1, num_steps + 1):
+            batch = pipeline.to_global_batch(next(data_iter), mesh)
+            new_state, metrics, ok = step_fn(state, batch)
+            if not bool(ok):
+                ckpt.wait()
+                values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                raise NonFiniteLossError(
+                    f"non-finite loss or gradient at step {step}: {values}; training stopped. "
+                    f"The last good checkpoint is step {ckpt.latest_step()} in {ckpt.directory}.")
+            state, position = new_state, data_iter.get_state()
+            if metric_cls is None:
+                metric_cls = _metric_collection(sorted(metrics))
+            single = metric_cls.single_from_model_output(**metrics)
+            collection = single if collection is None else collection.merge(single)
+            report(step)
+            bar.update(1)
+            if step % log_every == 0 or step == num_steps:
+                last = {k: float(v) for k, v in collection.compute().items()}
+                writer.write_scalars(step, last)
+                bar.set_postfix(loss=f"{last['loss']:.4f}")
+                collection = None
+            if step % ckpt_every == 0 or step == num_steps:
+                ckpt.save(step, state, data_iter, meta)
+                saved_step = step
+            if eval_every and (step % eval_every == 0 or step == num_steps):
+                scores = task.evaluate(state.params, state.model_state, step)
+                if scores:
+                    writer.write_scalars(step, {f"eval/{k}": v for k, v in scores.items()})
+    except KeyboardInterrupt:
+        # Keep the work done so far: save the last completed step with the matching input
+        # position (the interrupted step may have consumed a batch already).
+        done = int(jax.device_get(state.step))
+        if done != saved_step:
+            data_iter.set_state(position)
+            ckpt.save(done, state, data_iter, meta)
+            logging.warning("interrupted: saved step %d to %s", done, ckpt.directory)
+        ckpt.close()
+        raise
+    bar.close()
+    ckpt.close()
+    writer.flush()
+    if start < num_steps:
+        logging.info("trained %d steps in %.1f s", num_steps - start, time.time() - t0)
+    return TrainResult(state=state, step=int(jax.device_get(state.step)), last_metrics=last,
+                       workdir=workdir)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v if isinstance(v, (int, float, str, bool)) else str(v)
+    return out
