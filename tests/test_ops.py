@@ -227,3 +227,26 @@ def test_compose_flow_equals_sequential_warps():
     assert float(jnp.abs(composed - twice)[inner].mean()) < 0.02
     assert float(jnp.abs(composed - twice)[inner].mean()) < 0.2 * float(
         jnp.abs(ops.warp(x, f_ab) - twice)[inner].mean())
+
+
+# ----------------------------------------------------------------------------- conv
+@pytest.mark.parametrize("k", [1, 3, 7])
+def test_conv2d_same_matches_xla_values_and_gradients(k):
+    x = _rand((2, 9, 11, 4), seed=20, lo=-1, hi=1)
+    kernel = _rand((k, k, 4, 3), seed=21, lo=-1, hi=1)
+    weights = _rand((2, 9, 11, 3), seed=22)
+
+    def ref(x, kernel):
+        return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    np.testing.assert_allclose(ops.conv2d_same(x, kernel), ref(x, kernel), atol=1e-5)
+    g_ours = jax.grad(lambda x, w: jnp.sum(ops.conv2d_same(x, w) * weights), (0, 1))(x, kernel)
+    g_ref = jax.grad(lambda x, w: jnp.sum(ref(x, w) * weights), (0, 1))(x, kernel)
+    np.testing.assert_allclose(g_ours[0], g_ref[0], atol=1e-4)
+    np.testing.assert_allclose(g_ours[1], g_ref[1], atol=1e-4, rtol=1e-4)
+
+
+def test_conv2d_same_rejects_even_kernels():
+    with pytest.raises(ValueError, match="odd"):
+        jax.grad(lambda w: jnp.sum(ops.conv2d_same(jnp.ones((1, 4, 4, 1)), w)))(jnp.ones((2, 2, 1, 1)))

@@ -1,0 +1,5 @@
+"""Losses: plain functions on arrays, one per term; tasks weight and log them by name."""
+
+from vsegjax.losses.segmentation import cross_entropy, nll_loss, pixel_accuracy
+
+__all__ = ["cross_entropy", "nll_loss", "pixel_accuracy"]
