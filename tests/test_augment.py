@@ -222,3 +222,14 @@ def test_augment_from_config():
         aug.Augment.from_config({"crop": (8, 8)})
     with pytest.raises(ValueError, match="scale_range"):
         aug.Augment(scale_range=(1.5, 1.0))
+
+
+def test_augment_resize_first_scales_flow():
+    ex = aug.sample_window(make_snippet(labelled=(1, 3)), 1, 1)
+    h, w = ex["frames"].shape[1:3]
+    cfg = aug.Augment(resize=(h // 2, w // 2), scale_range=None, hflip=False, color=None,
+                      occlusion_out_of_view=False)
+    out = cfg.apply(ex, _rng(0))
+    assert out["frames"].shape[1:3] == (h // 2, w // 2)
+    np.testing.assert_allclose(out["flow_fwd"], aug.finalize(ex)["flow_fwd"][:, ::2, ::2] / 2,
+                               atol=1e-5)

@@ -223,3 +223,18 @@ def test_load_split_missing_dataset_explains_how_to_build(tmp_path, monkeypatch)
 def test_load_split_missing_version(tiny_tfds):
     with pytest.raises(FileNotFoundError, match="tiny_video_snippets:9.0.0"):
         pipeline.load_split("tiny_video_snippets:9.0.0", "train", data_dir=tiny_tfds)
+
+
+def test_batch_fn_applies_to_every_batch_and_keeps_resume(source):
+    def add_mean(batch):
+        return dict(batch, mean=batch["frames"].mean(axis=(1, 2, 3, 4)))
+
+    it = iter(_ds(source, batch_fn=add_mean))
+    first = _take(it, 2)
+    for batch in first:
+        np.testing.assert_allclose(batch["mean"], batch["frames"].mean(axis=(1, 2, 3, 4)))
+    state = it.get_state()
+    expected = _take(it, 1)
+    it2 = iter(_ds(source, batch_fn=add_mean))
+    it2.set_state(state)
+    _assert_batches_equal(expected, _take(it2, 1))

@@ -335,6 +335,8 @@ class Augment:
     """Augmentation settings; every field is a plain number/tuple/bool so it maps onto
     an ``ml_collections.ConfigDict`` (``Augment.from_config(config.augment)``).
 
+    resize: (height, width) every snippet is first resized to (e.g. a lower working
+      resolution, or fixed-size evaluation), or None.
     scale_range: (low, high) uniform scale factor, or None for no rescaling.
     crop_size: (height, width) random crop (padding smaller images), or None.
     hflip: mirror with probability 1/2.
@@ -342,6 +344,7 @@ class Augment:
     occlusion_out_of_view: mark pixels whose flow leaves the (cropped) image occluded.
     """
 
+    resize: tuple[int, int] | None = None
     scale_range: tuple[float, float] | None = (0.75, 1.25)
     crop_size: tuple[int, int] | None = None
     hflip: bool = True
@@ -354,6 +357,8 @@ class Augment:
             if not 0 < lo <= hi:
                 raise ValueError(f"Augment.scale_range must be 0 < low <= high, got "
                                  f"{self.scale_range}")
+        if self.resize is not None and (len(self.resize) != 2 or min(self.resize) < 1):
+            raise ValueError(f"Augment.resize must be (height, width) >= 1, got {self.resize}")
         if self.crop_size is not None and (len(self.crop_size) != 2
                                            or min(self.crop_size) < 1):
             raise ValueError(f"Augment.crop_size must be (height, width) >= 1, got "
@@ -374,14 +379,16 @@ class Augment:
         unknown = sorted(set(values) - names)
         if unknown:
             raise ValueError(f"unknown augment fields {unknown}; known: {sorted(names)}")
-        for key in ("scale_range", "crop_size", "color"):
+        for key in ("resize", "scale_range", "crop_size", "color"):
             if values.get(key) is not None:
                 values[key] = tuple(values[key])
         return cls(**values)
 
     def apply(self, example: Mapping[str, Any], rng: np.random.Generator) -> dict[str, Any]:
-        """scale -> crop -> flip -> colour -> out-of-view occlusion -> ``finalize``."""
+        """resize -> scale -> crop -> flip -> colour -> out-of-view occlusion -> ``finalize``."""
         ex = finalize(example)
+        if self.resize is not None:
+            ex = resize(ex, int(self.resize[0]), int(self.resize[1]))
         if self.scale_range is not None:
             ex = random_scale(ex, self.scale_range, rng)
         if self.crop_size is not None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import pathlib
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import grain
 import jax
@@ -165,7 +165,8 @@ def make_dataset(source: Sequence[Mapping[str, Any]], *, batch_size: int, seed: 
                  worker_count: int = 0, read_threads: int = 4,
                  prefetch_buffer_size: int | None = None,
                  mesh: Mesh | None = None, data_axis: str = "data",
-                 process_index: int | None = None, process_count: int | None = None
+                 process_index: int | None = None, process_count: int | None = None,
+                 batch_fn: Callable[[Example], Example] | None = None,
                  ) -> grain.IterDataset:
     """A deterministic, checkpointable ``grain.IterDataset`` of host batches.
 
@@ -191,6 +192,8 @@ def make_dataset(source: Sequence[Mapping[str, Any]], *, batch_size: int, seed: 
         axis (without a mesh: over ``jax.device_count()``).
       process_index, process_count: override ``jax.process_index()/process_count()``
         (tests, or simulating a multi-host layout).
+      batch_fn: a deterministic function applied to each host batch (e.g. classical
+        optical flow computed on the host); runs in the reading threads/workers.
 
     Returns:
       An IterDataset whose iterator supports ``get_state()`` / ``set_state()``; the
@@ -219,6 +222,8 @@ def make_dataset(source: Sequence[Mapping[str, Any]], *, batch_size: int, seed: 
     # whatever the number of threads or worker processes (IterDataset.batch after
     # mp_prefetch would batch within each worker's slice instead).
     ds = ds.batch(per_process, drop_remainder=drop_remainder)
+    if batch_fn is not None:
+        ds = ds.map(batch_fn)
     buffer = prefetch_buffer_size or max(2, read_threads)
     ids = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads,
                                                prefetch_buffer_size=buffer))

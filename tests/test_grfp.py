@@ -1,0 +1,99 @@
+"""GRFP end to end on the tiny synthetic dataset, and the configs."""
+
+import importlib.util
+import json
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+
+from vsegjax.data import synthetic_tfds
+from vsegjax.train import grfp
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def load_config(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "configs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("tfds")
+    synthetic_tfds.build(str(data_dir), "tiny", num_workers=1)
+    return str(data_dir)
+
+
+def tiny_config(data_dir, flow="dataset"):
+    c = load_config("grfp_synthetic")
+    c.data.data_dir = data_dir
+    c.data.config = "tiny"  # 48x64, 5 frames, labelled frame 3
+    c.input.batch_size = 8
+    c.input.window = (3, 1)
+    c.input.augment.resize = (48, 64)
+    c.input.augment.crop_size = (48, 64)
+    c.flow.source = flow
+    c.static_stage.train.num_steps = 6
+    c.static_stage.train.log_every = 3
+    c.grfp_stage.train.num_steps = 4
+    c.grfp_stage.train.log_every = 2
+    c.grfp.kernel_size = 3
+    c.eval.num_snippets = 5
+    c.eval.num_panels = 2
+    return c
+
+
+def test_grfp_runs_both_stages_and_writes_metrics(tiny_data, tmp_path):
+    config = tiny_config(tiny_data, flow="farneback")
+    results = grfp.run(config, str(tmp_path))
+    saved = json.loads((tmp_path / "eval_metrics.json").read_text())
+    assert set(saved) >= {"static", "grfp", "grfp_fwbw"}
+    for method in ("static", "grfp", "grfp_fwbw"):
+        assert 0.0 <= saved[method]["miou"] <= 1.0
+        assert 0.0 < saved[method]["temporal_consistency"] <= 1.0
+        assert len(saved[method]["per_class_iou"]) == 10
+    assert saved["num_snippets"] == 5 and results["grfp"]["miou"] == saved["grfp"]["miou"]
+    assert sorted(p.name for p in (tmp_path / "panels").glob("*.png")) == [
+        "example_000.png", "example_001.png"]
+    assert (tmp_path / "static" / "checkpoints").is_dir()
+    assert (tmp_path / "grfp" / "metrics.jsonl").exists()
+
+
+def test_grfp_stage_starts_from_static_and_keeps_it_frozen(tiny_data, tmp_path):
+    from vsegjax.train import checkpoint
+    config = tiny_config(tiny_data)
+    grfp.run(config, str(tmp_path))
+    static = checkpoint.load_state_tree(str(tmp_path / "static"))
+    video = checkpoint.load_state_tree(str(tmp_path / "grfp"))
+    for a, b in zip(jax.tree.leaves(static["params"]["static"]),
+                    jax.tree.leaves(video["params"]["static"])):
+        np.testing.assert_array_equal(a, b)
+    assert set(video["params"]["grfp"]) == {"forward", "backward", "fusion"}
+
+
+def test_loss_terms_follow_weights(tiny_data):
+    config = grfp.stage_config(tiny_config(tiny_data), "grfp_stage")
+    config.grfp.loss_weights = {"L_fwbw": 1.0, "L_fwd": 0.0}
+    task = grfp.GRFPTask(config)
+    assert task.weights == {"L_fwbw": 1.0}  # a zero weight is not computed
+    config.grfp.loss_weights = {"L_typo": 1.0}
+    with pytest.raises(ValueError, match="grfp.loss_weights"):
+        grfp.GRFPTask(config)
+
+
+@pytest.mark.parametrize("name", ["grfp_synthetic", "grfp_cityscapes"])
+def test_configs_build_their_models(name):
+    config = load_config(name)
+    stage = grfp.stage_config(config, "grfp_stage")
+    task = grfp.GRFPTask(stage)
+    shapes = jax.eval_shape(task.init_variables, jax.random.PRNGKey(0))
+    assert "static" in shapes["params"] and "grfp" in shapes["params"]
+    if name == "grfp_cityscapes":
+        assert stage.optimizer.b1 == 0.95 and stage.optimizer.b2 == 0.99
+        assert tuple(config.input.augment.crop_size) == (512, 512)
+        assert task.window_len == 5 and "flow" in shapes["params"]
+        assert set(stage.optimizer.frozen) == {"flow"}

@@ -1,0 +1,65 @@
+"""Data glue shared by the tasks: config -> grain iterators and evaluation batches."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+import ml_collections
+import numpy as np
+
+from vsegjax.data import augment as augment_lib
+from vsegjax.data import datasets, pipeline
+
+
+def train_augment(config: ml_collections.ConfigDict) -> augment_lib.Augment:
+    return augment_lib.Augment.from_config(config.input.augment)
+
+
+def eval_augment(config: ml_collections.ConfigDict) -> augment_lib.Augment:
+    """Deterministic: only the resize to the working resolution (if any)."""
+    size = config.input.augment.get("resize")
+    return augment_lib.Augment(resize=tuple(size) if size else None, scale_range=None,
+                               crop_size=None, hflip=False, color=None)
+
+
+def train_iterator(config: ml_collections.ConfigDict, seed: int, window: tuple[int, int],
+                   label_frame: str | int,
+                   batch_fn: Callable[[dict], dict] | None = None) -> Iterator[dict]:
+    """A checkpointable grain iterator of augmented host batches of the train split."""
+    source = datasets.open_split(config.data, config.input.get("train_split", "train"))
+    ds = pipeline.make_dataset(source, batch_size=config.input.batch_size, seed=seed,
+                               window=window, label_frame=label_frame,
+                               augment=train_augment(config), batch_fn=batch_fn,
+                               worker_count=config.input.get("worker_count", 0))
+    return iter(ds)
+
+
+def eval_batches(config: ml_collections.ConfigDict, window: tuple[int, int] | None,
+                 label_frame: str | int = "annotated",
+                 batch_fn: Callable[[dict], dict] | None = None) -> Iterator[dict[str, Any]]:
+    """Yields the evaluation split as host batches, in order, each example once.
+
+    ``eval.num_snippets`` (0 = all) bounds the cost. Batches are padded by repeating the
+    last example so every batch has ``eval.batch_size`` rows; ``valid`` marks the real ones.
+    """
+    source = datasets.open_split(config.data, config.eval.split)
+    n = len(source) if not config.eval.num_snippets else min(config.eval.num_snippets,
+                                                             len(source))
+    bs = config.eval.batch_size
+    transform = pipeline.SnippetTransform(window, label_frame, eval_augment(config))
+    rng = np.random.default_rng(0)  # unused by the deterministic transform
+    for start in range(0, n, bs):
+        idx = list(range(start, min(n, start + bs)))
+        rows = [transform.random_map(source[i], rng) for i in idx]
+        valid = [True] * len(rows) + [False] * (bs - len(rows))
+        rows += [rows[-1]] * (bs - len(rows))
+        batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+        batch["valid"] = np.asarray(valid)
+        if batch_fn is not None:
+            batch = batch_fn(batch)
+        yield batch
+
+
+def num_eval_snippets(config: ml_collections.ConfigDict) -> int:
+    n = len(datasets.open_split(config.data, config.eval.split))
+    return n if not config.eval.num_snippets else min(config.eval.num_snippets, n)

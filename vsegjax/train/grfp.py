@@ -1,0 +1,219 @@
+"""GRFP task: a static segmenter + STGRU propagation along optical flow (GRFP paper).
+
+Stage 1 (``StaticSegmentationTask``) trains the static segmenter on labelled frames.
+Stage 2 (``GRFPTask``) starts from it (``init_from``) and trains the STGRU on windows
+of ``input.window`` = (frames before, frames after) the labelled frame, with the loss on
+the labelled frame only; the flow is frozen (dataset, OpenCV or a frozen FlowNetS).
+In ``fwbw`` mode one model holds the forward cell, the backward cell and the fusion, so
+the loss is a dict of three terms: the fused estimate (``L_fwbw``) and each direction on
+its own (``L_fwd``, ``L_bwd``), which keeps the forward model usable alone (the paper's
+default model) and gives the fusion two trained inputs.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from vsegjax import losses
+from vsegjax.models import flow_providers
+from vsegjax.models.segmenter import make_segmenter
+from vsegjax.models.stgru import GRFP
+from vsegjax.train import data
+from vsegjax.train.segmentation import StaticSegmentationTask
+from vsegjax.train.task import Task
+from vsegjax.train.trainer import train
+
+LOSS_KEYS = {"L_fwbw": "logits", "L_fwd": "logits_fwd", "L_bwd": "logits_bwd"}
+
+
+class VideoModel(nn.Module):
+    """Static segmenter on every frame, then GRFP over the window.
+
+    With a ``flow`` module (FlowNetS) the flows are computed here from the frames, every
+    consecutive pair in both directions in one call; otherwise they come with the batch.
+    """
+
+    static: nn.Module
+    grfp: GRFP
+    flow: nn.Module | None = None
+    flow_trainable: bool = False
+
+    def compute_flows(self, frames):
+        b, t, h, w, _ = frames.shape
+        first = frames[:, :-1].reshape((-1, h, w, 3))
+        second = frames[:, 1:].reshape((-1, h, w, 3))
+        out = self.flow(jnp.concatenate([first, second]), jnp.concatenate([second, first]))
+        flows = out["flow"].reshape((2, b, t - 1, h, w, 2))
+        if not self.flow_trainable:
+            flows = jax.lax.stop_gradient(flows)
+        return flows[0], flows[1]
+
+    def __call__(self, frames, flow_fwd, flow_bwd, label_pos: int, train: bool = False,
+                 static_train: bool = False):
+        b, t, h, w, _ = frames.shape
+        if self.flow is not None:
+            flow_fwd, flow_bwd = self.compute_flows(frames)
+        logits = self.static(frames.reshape((b * t, h, w, 3)), train=static_train)
+        logits = logits.reshape((b, t) + logits.shape[1:])
+        if not static_train:
+            # A frozen static net: no gradient through T copies of it (saves most compute).
+            logits = jax.lax.stop_gradient(logits)
+        return self.grfp(logits, frames, flow_fwd, flow_bwd, label_pos)
+
+
+def make_video_model(config: ml_collections.ConfigDict,
+                     provider: flow_providers.FlowProvider | None = None) -> VideoModel:
+    g = config.grfp
+    learned = isinstance(provider, flow_providers.LearnedFlow)
+    return VideoModel(
+        static=make_segmenter(config.model),
+        grfp=GRFP(num_classes=config.model.num_classes, mode=g.mode, kernel_size=g.kernel_size,
+                  identity_init=g.identity_init, center_inputs=g.center_inputs, remat=g.remat),
+        flow=provider.module if learned else None,
+        flow_trainable=bool(learned and provider.trainable))
+
+
+class HostFlow:
+    """Picklable batch function: classical flow computed on the host in the data workers."""
+
+    def __init__(self, provider: flow_providers.OpenCVFlow):
+        self.provider = provider
+
+    def __call__(self, batch: dict) -> dict:
+        fwd, bwd = self.provider.flows(batch["frames"])
+        out = dict(batch, flow_fwd=np.asarray(fwd, np.float32),
+                   flow_bwd=np.asarray(bwd, np.float32))
+        # The dataset's exact flow stays available to measure temporal consistency.
+        for key in ("flow_fwd", "flow_bwd"):
+            if key in batch:
+                out[f"{key}_gt"] = batch[key]
+        return out
+
+
+def flow_batch_fn(provider: flow_providers.FlowProvider):
+    """OpenCV flow replaces the dataset's flow in the input pipeline; None otherwise."""
+    if isinstance(provider, flow_providers.OpenCVFlow):
+        return HostFlow(provider)
+    return None
+
+
+class GRFPTask(Task):
+    """Stage 2 of GRFP: the STGRU (and optionally the static net) on labelled windows."""
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        super().__init__(config)
+        self.provider = flow_providers.make_flow_provider(config)
+        self.model = make_video_model(config, self.provider)
+        self.before, self.after = (int(v) for v in config.input.window)
+        self.batch_fn = flow_batch_fn(self.provider)
+        self.train_static = bool(config.grfp.train_static)
+        weights = dict(config.grfp.loss_weights)
+        unknown = set(weights) - set(LOSS_KEYS)
+        if unknown:
+            raise ValueError(f"config field grfp.loss_weights: unknown terms {sorted(unknown)}; "
+                             f"known: {sorted(LOSS_KEYS)}")
+        mode = config.grfp.mode
+        usable = {"forward": {"L_fwd", "L_fwbw"}, "backward": {"L_bwd", "L_fwbw"},
+                  "fwbw": set(LOSS_KEYS)}[mode]
+        # A term whose weight is zero or absent is not computed.
+        self.weights = {k: float(v) for k, v in weights.items() if v and k in usable}
+        if not self.weights:
+            raise ValueError(f"config field grfp.loss_weights: no term with a weight for mode {mode!r}")
+
+    @property
+    def window_len(self) -> int:
+        return self.before + 1 + self.after
+
+    def _shape(self) -> tuple[int, int]:
+        size = self.config.input.augment.get("crop_size") or self.config.input.augment.resize
+        return int(size[0]), int(size[1])
+
+    def init_variables(self, rng):
+        h, w = self._shape()
+        t = self.window_len
+        frames = jnp.zeros((1, t, h, w, 3))
+        flows = jnp.zeros((1, t - 1, h, w, 2))
+        variables = dict(self.model.init(rng, frames, flows, flows, self.before))
+        if isinstance(self.provider, flow_providers.LearnedFlow):
+            # The flow network's own (loaded or fresh) parameters, not the random init.
+            variables["params"] = dict(variables["params"], flow=self.provider.variables["params"])
+        return variables
+
+    def apply(self, params, model_state, batch, train: bool, rng=None):
+        variables = {"params": params, **model_state}
+        args = (batch["frames"], batch.get("flow_fwd"), batch.get("flow_bwd"), self.before)
+        if train and self.train_static:
+            out, new_state = self.model.apply(variables, *args, static_train=True,
+                                              mutable=list(model_state), rngs={"dropout": rng})
+            return out, {**model_state, **new_state}
+        return self.model.apply(variables, *args), model_state
+
+    def loss_fn(self, params, model_state, batch, rng):
+        out, model_state = self.apply(params, model_state, batch, True, rng)
+        labels = batch["labels"][:, self.before]
+        terms = {k: losses.nll_loss(out[LOSS_KEYS[k]], labels) for k in self.weights}
+        total = sum(self.weights[k] * terms[k] for k in terms)
+        metrics = dict(terms, pixel_acc=losses.pixel_accuracy(out["logits"], labels),
+                       static_pixel_acc=losses.pixel_accuracy(out["static_logits"], labels))
+        return total, (metrics, model_state)
+
+    def train_iterator(self, seed):
+        return data.train_iterator(self.config, seed, window=(self.before, self.after),
+                                   label_frame="annotated", batch_fn=self.batch_fn)
+
+    @functools.cached_property
+    def _eval_fn(self):
+        return jax.jit(lambda p, s, b: self.apply(p, s, b, False)[0]["logits"])
+
+    def evaluate(self, params, model_state, step) -> dict[str, float]:
+        from vsegjax import evaluation
+        del step
+        c = self.config.model.num_classes
+        cm = np.zeros((c, c), np.int64)
+        for batch in data.eval_batches(self.config, (self.before, self.after),
+                                       batch_fn=self.batch_fn):
+            pred = np.asarray(jnp.argmax(self._eval_fn(params, model_state, batch), -1))
+            v = batch["valid"]
+            cm += np.asarray(evaluation.confusion_matrix(pred[v], batch["labels"][v, self.before], c))
+        return {"miou": float(evaluation.iou_from_confusion(cm)[0])}
+
+
+def stage_config(config: ml_collections.ConfigDict, stage: str) -> ml_collections.ConfigDict:
+    """The config of one stage: its ``train`` and ``optimizer`` blocks moved to the top."""
+    cfg = ml_collections.ConfigDict(config.to_dict())
+    block = config[stage]
+    cfg.train = ml_collections.ConfigDict(block.train.to_dict())
+    cfg.optimizer = ml_collections.ConfigDict(block.optimizer.to_dict())
+    if stage == "grfp_stage":
+        # Parts that get no gradient get no optimiser state either.
+        frozen = set(cfg.optimizer.get("frozen", ()))
+        if not config.grfp.train_static:
+            frozen.add("static")
+        if config.flow.source == "flownet" and not config.flow.get("trainable", False):
+            frozen.add("flow")
+        cfg.optimizer.frozen = tuple(sorted(frozen))
+    return cfg
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Both stages and the evaluation; each stage resumes or is skipped when already done."""
+    from vsegjax.train import grfp_eval
+
+    static_dir = os.path.join(workdir, "static")
+    static_cfg = stage_config(config, "static_stage")
+    static = train(static_cfg, static_dir, StaticSegmentationTask(static_cfg))
+
+    grfp_cfg = stage_config(config, "grfp_stage")
+    if not grfp_cfg.train.get("init_from"):
+        grfp_cfg.train.init_from = static_dir
+    task = GRFPTask(grfp_cfg)
+    video = train(grfp_cfg, os.path.join(workdir, "grfp"), task)
+    return grfp_eval.evaluate_and_report(grfp_cfg, workdir, task, video.state, static.state)

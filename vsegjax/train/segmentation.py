@@ -1,0 +1,87 @@
+"""Static (per-frame) segmentation: GRFP's stage 1 and the baseline every method beats."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from vsegjax import evaluation, losses
+from vsegjax.models.segmenter import make_segmenter
+from vsegjax.train import data
+from vsegjax.train.task import Task
+
+
+class StaticModel(nn.Module):
+    """Wraps a segmenter so its variables sit under ``static`` (as in the video models)."""
+
+    static: nn.Module
+
+    def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
+        return self.static(images, train=train)
+
+
+def apply_static(model: nn.Module, params: Any, model_state: dict, images: jax.Array,
+                 train: bool, rng: jax.Array | None = None) -> tuple[jax.Array, dict]:
+    """(logits, new model_state) of a ``StaticModel``; BN statistics update when training."""
+    variables = {"params": params, **model_state}
+    if not train:
+        return model.apply(variables, images, train=False), model_state
+    logits, new_state = model.apply(variables, images, train=True,
+                                    mutable=list(model_state), rngs={"dropout": rng})
+    return logits, {**model_state, **new_state}
+
+
+class StaticSegmentationTask(Task):
+    """Trains a segmenter on single labelled frames (``input.label_frame`` of each snippet)."""
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        super().__init__(config)
+        self.model = StaticModel(static=make_segmenter(config.model))
+        self.num_classes = config.model.num_classes
+
+    def _input_shape(self) -> tuple[int, int]:
+        size = self.config.input.augment.get("crop_size") or self.config.input.augment.resize
+        return int(size[0]), int(size[1])
+
+    def init_variables(self, rng):
+        h, w = self._input_shape()
+        return dict(self.model.init(rng, jnp.zeros((1, h, w, 3)), train=False))
+
+    def loss_fn(self, params, model_state, batch, rng):
+        images, labels = batch["frames"][:, 0], batch["labels"][:, 0]
+        logits, model_state = apply_static(self.model, params, model_state, images, True, rng)
+        terms = {"L_seg": losses.cross_entropy(logits, labels)}
+        weights = self.config.get("loss_weights", {"L_seg": 1.0})
+        total = sum(weights[k] * v for k, v in terms.items() if weights.get(k))
+        metrics = dict(terms, pixel_acc=losses.pixel_accuracy(logits, labels))
+        return total, (metrics, model_state)
+
+    def train_iterator(self, seed):
+        return data.train_iterator(self.config, seed, window=(0, 0),
+                                   label_frame=self.config.input.get("label_frame", "annotated"))
+
+    @functools.cached_property
+    def _predict(self):
+        @jax.jit
+        def predict(params, model_state, images):
+            logits, _ = apply_static(self.model, params, model_state, images, False)
+            return jnp.argmax(logits, -1)
+        return predict
+
+    def evaluate(self, params, model_state, step) -> dict[str, float]:
+        """mIoU on the labelled frames of the evaluation split."""
+        del step
+        cm = np.zeros((self.num_classes, self.num_classes), np.int64)
+        for batch in data.eval_batches(self.config, window=(0, 0)):
+            pred = np.asarray(self._predict(params, model_state, batch["frames"][:, 0]))
+            valid = batch["valid"]
+            cm += np.asarray(evaluation.confusion_matrix(pred[valid], batch["labels"][valid, 0],
+                                                         self.num_classes))
+        miou, _ = evaluation.iou_from_confusion(cm)
+        return {"miou": float(miou)}
