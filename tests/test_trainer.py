@@ -10,62 +10,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from vsegjax.data import pipeline
-from vsegjax.train import NonFiniteLossError, Task, checkpoint, train, writers
-
-
-class _Net(nn.Module):
-    @nn.compact
-    def __call__(self, x, train=False):
-        x = nn.Conv(8, (3, 3))(x)
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
-        return nn.Dense(3)(nn.relu(x))
-
-
-class ToyTask(Task):
-    """Per-pixel 3-class segmentation of random colour images (class = brightest channel)."""
-
-    def __init__(self, config, poison_from=None):
-        super().__init__(config)
-        self.model = _Net()
-        rng = np.random.default_rng(0)
-        frames = rng.integers(0, 256, (32, 1, 8, 8, 3)).astype(np.uint8)
-        self.source = [{"frames": f, "labels": f.argmax(-1).astype(np.uint8),
-                        "has_label": np.ones(1, bool), "label_index": np.int32(0),
-                        "poison": np.float32(0.0)} for f in frames]
-        if poison_from is not None:  # NaN loss for batches holding these records
-            for ex in self.source[poison_from:]:
-                ex["poison"] = np.float32(np.inf)
-
-    def init_variables(self, rng):
-        return dict(self.model.init(rng, jnp.zeros((1, 8, 8, 3))))
-
-    def loss_fn(self, params, model_state, batch, rng):
-        x = batch["frames"][:, 0] * (1.0 + batch["poison"][:, None, None, None])
-        logits, new_state = self.model.apply({"params": params, **model_state}, x,
-                                             train=True, mutable=["batch_stats"])
-        y = batch["labels"][:, 0]
-        nll = -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[..., None], -1))
-        noise = 0.0 * jax.random.normal(rng)  # the step key must be usable
-        return nll + noise, ({"L_seg": nll}, dict(new_state))
-
-    def train_iterator(self, seed):
-        ds = pipeline.make_dataset(self.source, batch_size=self.config.batch_size, seed=seed,
-                                   shuffle=not self.config.get("no_shuffle", False))
-        return iter(ds)
-
-
-def _config(num_steps=12, **train):
-    c = ml_collections.ConfigDict()
-    c.seed = 0
-    c.batch_size = 8
-    c.train = ml_collections.ConfigDict(dict(num_steps=num_steps, log_every=3,
-                                             checkpoint_every=3, init_from="",
-                                             async_checkpoints=False))
-    c.train.update(train)
-    c.optimizer = ml_collections.ConfigDict(dict(name="adam", learning_rate=0.05,
-                                                 schedule="cosine"))
-    return c
+from _toy_task import ToyTask, toy_config as _config
+from vsegjax.train import NonFiniteLossError, checkpoint, train, writers
 
 
 def test_loss_falls_and_checkpoints_appear(tmp_path):
@@ -95,13 +41,11 @@ class _Interrupting:
             raise KeyboardInterrupt
         return next(self.it)
 
-    # Bytes, like grain's DataLoader iterators: grain's orbax handler accepts those from
-    # any iterator type (dict states only from grain's own DatasetIterator).
     def get_state(self):
-        return json.dumps(self.it.get_state()).encode()
+        return self.it.get_state()
 
     def set_state(self, state):
-        self.it.set_state(json.loads(state))
+        self.it.set_state(state)
 
 
 class InterruptedToyTask(ToyTask):
@@ -165,3 +109,34 @@ def test_bad_optimizer_field_is_named(tmp_path):
     cfg.optimizer.name = "adagrad_typo"
     with pytest.raises(ValueError, match="optimizer.name"):
         train(cfg, str(tmp_path), ToyTask(cfg))
+
+
+def test_killed_run_restarts_to_the_same_parameters(tmp_path):
+    """SIGKILL after a checkpoint (no chance to save), restart, compare with no kill."""
+    import subprocess
+    import sys
+    cfg = _config(num_steps=9, checkpoint_every=3, async_checkpoints=True)
+    straight = train(cfg, str(tmp_path / "a"), ToyTask(cfg))
+    script = os.path.join(os.path.dirname(__file__), "_kill_run.py")
+    proc = subprocess.run([sys.executable, script, str(tmp_path / "b"), "8"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]  # killed while fetching step 8's batch
+    saved = checkpoint.load_state_tree(str(tmp_path / "b"))
+    assert int(saved["step"]) in (3, 6)
+    resumed = train(cfg, str(tmp_path / "b"), ToyTask(cfg))
+    for a, b in zip(jax.tree.leaves(straight.state), jax.tree.leaves(resumed.state)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_one_and_eight_devices_give_the_same_training(tmp_path):
+    assert jax.device_count() == 8
+    results = {}
+    for n in (1, 8):
+        cfg = _config(num_steps=4, log_every=1)
+        cfg.mesh = ml_collections.ConfigDict(dict(num_devices=n))
+        results[n] = train(cfg, str(tmp_path / str(n)), ToyTask(cfg))
+        rows = writers.read_jsonl(str(tmp_path / str(n) / "metrics.jsonl"))
+        results[n] = ([r["loss"] for r in rows if "loss" in r], results[n].state.params)
+    np.testing.assert_allclose(results[1][0], results[8][0], rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(results[1][1]), jax.tree.leaves(results[8][1])):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)

@@ -8,12 +8,37 @@ an interrupted save never looks like a checkpoint.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
 import grain
 import jax
 import orbax.checkpoint as ocp
+
+
+class _IteratorAdapter:
+    """Presents any iterator with ``get_state``/``set_state`` to grain's orbax handler.
+
+    grain's handler accepts dict states only from its own ``DatasetIterator`` class and
+    bytes from anything else; this adapter speaks bytes (JSON of a dict state), so task
+    wrappers around a grain iterator checkpoint as well as the iterator itself.
+    """
+
+    def __init__(self, iterator: Any):
+        self._it = iterator
+        self._dict_state = not isinstance(iterator.get_state(), bytes)
+
+    def get_state(self) -> bytes:
+        state = self._it.get_state()
+        return json.dumps(state).encode() if self._dict_state else state
+
+    def set_state(self, state: bytes) -> None:
+        self._it.set_state(json.loads(state) if self._dict_state else state)
+
+    def start_prefetch(self) -> None:
+        if hasattr(self._it, "start_prefetch"):
+            self._it.start_prefetch()
 
 
 class Checkpointer:
@@ -36,7 +61,7 @@ class Checkpointer:
              meta: dict | None = None) -> None:
         items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta or {})}
         if data_iter is not None:
-            items["data"] = grain.checkpoint.CheckpointSave(data_iter)
+            items["data"] = grain.checkpoint.CheckpointSave(_IteratorAdapter(data_iter))
         self._mngr.save(step, args=ocp.args.Composite(**items), force=True)
 
     def restore(self, abstract_state: Any, data_iter: Any | None = None,
@@ -47,7 +72,7 @@ class Checkpointer:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
         items = {"state": ocp.args.StandardRestore(abstract_state), "meta": ocp.args.JsonRestore()}
         if data_iter is not None:
-            items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+            items["data"] = grain.checkpoint.CheckpointRestore(_IteratorAdapter(data_iter))
         restored = self._mngr.restore(step, args=ocp.args.Composite(**items))
         return restored["state"], restored["meta"]
 

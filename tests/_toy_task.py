@@ -1,0 +1,64 @@
+"""A toy task for trainer tests (importable by subprocesses, so not a test module)."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from vsegjax.data import pipeline
+from vsegjax.train import Task
+
+
+class _Net(nn.Module):
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = nn.Conv(8, (3, 3), use_bias=False)(x)  # a bias before BN has no real gradient
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+        return nn.Dense(3)(nn.relu(x))
+
+
+class ToyTask(Task):
+    """Per-pixel 3-class segmentation of random colour images (class = brightest channel)."""
+
+    def __init__(self, config, poison_from=None):
+        super().__init__(config)
+        self.model = _Net()
+        rng = np.random.default_rng(0)
+        frames = rng.integers(0, 256, (32, 1, 8, 8, 3)).astype(np.uint8)
+        self.source = [{"frames": f, "labels": f.argmax(-1).astype(np.uint8),
+                        "has_label": np.ones(1, bool), "label_index": np.int32(0),
+                        "poison": np.float32(0.0)} for f in frames]
+        if poison_from is not None:  # NaN loss for batches holding these records
+            for ex in self.source[poison_from:]:
+                ex["poison"] = np.float32(np.inf)
+
+    def init_variables(self, rng):
+        return dict(self.model.init(rng, jnp.zeros((1, 8, 8, 3))))
+
+    def loss_fn(self, params, model_state, batch, rng):
+        x = batch["frames"][:, 0] * (1.0 + batch["poison"][:, None, None, None])
+        logits, new_state = self.model.apply({"params": params, **model_state}, x,
+                                             train=True, mutable=["batch_stats"])
+        y = batch["labels"][:, 0]
+        nll = -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[..., None], -1))
+        noise = 0.0 * jax.random.normal(rng)  # the step key must be usable
+        return nll + noise, ({"L_seg": nll}, dict(new_state))
+
+    def train_iterator(self, seed):
+        ds = pipeline.make_dataset(self.source, batch_size=self.config.batch_size, seed=seed,
+                                   shuffle=not self.config.get("no_shuffle", False))
+        return iter(ds)
+
+
+def toy_config(num_steps=12, **train):
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.batch_size = 8
+    c.train = ml_collections.ConfigDict(dict(num_steps=num_steps, log_every=3,
+                                             checkpoint_every=3, init_from="",
+                                             async_checkpoints=False))
+    c.train.update(train)
+    c.optimizer = ml_collections.ConfigDict(dict(name="adam", learning_rate=0.05,
+                                                 schedule="cosine"))
+    return c
