@@ -52,10 +52,10 @@ def get_config() -> ml_collections.ConfigDict:
         train_static=False, loss_weights=dict(L_fwbw=1.0, L_fwd=1.0, L_bwd=1.0)))
 
     c.static_stage = _stage(1200, dict(name="adam", learning_rate=3e-3, schedule="cosine",
-                                       warmup_steps=50, weight_decay=1e-5))
+                                       warmup_steps=50, weight_decay=1e-5), eval_every=600)
     # The paper's STGRU optimiser: Adam with beta1 = 0.95, beta2 = 0.99.
     c.grfp_stage = _stage(400, dict(name="adam", learning_rate=1e-3, b1=0.95, b2=0.99,
-                                    schedule="cosine", warmup_steps=20))
+                                    schedule="cosine", warmup_steps=20), eval_every=200)
 
     c.eval = ml_collections.ConfigDict(dict(split="validation", num_snippets=0, batch_size=8,
                                             num_panels=6))

@@ -56,6 +56,9 @@ def test_grfp_runs_both_stages_and_writes_metrics(tiny_data, tmp_path):
         assert 0.0 <= saved[method]["miou"] <= 1.0
         assert 0.0 < saved[method]["temporal_consistency"] <= 1.0
         assert len(saved[method]["per_class_iou"]) == 10
+    assert set(saved["grfp_miou_by_num_frames"]) == {"1", "2", "3", "4"}
+    # One frame seen = the static prediction of the same static net.
+    assert saved["grfp_miou_by_num_frames"]["1"] == pytest.approx(saved["static"]["miou"])
     assert saved["num_snippets"] == 5 and results["grfp"]["miou"] == saved["grfp"]["miou"]
     assert sorted(p.name for p in (tmp_path / "panels").glob("*.png")) == [
         "example_000.png", "example_001.png"]

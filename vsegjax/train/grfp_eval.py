@@ -72,6 +72,21 @@ class Predictor:
     def _first(self):
         return self._video(0)
 
+    @functools.lru_cache(maxsize=None)
+    def _window_fn(self, length: int):
+        return self._video(length - 1)
+
+    def forward_with_length(self, batch: dict, length: int) -> np.ndarray:
+        """GRFP forward prediction at the labelled frame from its last ``length`` frames
+        (``length`` 1 is the static prediction; the paper's Table 3 varies this)."""
+        lp = self.task.before
+        lo = lp - length + 1
+        flows = [None if batch.get(k) is None else batch[k][:, lo:lp]
+                 for k in ("flow_fwd", "flow_bwd")]
+        out = self._window_fn(length)(self.vparams, self.vstate, batch["frames"][:, lo:lp + 1],
+                                      *flows)
+        return np.asarray(jnp.argmax(out.get("logits_fwd", out["logits"]), -1))
+
     def __call__(self, batch: dict) -> dict[str, np.ndarray]:
         args = (batch["frames"], batch.get("flow_fwd"), batch.get("flow_bwd"))
         lp = self.task.before
@@ -98,6 +113,9 @@ class Predictor:
 
 def _panel(batch: dict, i: int, preds: dict, lp: int, palette: np.ndarray) -> np.ndarray:
     frame = (batch["frames"][i, lp] * 255).astype(np.uint8)
+    # Tiles are drawn at least 256 px wide (make_panel sizes every tile like the first).
+    up = max(1, 256 // frame.shape[1])
+    frame = np.repeat(np.repeat(frame, up, 0), up, 1)
     flow = batch["flow_bwd"][i, lp - 1] if lp > 0 and "flow_bwd" in batch else \
         np.zeros(frame.shape[:2] + (2,), np.float32)
     tiles = [frame, viz.colorize_labels(preds["static"][i], palette),
@@ -119,12 +137,15 @@ def evaluate_and_report(config: ml_collections.ConfigDict, workdir: str, task, v
     cms = {m: np.zeros((c, c), np.int64) for m in METHODS}
     cms_degraded = {m: np.zeros((c, c), np.int64) for m in METHODS}
     consistency = {m: [] for m in METHODS}
+    lengths = range(1, lp + 2) if config.grfp.mode != "backward" else ()
+    cms_by_length = {n: np.zeros((c, c), np.int64) for n in lengths}
     panel_dir = os.path.join(workdir, "panels")
     num_panels, index = config.eval.get("num_panels", 4), 0
     total = data.num_eval_snippets(config)
     bar = tqdm.tqdm(total=total, desc="evaluate GRFP", unit="snippet")
     for batch in data.eval_batches(config, (task.before, task.after), batch_fn=task.batch_fn):
         preds = predictor(batch)
+        by_length = {n: predictor.forward_with_length(batch, n) for n in lengths}
         gt_fwd = batch.get("flow_fwd_gt", batch.get("flow_fwd"))
         gt_bwd = batch.get("flow_bwd_gt", batch.get("flow_bwd"))
         for i in np.flatnonzero(batch["valid"]):
@@ -135,6 +156,9 @@ def evaluate_and_report(config: ml_collections.ConfigDict, workdir: str, task, v
                 cms[m] += cm
                 if degraded:
                     cms_degraded[m] += cm
+            for n in lengths:
+                cms_by_length[n] += np.asarray(evaluation.confusion_matrix(by_length[n][i],
+                                                                           label, c))
             seqs = {"static": preds["static_seq"][i], "grfp": preds["grfp_seq"][i],
                     "grfp_fwbw": preds["grfp_fwbw_seq"][i]}
             for m in METHODS:
@@ -160,6 +184,9 @@ def evaluate_and_report(config: ml_collections.ConfigDict, workdir: str, task, v
                               for n, v in zip(names, per_class)},
             "miou_degraded_labelled_frames": None if np.isnan(miou_deg) else float(miou_deg),
         }
+    # GRFP forward mIoU against the number of frames T seen at inference (T = 1: static).
+    results["grfp_miou_by_num_frames"] = {
+        str(n): float(evaluation.iou_from_confusion(cm)[0]) for n, cm in cms_by_length.items()}
     results["num_snippets"] = index
     results["flow_source"] = config.flow.source
     path = os.path.join(workdir, "eval_metrics.json")
@@ -170,5 +197,7 @@ def evaluate_and_report(config: ml_collections.ConfigDict, workdir: str, task, v
     summary = "  ".join(f"{m}: mIoU {results[m]['miou']:.4f} TC {results[m]['temporal_consistency']:.4f}"
                         for m in METHODS)
     print(f"GRFP evaluation on {index} snippets ({config.flow.source} flow): {summary}")
+    print("GRFP forward mIoU by frames seen: " + "  ".join(
+        f"T={n}: {v:.4f}" for n, v in results["grfp_miou_by_num_frames"].items()))
     print(f"wrote {path} and {min(index, num_panels)} panels in {panel_dir}")
     return results
