@@ -100,3 +100,22 @@ def test_configs_build_their_models(name):
         assert tuple(config.input.augment.crop_size) == (512, 512)
         assert task.window_len == 5 and "flow" in shapes["params"]
         assert set(stage.optimizer.frozen) == {"flow"}
+
+
+def test_learned_flow_is_computed_in_the_model_and_frozen(tiny_data):
+    config = tiny_config(tiny_data, flow="flownet")
+    config.flow.width = 0.125
+    config.flow.num_levels = 4
+    stage = grfp.stage_config(config, "grfp_stage")
+    assert set(stage.optimizer.frozen) == {"flow", "static"}
+    task = grfp.GRFPTask(stage)
+    variables = task.init_variables(jax.random.PRNGKey(0))
+    params = variables.pop("params")
+    batch = next(task.train_iterator(0))
+    assert task.batch_fn is None  # flows come from the network, not the pipeline
+    batch = {k: jax.numpy.asarray(v) for k, v in batch.items()
+             if k not in ("flow_fwd", "flow_bwd")}  # the model must not need them
+    grads = jax.grad(lambda p: task.loss_fn(p, variables, batch, jax.random.PRNGKey(1))[0])(params)
+    flow_grads = jax.tree.leaves(grads["flow"])
+    assert flow_grads and all(float(np.abs(g).max()) == 0.0 for g in flow_grads)
+    assert any(float(np.abs(g).max()) > 0 for g in jax.tree.leaves(grads["grfp"]))

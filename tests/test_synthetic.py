@@ -170,3 +170,16 @@ def test_custom_config_names_differ():
     a = synthetic_tfds.custom_config(10, 2, height=32, width=64, num_frames=3, label_index=1)
     b = synthetic_tfds.custom_config(10, 2, height=32, width=64, num_frames=3, label_index=1, seed=1)
     assert a.name != b.name and a.name.startswith("h32w64t3")
+
+
+def test_ground_truth_labels_are_temporally_consistent(snippets):
+    """Exact labels chained through exact flow: nearly every trajectory keeps its label,
+    while labels that ignore the motion (frame 0 repeated) lose many."""
+    from vsegjax.evaluation import temporal_consistency
+    truth, frozen = [], []
+    for ex in snippets:
+        truth.append(temporal_consistency(ex["labels"], ex["flow_fwd"], ex["flow_bwd"]).ratio)
+        still = np.repeat(ex["labels"][:1], len(ex["labels"]), axis=0)
+        frozen.append(temporal_consistency(still, ex["flow_fwd"], ex["flow_bwd"]).ratio)
+    assert np.mean(truth) > 0.97, truth
+    assert np.mean(frozen) < np.mean(truth) - 0.02, (frozen, truth)

@@ -10,11 +10,12 @@ from __future__ import annotations
 import math
 import os
 import pathlib
-import tempfile
 from typing import Any, Mapping, Sequence
 
 import cv2
 import numpy as np
+
+from vsegjax import files
 
 IGNORE_LABEL = 255
 
@@ -323,20 +324,7 @@ def save_png(path: str | os.PathLike, image: np.ndarray) -> None:
     ok, encoded = cv2.imencode(".png", out)
     if not ok:
         raise ValueError(f"{path}: OpenCV failed to encode a PNG of shape {image.shape}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Temp file + os.replace: a crash mid-write never leaves a half PNG at ``path``.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(encoded.tobytes())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    files.atomic_write_bytes(path, encoded.tobytes())
 
 
 def snippet_preview(example: Mapping[str, Any], palette: np.ndarray | str | int,

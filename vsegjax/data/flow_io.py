@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 import pathlib
-import tempfile
 
 import cv2
 import numpy as np
+
+from vsegjax import files
 
 PathLike = str | os.PathLike
 
@@ -22,16 +23,6 @@ _HEADER_BYTES = 12
 # Real flow fields are at most a few thousand pixels a side; a larger header almost
 # always means a corrupt or non-.flo file, and would otherwise trigger a huge allocation.
 MAX_FLO_DIM = 100_000
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# mkstemp creates files 0600; give written files the usual umask-derived mode instead.
-_FILE_MODE = 0o666 & ~_current_umask()
 
 
 def read_flo(path: PathLike) -> np.ndarray:
@@ -60,27 +51,6 @@ def read_flo(path: PathLike) -> np.ndarray:
     return flow.astype(np.float32, copy=True)
 
 
-def _atomic_write_bytes(path: pathlib.Path, payload: bytes) -> None:
-    """Writes ``payload`` to a temp file beside ``path`` and renames it into place.
-
-    os.replace is atomic within one file system, so readers see either the old file
-    or the complete new one, never a half-written file.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def write_flo(path: PathLike, flow: np.ndarray) -> None:
     """Writes a [H, W, 2] flow (x, y) as a Middlebury ``.flo`` file, atomically."""
     path = pathlib.Path(path)
@@ -93,7 +63,7 @@ def write_flo(path: PathLike, flow: np.ndarray) -> None:
     header = (np.array([FLO_MAGIC], dtype="<f4").tobytes()
               + np.array([width, height], dtype="<i4").tobytes())
     body = np.ascontiguousarray(flow, dtype="<f4").tobytes()
-    _atomic_write_bytes(path, header + body)
+    files.atomic_write_bytes(path, header + body)
 
 
 def read_image(path: PathLike) -> np.ndarray:

@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from vsegjax import evaluation, viz
+from vsegjax import evaluation, files, viz
 from vsegjax.data import datasets
 from vsegjax.train import data
 from vsegjax.train.segmentation import StaticModel, apply_static
@@ -190,10 +190,7 @@ def evaluate_and_report(config: ml_collections.ConfigDict, workdir: str, task, v
     results["num_snippets"] = index
     results["flow_source"] = config.flow.source
     path = os.path.join(workdir, "eval_metrics.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(results, f, indent=2)
-    os.replace(tmp, path)
+    files.atomic_write_text(path, json.dumps(results, indent=2))
     summary = "  ".join(f"{m}: mIoU {results[m]['miou']:.4f} TC {results[m]['temporal_consistency']:.4f}"
                         for m in METHODS)
     print(f"GRFP evaluation on {index} snippets ({config.flow.source} flow): {summary}")
