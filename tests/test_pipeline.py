@@ -238,3 +238,11 @@ def test_batch_fn_applies_to_every_batch_and_keeps_resume(source):
     it2 = iter(_ds(source, batch_fn=add_mean))
     it2.set_state(state)
     _assert_batches_equal(expected, _take(it2, 1))
+
+
+def test_label_ids_outside_the_classes_are_named(source):
+    bad = [dict(ex) for ex in source]
+    bad[5] = dict(bad[5], labels=np.where(bad[5]["labels"] == 1, 7, bad[5]["labels"]))
+    it = iter(_ds(bad, shuffle=False, num_classes=5))
+    with pytest.raises(ValueError, match=r"snippet 5 field 'labels'.*\[7\]"):
+        _take(it, 2)

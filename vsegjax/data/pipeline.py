@@ -30,6 +30,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from vsegjax.data import augment as augment_lib
+from vsegjax.data import features
 
 Example = dict[str, Any]
 
@@ -126,13 +127,19 @@ class SnippetTransform(grain.transforms.RandomMap):
 
     def __init__(self, window: tuple[int, int] | None = None,
                  label_frame: str | int = "annotated",
-                 augment: augment_lib.Augment | None = None):
+                 augment: augment_lib.Augment | None = None,
+                 num_classes: int | None = None):
         self.window = None if window is None else (int(window[0]), int(window[1]))
         self.label_frame = label_frame
         self.augment = augment
+        self.num_classes = num_classes
 
     def random_map(self, element: Mapping[str, Any], rng: np.random.Generator) -> Example:
         ex = {k: np.asarray(v) for k, v in element.items()}
+        if self.num_classes is not None and "labels" in ex:
+            # A wrong id would otherwise be clipped silently by the loss's gather.
+            features.check_labels(ex["labels"], self.num_classes,
+                                  where=f"snippet {ex.get('snippet_id', '?')} field 'labels'")
         if self.window is not None:
             ex = augment_lib.sample_window(ex, *self.window, self.label_frame, rng)
         if self.augment is not None:
@@ -167,6 +174,7 @@ def make_dataset(source: Sequence[Mapping[str, Any]], *, batch_size: int, seed: 
                  mesh: Mesh | None = None, data_axis: str = "data",
                  process_index: int | None = None, process_count: int | None = None,
                  batch_fn: Callable[[Example], Example] | None = None,
+                 num_classes: int | None = None,
                  ) -> grain.IterDataset:
     """A deterministic, checkpointable ``grain.IterDataset`` of host batches.
 
@@ -194,6 +202,8 @@ def make_dataset(source: Sequence[Mapping[str, Any]], *, batch_size: int, seed: 
         (tests, or simulating a multi-host layout).
       batch_fn: a deterministic function applied to each host batch (e.g. classical
         optical flow computed on the host); runs in the reading threads/workers.
+      num_classes: when given, every snippet's labels are checked to lie in
+        [0, num_classes) or be 255; a bad id raises naming the snippet.
 
     Returns:
       An IterDataset whose iterator supports ``get_state()`` / ``set_state()``; the
@@ -217,7 +227,8 @@ def make_dataset(source: Sequence[Mapping[str, Any]], *, batch_size: int, seed: 
     if shuffle:
         ds = ds.shuffle(seed=shuffle_seed)
     ds = ds.repeat(num_epochs)
-    ds = ds.random_map(SnippetTransform(window, label_frame, augment), seed=map_seed)
+    ds = ds.random_map(SnippetTransform(window, label_frame, augment, num_classes),
+                       seed=map_seed)
     # Batch on the MapDataset: batch k is always records [k*B, (k+1)*B) of the stream,
     # whatever the number of threads or worker processes (IterDataset.batch after
     # mp_prefetch would batch within each worker's slice instead).

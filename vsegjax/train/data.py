@@ -30,6 +30,7 @@ def train_iterator(config: ml_collections.ConfigDict, seed: int, window: tuple[i
     ds = pipeline.make_dataset(source, batch_size=config.input.batch_size, seed=seed,
                                window=window, label_frame=label_frame,
                                augment=train_augment(config), batch_fn=batch_fn,
+                               num_classes=config.model.num_classes,
                                worker_count=config.input.get("worker_count", 0))
     return iter(ds)
 
@@ -46,7 +47,8 @@ def eval_batches(config: ml_collections.ConfigDict, window: tuple[int, int] | No
     n = len(source) if not config.eval.num_snippets else min(config.eval.num_snippets,
                                                              len(source))
     bs = config.eval.batch_size
-    transform = pipeline.SnippetTransform(window, label_frame, eval_augment(config))
+    transform = pipeline.SnippetTransform(window, label_frame, eval_augment(config),
+                                          config.model.num_classes)
     rng = np.random.default_rng(0)  # unused by the deterministic transform
     for start in range(0, n, bs):
         idx = list(range(start, min(n, start + bs)))
