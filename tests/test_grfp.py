@@ -119,3 +119,19 @@ def test_learned_flow_is_computed_in_the_model_and_frozen(tiny_data):
     flow_grads = jax.tree.leaves(grads["flow"])
     assert flow_grads and all(float(np.abs(g).max()) == 0.0 for g in flow_grads)
     assert any(float(np.abs(g).max()) > 0 for g in jax.tree.leaves(grads["grfp"]))
+
+
+def test_backward_mode_with_learned_flow_evaluates(tiny_data, tmp_path):
+    """No flow in the batch (FlowNetS computes it) and the backward model alone."""
+    config = tiny_config(tiny_data, flow="flownet")
+    config.flow.width = 0.125
+    config.flow.num_levels = 4
+    config.grfp.mode = "backward"
+    config.grfp.loss_weights = {"L_bwd": 1.0}
+    config.static_stage.train.num_steps = 2
+    config.grfp_stage.train.num_steps = 2
+    config.eval.num_snippets = 3
+    results = grfp.run(config, str(tmp_path))
+    # The backward pass reaches every frame, so its whole-snippet labelling is its own.
+    assert results["grfp"]["temporal_consistency"] != results["static"]["temporal_consistency"]
+    assert results["grfp_miou_by_num_frames"] == {}

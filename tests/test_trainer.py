@@ -53,12 +53,23 @@ class InterruptedToyTask(ToyTask):
         return _Interrupting(super().train_iterator(seed), after=6)
 
 
-@pytest.mark.parametrize("checkpoint_every", [3, 100])
-def test_resume_after_interrupt_continues_exactly(tmp_path, checkpoint_every):
+class InterruptedInEvalToyTask(ToyTask):
+    """Ctrl-C after step 5 has run (batch 6 not yet fetched)."""
+
+    def evaluate(self, params, model_state, step):
+        if step == 5:
+            raise KeyboardInterrupt
+        return {}
+
+
+@pytest.mark.parametrize("checkpoint_every,where", [(3, "fetch"), (100, "fetch"),
+                                                    (100, "after_step")])
+def test_resume_after_interrupt_continues_exactly(tmp_path, checkpoint_every, where):
     straight = train(_config(num_steps=9), str(tmp_path / "a"), ToyTask(_config()))
-    cfg = _config(num_steps=9, checkpoint_every=checkpoint_every)
+    cfg = _config(num_steps=9, checkpoint_every=checkpoint_every, eval_every=5)
+    task_cls = InterruptedToyTask if where == "fetch" else InterruptedInEvalToyTask
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, str(tmp_path / "b"), InterruptedToyTask(cfg))
+        train(cfg, str(tmp_path / "b"), task_cls(cfg))
     # Interrupted while fetching step 6's batch: step 5 is saved, whatever the schedule.
     assert int(checkpoint.load_state_tree(str(tmp_path / "b"))["step"]) == 5
     resumed = train(cfg, str(tmp_path / "b"), ToyTask(cfg))
@@ -140,3 +151,18 @@ def test_one_and_eight_devices_give_the_same_training(tmp_path):
     np.testing.assert_allclose(results[1][0], results[8][0], rtol=1e-5)
     for a, b in zip(jax.tree.leaves(results[1][1]), jax.tree.leaves(results[8][1])):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+
+
+def test_init_from_a_different_model_is_an_error(tmp_path):
+    train(_config(num_steps=2), str(tmp_path / "first"), ToyTask(_config()))
+    cfg = _config(num_steps=1, init_from=str(tmp_path / "first"))
+
+    class WiderTask(ToyTask):
+        def init_variables(self, rng):
+            variables = super().init_variables(rng)
+            kernel = variables["params"]["Dense_0"]["kernel"]
+            variables["params"]["Dense_0"]["kernel"] = jnp.zeros(kernel.shape[:-1] + (4,))
+            return variables
+
+    with pytest.raises(ValueError, match="init_from: group params/Dense_0"):
+        train(cfg, str(tmp_path / "second"), WiderTask(cfg))

@@ -57,6 +57,9 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self._mngr.latest_step()
 
+    def has_step(self, step: int) -> bool:
+        return step in self._mngr.all_steps()
+
     def save(self, step: int, state: Any, data_iter: Any | None = None,
              meta: dict | None = None) -> None:
         items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta or {})}

@@ -61,6 +61,12 @@ class Predictor:
         return fn
 
     @functools.cached_property
+    def _flows(self):
+        model = self.task.model
+        return jax.jit(lambda p, s, frames: model.apply({"params": p, **s}, frames,
+                                                        method=type(model).compute_flows))
+
+    @functools.cached_property
     def _at_label(self):
         return self._video(self.task.before)
 
@@ -99,7 +105,12 @@ class Predictor:
         # Whole-snippet sequences for temporal consistency: the forward pass to the last
         # frame, and (fwbw) the backward pass to the first frame, fused frame by frame.
         last = self._last(self.vparams, self.vstate, *args)
+        if self.mode == "backward":  # the backward pass reaches every frame from the end
+            last = self._first(self.vparams, self.vstate, *args)
         out["grfp_seq"] = np.asarray(jnp.argmax(last["seq_logits"], -1))
+        if self.task.model.flow is not None:  # learned flow: the model's own, for the metrics
+            out["flow_fwd"], out["flow_bwd"] = (np.asarray(f) for f in self._flows(
+                self.vparams, self.vstate, batch["frames"]))
         if self.mode == "fwbw":
             first = self._first(self.vparams, self.vstate, *args)
             fused = _fuse(self.vparams["grfp"]["fusion"], last["seq_logits"],
@@ -111,12 +122,21 @@ class Predictor:
         return out
 
 
+def _first_present(dicts, keys):
+    for key in keys:
+        for d in dicts:
+            if d.get(key) is not None:
+                return d[key]
+    return None
+
+
 def _panel(batch: dict, i: int, preds: dict, lp: int, palette: np.ndarray) -> np.ndarray:
     frame = (batch["frames"][i, lp] * 255).astype(np.uint8)
     # Tiles are drawn at least 256 px wide (make_panel sizes every tile like the first).
     up = max(1, 256 // frame.shape[1])
     frame = np.repeat(np.repeat(frame, up, 0), up, 1)
-    flow = batch["flow_bwd"][i, lp - 1] if lp > 0 and "flow_bwd" in batch else \
+    flows = _first_present((batch, preds), ("flow_bwd",))
+    flow = flows[i, lp - 1] if lp > 0 and flows is not None else \
         np.zeros(frame.shape[:2] + (2,), np.float32)
     tiles = [frame, viz.colorize_labels(preds["static"][i], palette),
              viz.colorize_labels(preds["grfp_fwbw"][i], palette),
@@ -146,8 +166,9 @@ def evaluate_and_report(config: ml_collections.ConfigDict, workdir: str, task, v
     for batch in data.eval_batches(config, (task.before, task.after), batch_fn=task.batch_fn):
         preds = predictor(batch)
         by_length = {n: predictor.forward_with_length(batch, n) for n in lengths}
-        gt_fwd = batch.get("flow_fwd_gt", batch.get("flow_fwd"))
-        gt_bwd = batch.get("flow_bwd_gt", batch.get("flow_bwd"))
+        # Trajectories follow the dataset's exact flow when it has one, else the flow used.
+        gt_fwd, gt_bwd = (_first_present((batch, preds), (f"{k}_gt", k))
+                          for k in ("flow_fwd", "flow_bwd"))
         for i in np.flatnonzero(batch["valid"]):
             label = batch["labels"][i, lp]
             degraded = "degraded" in batch and batch["degraded"][i, lp] > 0

@@ -7,6 +7,7 @@ from typing import Any, Iterator, Mapping
 
 import jax
 import ml_collections
+from absl import logging
 
 Batch = Mapping[str, Any]
 Variables = dict[str, Any]
@@ -43,19 +44,37 @@ class Task(abc.ABC):
     def init_from(self, variables: Variables, loaded: Variables) -> Variables:
         """Merges variables of an earlier run (``train.init_from``) into fresh ones.
 
-        The default copies every top-level group of each collection present in both with
-        identical shapes, so a static segmenter trained alone seeds a video model whose
-        ``params`` hold it under the same key.
+        The default copies every top-level group of each collection present in both, so
+        a static segmenter trained alone seeds a video model whose ``params`` hold it under
+        the same key. A shared group whose shapes differ (another backbone or class count)
+        is an error, not a silent fresh start; groups of one side only are left alone.
         """
         out = dict(variables)
+        copied = []
         for collection, groups in variables.items():
             src = loaded.get(collection, {})
             new = dict(groups)
             for key, value in groups.items():
-                if key in src and _same_shapes(value, src[key]):
-                    new[key] = src[key]
+                if key not in src:
+                    continue
+                if not _same_shapes(value, src[key]):
+                    raise ValueError(
+                        f"train.init_from: group {collection}/{key} has other shapes in the "
+                        f"loaded run (a different model config?): {_shape_tree(src[key])} vs "
+                        f"{_shape_tree(value)}")
+                new[key] = src[key]
+                copied.append(f"{collection}/{key}")
             out[collection] = new
+        if not copied:
+            raise ValueError("train.init_from: the loaded run shares no parameter group with "
+                             f"this model (it has {sorted(loaded.get('params', {}))})")
+        logging.info("init_from copied %s", ", ".join(copied))
         return out
+
+
+def _shape_tree(tree: Any) -> str:
+    text = str(jax.tree.map(lambda x: tuple(x.shape), tree))
+    return text if len(text) < 300 else text[:300] + "..."
 
 
 def _same_shapes(a: Any, b: Any) -> bool:

@@ -145,19 +145,21 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
     bar = tqdm.tqdm(total=num_steps, initial=start, desc=f"train {os.path.basename(workdir)}",
                     unit="step", disable=jax.process_index() != 0 or start >= num_steps)
     t0 = time.time()
-    position = data_iter.get_state()  # the input position that matches `state`
-    saved_step = ckpt.latest_step()
+    # Input position after k batches, for the last two k: the pair saved on Ctrl-C must
+    # match the state's own step, whichever statement the interrupt lands on.
+    positions = {start: data_iter.get_state()}
     try:
         for step in range(start + 1, num_steps + 1):
-            batch = pipeline.to_global_batch(next(data_iter), mesh)
-            new_state, metrics, ok = step_fn(state, batch)
+            host_batch = next(data_iter)
+            positions = {step - 1: positions[step - 1], step: data_iter.get_state()}
+            # Rebind `state` at once: the call donates (deletes) the old buffers.
+            state, metrics, ok = step_fn(state, pipeline.to_global_batch(host_batch, mesh))
             if not bool(ok):
                 ckpt.wait()
                 values = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 raise NonFiniteLossError(
                     f"non-finite loss or gradient at step {step}: {values}; training stopped. "
                     f"The last good checkpoint is step {ckpt.latest_step()} in {ckpt.directory}.")
-            state, position = new_state, data_iter.get_state()
             if metric_cls is None:
                 metric_cls = _metric_collection(sorted(metrics))
             single = metric_cls.single_from_model_output(**metrics)
@@ -171,20 +173,12 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
                 collection = None
             if step % ckpt_every == 0 or step == num_steps:
                 ckpt.save(step, state, data_iter, meta)
-                saved_step = step
             if eval_every and (step % eval_every == 0 or step == num_steps):
                 scores = task.evaluate(state.params, state.model_state, step)
                 if scores:
                     writer.write_scalars(step, {f"eval/{k}": v for k, v in scores.items()})
     except KeyboardInterrupt:
-        # Keep the work done so far: save the last completed step with the matching input
-        # position (the interrupted step may have consumed a batch already).
-        done = int(jax.device_get(state.step))
-        if done != saved_step:
-            data_iter.set_state(position)
-            ckpt.save(done, state, data_iter, meta)
-            logging.warning("interrupted: saved step %d to %s", done, ckpt.directory)
-        ckpt.close()
+        _save_on_interrupt(ckpt, state, data_iter, positions, meta)
         raise
     bar.close()
     ckpt.close()
@@ -193,6 +187,23 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
         logging.info("trained %d steps in %.1f s", num_steps - start, time.time() - t0)
     return TrainResult(state=state, step=int(jax.device_get(state.step)), last_metrics=last,
                        workdir=workdir)
+
+
+def _save_on_interrupt(ckpt: checkpoint.Checkpointer, state: TrainState, data_iter: Any,
+                       positions: dict[int, Any], meta: dict) -> None:
+    """Saves the last completed step (with its input position) unless already saved."""
+    try:
+        if any(x.is_deleted() for x in jax.tree.leaves(state) if isinstance(x, jax.Array)):
+            logging.warning("interrupted while a step was being dispatched; nothing saved "
+                            "beyond step %s", ckpt.latest_step())
+            return
+        done = int(jax.device_get(state.step))
+        if done in positions and not ckpt.has_step(done):
+            data_iter.set_state(positions[done])
+            ckpt.save(done, state, data_iter, meta)
+            logging.warning("interrupted: saved step %d to %s", done, ckpt.directory)
+    finally:
+        ckpt.close()
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
