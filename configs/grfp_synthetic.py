@@ -58,5 +58,5 @@ def get_config() -> ml_collections.ConfigDict:
                                     schedule="cosine", warmup_steps=20), eval_every=200)
 
     c.eval = ml_collections.ConfigDict(dict(split="validation", num_snippets=0, batch_size=8,
-                                            num_panels=6))
+                                            num_panels=40))
     return c

@@ -63,6 +63,7 @@ def test_grfp_runs_both_stages_and_writes_metrics(tiny_data, tmp_path):
     assert sorted(p.name for p in (tmp_path / "panels").glob("*.png")) == [
         "example_000.png", "example_001.png"]
     assert (tmp_path / "static" / "checkpoints").is_dir()
+    assert len(list((tmp_path / "preview").glob("snippet_*.png"))) == 2
     assert (tmp_path / "grfp" / "metrics.jsonl").exists()
 
 
@@ -135,3 +136,15 @@ def test_backward_mode_with_learned_flow_evaluates(tiny_data, tmp_path):
     # The backward pass reaches every frame, so its whole-snippet labelling is its own.
     assert results["grfp"]["temporal_consistency"] != results["static"]["temporal_consistency"]
     assert results["grfp_miou_by_num_frames"] == {}
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("grfp.mode", "sideways", "grfp.mode"), ("grfp.kernel_size", 4, "grfp.kernel_size"),
+    ("input.window", (0, 2), "input.window")])
+def test_bad_grfp_fields_are_named(tiny_data, tmp_path, field, value, message):
+    config = tiny_config(tiny_data)
+    config.grfp.mode = "forward"
+    section, key = field.split(".")
+    config[section][key] = value
+    with pytest.raises(ValueError, match=message):
+        grfp.run(config, str(tmp_path))

@@ -22,7 +22,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from vsegjax import losses
+from vsegjax import losses, viz
+from vsegjax.data import datasets
 from vsegjax.models import flow_providers
 from vsegjax.models.segmenter import make_segmenter
 from vsegjax.models.stgru import GRFP
@@ -203,10 +204,41 @@ def stage_config(config: ml_collections.ConfigDict, stage: str) -> ml_collection
     return cfg
 
 
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Checks the GRFP fields up front, naming the field at fault."""
+    g = config.grfp
+    if g.mode not in ("forward", "backward", "fwbw"):
+        raise ValueError(f"config field grfp.mode: {g.mode!r}; choose forward, backward or fwbw")
+    if not isinstance(g.kernel_size, int) or g.kernel_size < 1 or g.kernel_size % 2 == 0:
+        raise ValueError(f"config field grfp.kernel_size: must be an odd positive int; "
+                         f"got {g.kernel_size!r}")
+    window = tuple(config.input.window)
+    if len(window) != 2 or any(not isinstance(v, int) or v < 0 for v in window):
+        raise ValueError(f"config field input.window: (frames before, frames after) as two "
+                         f"ints >= 0; got {config.input.window!r}")
+    if g.mode == "forward" and window[0] == 0 or g.mode == "backward" and window[1] == 0:
+        raise ValueError(f"config field input.window: {window} gives the {g.mode} model no "
+                         f"frame to propagate from")
+    for stage in ("static_stage", "grfp_stage"):
+        steps = config[stage].train.num_steps
+        if not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"config field {stage}.train.num_steps: must be >= 1; got {steps!r}")
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Both stages and the evaluation; each stage resumes or is skipped when already done."""
+    """Both stages and the evaluation; each stage resumes or is skipped when already done.
+
+    A picture of a few dataset snippets goes to ``workdir/preview`` first, so the data a
+    run trained on can be looked at.
+    """
+    from vsegjax.data import preview
     from vsegjax.train import grfp_eval
 
+    validate_config(config)
+    source = datasets.open_split(config.data, config.eval.split)
+    preview.write_previews(source, os.path.join(workdir, "preview"),
+                           range(min(2, len(source))),
+                           viz.palette_for(datasets.palette_name(config.data)))
     static_dir = os.path.join(workdir, "static")
     static_cfg = stage_config(config, "static_stage")
     static = train(static_cfg, static_dir, StaticSegmentationTask(static_cfg))
