@@ -246,3 +246,26 @@ def test_label_ids_outside_the_classes_are_named(source):
     it = iter(_ds(bad, shuffle=False, num_classes=5))
     with pytest.raises(ValueError, match=r"snippet 5 field 'labels'.*\[7\]"):
         _take(it, 2)
+
+
+def test_class_uniform_sampling_sees_a_rare_class_often():
+    """Class 4 covers one corner of one snippet in 16: uniform sampling over classes shows
+    it in about a fifth of the crops, plain shuffling almost never."""
+    rare = []
+    for i in range(16):
+        ex = make_snippet(i, labelled=None, label_index=3, num_classes=4)
+        if i == 7:
+            ex["labels"][:, :3, :3] = 4
+        rare.append(ex)
+
+    def share_with_class_4(**kw):
+        ds = _ds(rare, batch_size=8, window=(0, 0), num_classes=5,
+                 augment=aug.Augment(scale_range=None, crop_size=(8, 8), hflip=False,
+                                     color=None), **kw)
+        batches = _take(iter(ds), 10)
+        labels = np.concatenate([b["labels"][:, 0] for b in batches])
+        return np.mean([(l == 4).any() for l in labels])
+
+    uniform = share_with_class_4(class_uniform=True)
+    plain = share_with_class_4()
+    assert 0.1 < uniform < 0.35 and plain < 0.1, (uniform, plain)

@@ -229,6 +229,20 @@ def random_crop(ex: Mapping[str, Any], crop_h: int, crop_w: int,
     return crop(ex, top, left, crop_h, crop_w)
 
 
+def crop_around(ex: Mapping[str, Any], y: int, x: int, crop_h: int,
+                crop_w: int) -> dict[str, Any]:
+    """A ``crop_h x crop_w`` crop centred on pixel (y, x) as far as the borders allow."""
+    ex = pad_to(ex, crop_h, crop_w)
+    h, w = _hw(ex)
+    top = int(np.clip(y - crop_h // 2, 0, h - crop_h))
+    left = int(np.clip(x - crop_w // 2, 0, w - crop_w))
+    return crop(ex, top, left, crop_h, crop_w)
+
+
+def _labelled_frame(ex: Mapping[str, Any]) -> int:
+    return int(ex.get("label_pos", ex.get("label_index", 0)))
+
+
 def hflip(ex: Mapping[str, Any]) -> dict[str, Any]:
     """Mirrors every spatial array along W; the flow's x component changes sign."""
     out = dict(ex)
@@ -384,15 +398,27 @@ class Augment:
                 values[key] = tuple(values[key])
         return cls(**values)
 
-    def apply(self, example: Mapping[str, Any], rng: np.random.Generator) -> dict[str, Any]:
-        """resize -> scale -> crop -> flip -> colour -> out-of-view occlusion -> ``finalize``."""
+    def apply(self, example: Mapping[str, Any], rng: np.random.Generator,
+              focus_class: int | None = None) -> dict[str, Any]:
+        """resize -> scale -> crop -> flip -> colour -> out-of-view occlusion -> ``finalize``.
+
+        ``focus_class`` (class-uniform sampling): the crop is centred on a random pixel of
+        that class in the labelled frame (a random crop if the class is not there).
+        """
         ex = finalize(example)
         if self.resize is not None:
             ex = resize(ex, int(self.resize[0]), int(self.resize[1]))
         if self.scale_range is not None:
             ex = random_scale(ex, self.scale_range, rng)
         if self.crop_size is not None:
-            ex = random_crop(ex, int(self.crop_size[0]), int(self.crop_size[1]), rng)
+            ch, cw = int(self.crop_size[0]), int(self.crop_size[1])
+            ys, xs = (np.nonzero(ex["labels"][_labelled_frame(ex)] == focus_class)
+                      if focus_class is not None else ((), ()))
+            if len(ys):
+                k = int(rng.integers(len(ys)))
+                ex = crop_around(ex, int(ys[k]), int(xs[k]), ch, cw)
+            else:
+                ex = random_crop(ex, ch, cw, rng)
         if self.hflip and rng.random() < 0.5:
             ex = hflip(ex)
         if self.color is not None:

@@ -30,6 +30,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from vsegjax.data import augment as augment_lib
+from vsegjax.data import class_uniform as class_uniform_lib
 from vsegjax.data import features
 
 Example = dict[str, Any]
@@ -134,12 +135,15 @@ class SnippetTransform(grain.transforms.RandomMap):
         self.augment = augment
         self.num_classes = num_classes
 
-    def random_map(self, element: Mapping[str, Any], rng: np.random.Generator) -> Example:
-        ex = {k: np.asarray(v) for k, v in element.items()}
+    def check(self, ex: Mapping[str, Any]) -> None:
         if self.num_classes is not None and "labels" in ex:
             # A wrong id would otherwise be clipped silently by the loss's gather.
             features.check_labels(ex["labels"], self.num_classes,
                                   where=f"snippet {ex.get('snippet_id', '?')} field 'labels'")
+
+    def random_map(self, element: Mapping[str, Any], rng: np.random.Generator) -> Example:
+        ex = {k: np.asarray(v) for k, v in element.items()}
+        self.check(ex)
         if self.window is not None:
             ex = augment_lib.sample_window(ex, *self.window, self.label_frame, rng)
         if self.augment is not None:
@@ -175,6 +179,7 @@ def make_dataset(source: Sequence[Mapping[str, Any]], *, batch_size: int, seed: 
                  process_index: int | None = None, process_count: int | None = None,
                  batch_fn: Callable[[Example], Example] | None = None,
                  num_classes: int | None = None,
+                 class_uniform: bool = False,
                  ) -> grain.IterDataset:
     """A deterministic, checkpointable ``grain.IterDataset`` of host batches.
 
@@ -204,6 +209,9 @@ def make_dataset(source: Sequence[Mapping[str, Any]], *, batch_size: int, seed: 
         optical flow computed on the host); runs in the reading threads/workers.
       num_classes: when given, every snippet's labels are checked to lie in
         [0, num_classes) or be 255; a bad id raises naming the snippet.
+      class_uniform: draw each example by picking a class uniformly, then a snippet
+        whose labelled frame holds it, then a crop centred on one of its pixels
+        (``vsegjax.data.class_uniform``; needs ``num_classes``; indexes the shard once).
 
     Returns:
       An IterDataset whose iterator supports ``get_state()`` / ``set_state()``; the
@@ -224,11 +232,20 @@ def make_dataset(source: Sequence[Mapping[str, Any]], *, batch_size: int, seed: 
     ds = grain.MapDataset.source(source)
     if shard_by_process and count > 1:
         ds = ds.slice(process_shard(len(source), index, count))
-    if shuffle:
-        ds = ds.shuffle(seed=shuffle_seed)
-    ds = ds.repeat(num_epochs)
-    ds = ds.random_map(SnippetTransform(window, label_frame, augment, num_classes),
-                       seed=map_seed)
+    transform = SnippetTransform(window, label_frame, augment, num_classes)
+    if class_uniform:
+        if num_classes is None:
+            raise ValueError("class_uniform sampling needs num_classes")
+        frame = label_frame if label_frame in ("annotated",) or isinstance(label_frame, int) \
+            else "any"
+        index = class_uniform_lib.class_index(ds, num_classes, frame)
+        ds = grain.MapDataset.range(len(ds)).repeat(num_epochs).random_map(
+            class_uniform_lib.ClassUniformTransform(ds, index, transform.window, label_frame,
+                                                    augment, transform.check), seed=map_seed)
+    else:
+        if shuffle:
+            ds = ds.shuffle(seed=shuffle_seed)
+        ds = ds.repeat(num_epochs).random_map(transform, seed=map_seed)
     # Batch on the MapDataset: batch k is always records [k*B, (k+1)*B) of the stream,
     # whatever the number of threads or worker processes (IterDataset.batch after
     # mp_prefetch would batch within each worker's slice instead).

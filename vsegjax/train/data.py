@@ -31,6 +31,7 @@ def train_iterator(config: ml_collections.ConfigDict, seed: int, window: tuple[i
                                window=window, label_frame=label_frame,
                                augment=train_augment(config), batch_fn=batch_fn,
                                num_classes=config.model.num_classes,
+                               class_uniform=config.input.get("class_uniform", False),
                                worker_count=config.input.get("worker_count", 0))
     return iter(ds)
 
