@@ -366,3 +366,12 @@ def test_temporal_consistency_is_fast():
     elapsed = time.perf_counter() - start
     assert res.total > h * w
     assert elapsed < 3.0, f"temporal_consistency took {elapsed:.2f}s"
+
+
+def test_positional_prior_predicts_the_most_frequent_class_per_pixel():
+    from vsegjax.evaluation import PositionalPrior
+    a = np.array([[0, 1], [2, 255]])
+    b = np.array([[0, 2], [2, 255]])
+    c = np.array([[1, 2], [0, 1]])
+    prior = PositionalPrior(3, (2, 2)).fit([a, b, c])
+    np.testing.assert_array_equal(prior.predict(), [[0, 2], [2, 1]])

@@ -49,3 +49,4 @@ __all__ = [
     "metrics_from_sums",
     "temporal_consistency",
 ]
+from vsegjax.evaluation.baselines import PositionalPrior
