@@ -148,3 +148,21 @@ def test_bad_grfp_fields_are_named(tiny_data, tmp_path, field, value, message):
     config[section][key] = value
     with pytest.raises(ValueError, match=message):
         grfp.run(config, str(tmp_path))
+
+
+def test_static_task_runs_and_reports_the_positional_baseline(tiny_data, tmp_path):
+    from vsegjax.train import segmentation
+    config = load_config("static_synthetic")
+    config.data.data_dir = tiny_data
+    config.data.config = "tiny"
+    config.input.augment.resize = (48, 64)
+    config.input.augment.crop_size = (48, 64)
+    config.input.class_uniform = True
+    config.train.num_steps = 4
+    config.eval.num_snippets = 4
+    config.eval.num_panels = 1
+    results = segmentation.run(config, str(tmp_path))
+    saved = json.loads((tmp_path / "eval_metrics.json").read_text())
+    assert saved["static"]["miou"] == results["static"]["miou"]
+    assert 0.0 < saved["positional_prior"]["miou"] < 1.0 and saved["resolution"] == [48, 64]
+    assert (tmp_path / "panels" / "example_000.png").exists()
