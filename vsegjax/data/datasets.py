@@ -31,6 +31,16 @@ register("synthetic_video", _synthetic_builder,
          "synthetic")
 
 
+def _camvid_builder(data: ml_collections.ConfigDict):
+    from vsegjax.data import camvid  # imported on use: each builder module is sizeable
+    return camvid.make_builder(data.data_dir, data.get("config", "default"))
+
+
+register("camvid", _camvid_builder,
+         "python data_prep/camvid.py --manual_dir=<the CamVid folder> --data_dir={data_dir}",
+         "camvid")
+
+
 def get_builder(data: ml_collections.ConfigDict):
     """The TFDS builder named by ``data.name`` (``data.config``, ``data.data_dir``)."""
     if data.name not in _REGISTRY:
@@ -56,7 +66,17 @@ def ensure_built(data: ml_collections.ConfigDict):
             raise FileNotFoundError(
                 f"dataset {data.name}/{builder.builder_config.name} not found under "
                 f"{os.path.expanduser(data.data_dir)}; build it with: {how_to_build(data)}")
-        builder.download_and_prepare()
+        manual_dir = data.get("manual_dir", "")
+        if manual_dir:  # real datasets are prepared from the files a user downloaded
+            import tensorflow_datasets as tfds
+            manual_dir = os.path.expanduser(manual_dir)
+            if not os.path.isdir(manual_dir):
+                raise FileNotFoundError(f"config field data.manual_dir: {manual_dir} is not "
+                                        f"a folder; {how_to_build(data)}")
+            builder.download_and_prepare(
+                download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+        else:
+            builder.download_and_prepare()
     return builder
 
 
