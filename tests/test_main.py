@@ -73,3 +73,12 @@ def test_truncated_data_file_is_named(tmp_path):
         source = datasets.open_split(data, "train")
         for i in range(len(source)):
             source[i]
+
+
+def test_every_registered_dataset_has_its_prep_script():
+    import ml_collections
+    for name in ("synthetic_video", "camvid", "sintel", "flying_chairs", "kitti_2015"):
+        how = datasets.how_to_build(ml_collections.ConfigDict(dict(name=name, data_dir="D",
+                                                                   config="default")))
+        script = re.search(r"data_prep/\S+\.py", how).group(0)
+        assert (ROOT / script).exists(), (name, script)

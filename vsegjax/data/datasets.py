@@ -41,6 +41,20 @@ register("camvid", _camvid_builder,
          "camvid")
 
 
+def _flow_builder(name: str):
+    def factory(data: ml_collections.ConfigDict):
+        from vsegjax.data import flow_datasets
+        return flow_datasets.make_builder(name, data.data_dir, data.get("config") or None)
+    return factory
+
+
+for _name, _script in (("sintel", "sintel"), ("flying_chairs", "flying_chairs"),
+                       ("kitti_2015", "kitti")):
+    register(_name, _flow_builder(_name),
+             f"python data_prep/{_script}.py --manual_dir=<the downloaded folder> "
+             "--data_dir={data_dir}", "cityscapes")
+
+
 def get_builder(data: ml_collections.ConfigDict):
     """The TFDS builder named by ``data.name`` (``data.config``, ``data.data_dir``)."""
     if data.name not in _REGISTRY:
