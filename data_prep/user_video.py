@@ -39,9 +39,10 @@ def main(argv):
             frames_before=_BEFORE.value, frames_after=_AFTER.value, stride=_STRIDE.value,
             max_frames=_MAX_FRAMES.value, every_nth=_EVERY_NTH.value,
             resize=[int(v) for v in _RESIZE.value] if _RESIZE.value else None,
-            skip_bad=_SKIP_BAD.value, name=_NAME.value)
+            name=_NAME.value)
         print(f"user_video/{config.name}: {config.description}", flush=True)
         builder = video_datasets.build("user_video", _DATA_DIR.value, config,
+                                       skip_bad=_SKIP_BAD.value,
                                        progress=lambda msg: print(msg, flush=True))
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")

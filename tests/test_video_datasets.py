@@ -27,8 +27,8 @@ def _tree(folder):
     return out
 
 
-def _build(kind, tmp_path, cfg, **kw):
-    return vd.build(kind, str(tmp_path / "tfds"), cfg, **kw)
+def _build(kind, tmp_path, cfg, manual_dir=None, **kw):
+    return vd.build(kind, str(tmp_path / "tfds"), cfg, manual_dir, **kw)
 
 
 def _all(builder, split):
@@ -81,7 +81,7 @@ def davis_small(shared_data, tmp_path_factory):
 
 def test_davis_real_sample(davis_small, tmp_path):
     before = _tree(davis_small)
-    whole = _build("davis", tmp_path, vd.davis_config(davis_small, resize=(120, 214)))
+    whole = _build("davis", tmp_path, vd.davis_config(resize=(120, 214)), davis_small)
     assert list(whole.info.splits) == ["full"]
     examples = _all(whole, "full")
     assert [e["sequence"] for e in examples] == [b"blackswan", b"car-shadow"]
@@ -90,8 +90,7 @@ def test_davis_real_sample(davis_small, tmp_path):
         features.validate_snippet(ex, num_classes=2)
         assert ex["frames"].shape == (8, 120, 214, 3) and ex["labels"].shape == (8, 120, 214)
         assert ex["has_label"].all() and int(ex["label_index"]) == 0
-        assert int(ex["snippet_id"]) == i
-        np.testing.assert_array_equal(ex["frame_index"], np.arange(8))
+        assert int(ex["snippet_id"]) == i and int(ex["frame_index"]) == 0
         seen |= set(np.unique(ex["labels"]).tolist())
     assert seen == {0, 1}
     mask = cv2.imread(str(davis_small / "Annotations/480p/car-shadow/00003.png"), 0)
@@ -100,12 +99,12 @@ def test_davis_real_sample(davis_small, tmp_path):
     np.testing.assert_array_equal(examples[1]["labels"][3], want)
     assert whole.info.metadata["num_classes"] == 2
 
-    windows = _build("davis", tmp_path, vd.davis_config(davis_small, num_frames=4, stride=2))
+    windows = _build("davis", tmp_path, vd.davis_config(num_frames=4, stride=2), davis_small)
     examples = _all(windows, "full")
     assert len(examples) == 6  # starts 0, 2, 4 in each of two sequences
     ex = examples[1]
     assert ex["frames"].shape == (4, 480, 854, 3) and ex["sequence"] == b"blackswan"
-    np.testing.assert_array_equal(ex["frame_index"], [2, 3, 4, 5])
+    assert int(ex["frame_index"]) == 2 and int(ex["label_index"]) == 0  # frames 2..5
     np.testing.assert_array_equal(
         ex["frames"][1], vd.read_frame(davis_small / "JPEGImages/480p/blackswan/00003.jpg"))
     assert ex["has_label"].all() and set(np.unique(ex["labels"]).tolist()) == {0, 1}
@@ -121,11 +120,13 @@ def test_davis_split_files(davis_small, tmp_path):
         f"/JPEGImages/480p/car-shadow/{i:05d}.jpg /Annotations/480p/car-shadow/{i:05d}.png\n"
         for i in range(8)))
     (sets / "trainval.txt").write_text("blackswan\ncar-shadow\n")
-    cfg = vd.davis_config(davis_small, image_sets=str(sets))
-    assert vd.davis_splits(cfg) == {"train": ["blackswan"], "val": ["car-shadow"]}
+    cfg = vd.davis_config(image_sets=str(sets))
+    assert vd.davis_splits(davis_small, cfg) == {"train": ["blackswan"], "val": ["car-shadow"]}
+    assert vd.davis_splits(davis_small, vd.davis_config()) == {
+        "full": ["blackswan", "car-shadow"]}
     (sets / "test-dev.txt").write_text("bmx-trees\n")
     with pytest.raises(FileNotFoundError, match="bmx-trees"):
-        vd.davis_splits(cfg)
+        vd.davis_splits(davis_small, cfg)
 
 
 def _davis2017_fixture(root, drop_annotation=False):
@@ -153,8 +154,8 @@ def test_davis2017_palette_masks(tmp_path):
     ids = _davis2017_fixture(root)
     # OpenCV alone would expand the palette to colours; the builder reads the indices.
     assert cv2.imread(str(root / "Annotations/480p/dogs/00000.png"), -1).ndim == 3
-    objects = _build("davis", tmp_path, vd.davis_config(root, 2017))
-    instances = _build("davis", tmp_path, vd.davis_config(root, 2017, instances=True))
+    objects = _build("davis", tmp_path, "2017", root)  # the presets
+    instances = _build("davis", tmp_path, "2017_instances", root)
     assert sorted(objects.info.splits) == ["train", "val"]
     for split, seq in (("train", "dogs"), ("val", "cars")):
         (obj,), (inst,) = _all(objects, split), _all(instances, split)
@@ -171,22 +172,23 @@ def test_davis_bad_inputs(tmp_path):
     _davis2017_fixture(root, drop_annotation=True)
     missing = root / "Annotations/480p/cars/00001.png"
     with pytest.raises(vd.BadInputError, match=re.escape(str(missing))):
-        _build("davis", tmp_path, vd.davis_config(root, 2017))
+        _build("davis", tmp_path, vd.davis_config(2017), root)
     # skip_bad leaves the sequence's snippet out and says which file was missing.
     shutil.rmtree(root / "ImageSets")
-    builder = _build("davis", tmp_path, vd.davis_config(root, 2017, skip_bad=True))
+    builder = _build("davis", tmp_path, vd.davis_config(2017, skip_bad=True), root)
     assert [e["sequence"] for e in _all(builder, "full")] == [b"dogs"]
     (entry,) = builder.skipped["full"]
     assert entry["files"] == [str(missing)] and "cars" in entry["what"]
     assert builder.info.metadata["skipped"]["full"] == [entry]
-    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "nowhere"))):
-        vd.davis_splits(vd.davis_config(tmp_path / "nowhere"))
+    for manual in (tmp_path / "nowhere", tmp_path / "DAVIS2017" / "JPEGImages"):
+        with pytest.raises(FileNotFoundError, match=re.escape(str(manual))):
+            _build("davis", tmp_path / "other", "2016", manual)
     # A DAVIS 2016 mask must be 0/255.
     seq = tmp_path / "D16"
     _random_frames(seq / "JPEGImages/480p/a", ["00000.jpg"], (8, 8))
     _write_ids(seq / "Annotations/480p/a/00000.png", np.full((8, 8), 128))
     with pytest.raises(ValueError, match="00000.png.*128"):
-        _build("davis", tmp_path, vd.davis_config(seq))
+        _build("davis", tmp_path, "2016", seq)
 
 
 # ----------------------------------------------------------------------------- user video
@@ -208,17 +210,19 @@ def test_user_video_from_real_video(shared_data, tmp_path):
     examples = _all(builder, "full")
     assert len(examples) == 2
     cap = cv2.VideoCapture(str(video))
-    decoded = [cv2.cvtColor(cap.read()[1], cv2.COLOR_BGR2RGB) for _ in range(13)]
+    decoded = [cv2.cvtColor(cap.read()[1], cv2.COLOR_BGR2RGB) for _ in range(15)]
     for ex, number in zip(examples, (5, 12)):
         features.validate_snippet(ex, num_classes=3)
         assert ex["frames"].shape == (5, 144, 192, 3) and int(ex["label_index"]) == 2
-        np.testing.assert_array_equal(ex["frame_index"], np.arange(number - 2, number + 3))
+        assert int(ex["frame_index"]) == number
         np.testing.assert_array_equal(ex["has_label"], [False, False, True, False, False])
         want = cv2.resize(written[number], (192, 144), interpolation=cv2.INTER_NEAREST)
         np.testing.assert_array_equal(ex["labels"][2], want)
         assert np.all(ex["labels"][[0, 1, 3, 4]] == IGNORE)
-        frame = cv2.resize(decoded[number], (192, 144), interpolation=cv2.INTER_LINEAR)
-        np.testing.assert_array_equal(ex["frames"][2], frame)
+        for i in range(5):  # frames number-2 .. number+2
+            frame = cv2.resize(decoded[number - 2 + i], (192, 144),
+                               interpolation=cv2.INTER_LINEAR)
+            np.testing.assert_array_equal(ex["frames"][i], frame)
     assert builder.info.metadata["num_source_frames"] == 20
     assert _tree(labels) == before
 
@@ -236,7 +240,7 @@ def test_user_video_from_real_video(shared_data, tmp_path):
     plain = _build("user_video", tmp_path, vd.user_video_config(
         video, max_frames=12, stride=5, resize=(72, 96)))
     examples = _all(plain, "full")
-    assert [list(e["frame_index"]) for e in examples] == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
+    assert [int(e["frame_index"]) for e in examples] == [2, 7]  # windows 0..4, 5..9
     assert all(not e["has_label"].any() and np.all(e["labels"] == IGNORE) for e in examples)
 
 
@@ -250,8 +254,8 @@ def test_user_video_from_png_folder(tmp_path):
     before = [_tree(frames), _tree(labels)]
     cfg = vd.user_video_config(frames, labels, num_classes=4, frames_before=1, frames_after=1)
     examples = _all(_build("user_video", tmp_path, cfg), "full")
-    assert [list(e["frame_index"]) for e in examples] == [[0, 1, 2], [9, 10, 11], [9, 10, 11]]
-    assert [int(e["label_index"]) for e in examples] == [1, 1, 2]
+    assert [int(e["frame_index"]) for e in examples] == [1, 10, 11]
+    assert [int(e["label_index"]) for e in examples] == [1, 1, 2]  # windows 0..2, 9..11 x2
     np.testing.assert_array_equal(examples[1]["has_label"], [False, True, True])
     assert [int(examples[1]["labels"][i, 0, 0]) for i in range(3)] == [IGNORE, 2, 3]
     np.testing.assert_array_equal(examples[0]["frames"][1], vd.read_frame(frames / "f2.png"))
@@ -368,7 +372,7 @@ def test_skip_bad_reports_and_keeps_the_rest(tmp_path):
     cfg = vd.user_video_config(frames, labels, num_classes=3, frames_before=1, frames_after=1,
                                skip_bad=True)
     builder = _build("user_video", tmp_path, cfg, progress=messages.append)
-    assert [list(e["frame_index"]) for e in _all(builder, "full")] == [[0, 1, 2], [9, 10, 11]]
+    assert [int(e["frame_index"]) for e in _all(builder, "full")] == [1, 10]
     skipped = builder.skipped["full"]
     assert len(skipped) == 2
     assert {f for e in skipped for f in e["files"]} == {str(bad), str(labels / "zzz.png")}
@@ -399,11 +403,11 @@ def test_interrupted_build_does_not_look_complete(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("make,field", [
-    (lambda: vd.davis_config("/x", num_frames=0), "num_frames"),
-    (lambda: vd.davis_config("/x", stride=2), "stride"),
-    (lambda: vd.davis_config("/x", 2018), "year"),
-    (lambda: vd.davis_config("/x", 2016, instances=True), "instances"),
-    (lambda: vd.davis_config("/x", resize=(0, 10)), "resize"),
+    (lambda: vd.davis_config(num_frames=0), "num_frames"),
+    (lambda: vd.davis_config(stride=2), "stride"),
+    (lambda: vd.davis_config(2018), "year"),
+    (lambda: vd.davis_config(2016, instances=True), "instances"),
+    (lambda: vd.davis_config(resize=(0, 10)), "resize"),
     (lambda: vd.user_video_config("/x", "/y"), "num_classes"),
     (lambda: vd.user_video_config("/x", every_nth=0), "every_nth"),
     (lambda: vd.user_video_config("/x", frames_before=-1), "frames_before"),
@@ -417,4 +421,8 @@ def test_config_names_follow_the_options(tmp_path):
     a = vd.user_video_config(tmp_path / "my clip.mp4", resize=(64, 96))
     b = vd.user_video_config(tmp_path / "my clip.mp4", resize=(64, 96), every_nth=2)
     assert a.name != b.name and a.name.startswith("my_clip-t5-64x96-")
-    assert vd.davis_config(tmp_path, num_frames=8).name.startswith("2016-obj-t8s8-480p-")
+    assert a.name == vd.user_video_config(tmp_path / "my clip.mp4", resize=(64, 96),
+                                          skip_bad=True).name
+    davis = vd.davis_config(num_frames=8)
+    assert davis.name.startswith("2016-obj-t8s8-480p-") and davis.name == vd.davis_config(
+        "2016", num_frames=8, stride=8).name != vd.davis_config(num_frames=8, stride=4).name

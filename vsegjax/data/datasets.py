@@ -16,7 +16,7 @@ _REGISTRY: dict[str, tuple[Callable[[ml_collections.ConfigDict], Any], str, str]
 
 
 def register(name: str, factory: Callable[[ml_collections.ConfigDict], Any], how: str,
-             palette: str) -> None:
+             palette: str | int) -> None:
     _REGISTRY[name] = (factory, how, palette)
 
 
@@ -55,6 +55,26 @@ for _name, _script in (("sintel", "sintel"), ("flying_chairs", "flying_chairs"),
              "--data_dir={data_dir}", "cityscapes")
 
 
+def _cityscapes_builder(data: ml_collections.ConfigDict):
+    from vsegjax.data import cityscapes
+    return cityscapes.make_builder(data.data_dir, data.get("config") or "default")
+
+
+register("cityscapes_sequences", _cityscapes_builder,
+         "python data_prep/cityscapes.py --manual_dir=<the Cityscapes folder> "
+         "--data_dir={data_dir} --config={config}", "cityscapes")
+
+
+def _davis_builder(data: ml_collections.ConfigDict):
+    from vsegjax.data import video_datasets
+    return video_datasets.make_builder("davis", data.data_dir, data.get("config") or "2016")
+
+
+register("vsegjax_davis", _davis_builder,
+         "python data_prep/davis.py --manual_dir=<the DAVIS folder> --data_dir={data_dir} "
+         "--config={config}", 255)  # any instance id gets a colour
+
+
 def get_builder(data: ml_collections.ConfigDict):
     """The TFDS builder named by ``data.name`` (``data.config``, ``data.data_dir``)."""
     if data.name not in _REGISTRY:
@@ -63,7 +83,7 @@ def get_builder(data: ml_collections.ConfigDict):
     return _REGISTRY[data.name][0](data)
 
 
-def palette_name(data: ml_collections.ConfigDict) -> str:
+def palette_name(data: ml_collections.ConfigDict) -> str | int:
     """The ``vsegjax.viz`` palette of the dataset's classes."""
     return _REGISTRY[data.name][2]
 

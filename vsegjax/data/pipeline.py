@@ -72,7 +72,8 @@ def load_split(name: str, split: str, data_dir: str | pathlib.Path | None = None
 def _missing_message(name: str, where: Any) -> str:
     base = name.split(":")[0].split("/")[0]
     # Every dataset's builder script is data_prep/<name>.py (kitti_2015: kitti.py).
-    script = {"kitti_2015": "kitti"}.get(base, base)
+    script = {"kitti_2015": "kitti", "vsegjax_davis": "davis",
+              "cityscapes_sequences": "cityscapes"}.get(base, base)
     how = f"build it with `python data_prep/{script}.py --data_dir=<data_dir>`"
     return f"dataset {name!r} not found: no prepared TFDS dataset in {where}; {how}"
 

@@ -16,10 +16,19 @@
   frame (shifted to fit at the ends), or sliding windows when there are no labels. One
   split, ``full`` (TFDS reserves ``all``; reading ``split="all"`` also works).
 
-Configs carry the input paths, so make them with ``davis_config(...)`` /
-``user_video_config(...)``: the config name encodes the parameters and a digest of them
-(paths included), so a changed input or option never reuses an old build. Build with
-``data_prep/davis.py`` or ``data_prep/user_video.py``.
+Besides the ``features.py`` keys (no flow) both write ``frame_index`` (int64, the source
+frame number of ``frames[label_index]``: DAVIS file number, video frame number, or
+position in the sorted frame folder; frames are consecutive, or every ``every_nth``-th),
+and DAVIS writes ``sequence`` (a string; bytes when read back).
+
+DAVIS follows the CamVid/Sintel builders: the raw folder is TFDS' manual dir, configs
+are the presets ``2016`` (default), ``2017``, ``2017_instances`` (whole sequences at
+480p) or ``davis_config(...)``, whose name encodes the options (not the folder), so a
+prepared build is found again from the options alone. A ``UserVideo`` config carries the
+input paths (``user_video_config(...)``); its name adds a digest of every option and
+path, so another input or option never reuses an old build (new files at the same
+path do: pass ``name=`` or delete the build). Build with ``data_prep/davis.py`` /
+``data_prep/user_video.py`` or ``build(...)``.
 
 Bad input raises an error naming the file(s) (``BadInputError``, a ValueError; a missing
 or empty folder is a FileNotFoundError). With ``skip_bad=True`` a snippet that touches a
@@ -299,7 +308,8 @@ def make_snippet(source: _Frames, window: Window, labels: Mapping[int, pathlib.P
         "labels": out_labels,
         "has_label": has_label,
         "label_index": np.int32(window.label_index),
-        "frame_index": np.asarray([source.numbers[k] for k in window.positions], np.int32),
+        # As in CamVid/Cityscapes: the source frame number of the labelled frame.
+        "frame_index": np.int64(source.numbers[window.positions[window.label_index]]),
         "snippet_id": np.int64(snippet_id),
     }
 
@@ -338,7 +348,7 @@ def _features(num_frames: int | None, resize, extra: Mapping[str, Any] | None = 
         "labels": tfds.features.Tensor(shape=(t, h, w), dtype=np.uint8, encoding=_Enc.ZLIB),
         "has_label": tfds.features.Tensor(shape=(t,), dtype=np.bool_, encoding=_Enc.BYTES),
         "label_index": tfds.features.Scalar(np.int32),
-        "frame_index": tfds.features.Tensor(shape=(t,), dtype=np.int32, encoding=_Enc.BYTES),
+        "frame_index": tfds.features.Scalar(np.int64),
         "snippet_id": tfds.features.Scalar(np.int64),
     }
     spec.update(extra or {})
@@ -374,11 +384,13 @@ class _SnippetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "First release."}
 
-    def __init__(self, *, progress: Callable[[str], None] | None = None, **kwargs):
+    def __init__(self, *, skip_bad: bool | None = None,
+                 progress: Callable[[str], None] | None = None, **kwargs):
         super().__init__(file_format="array_record", **kwargs)
         if self.builder_config is None:
-            raise ValueError(f"{type(self).__name__} needs a config with the input paths "
-                             f"(make one with davis_config(...) / user_video_config(...))")
+            raise ValueError(f"{type(self).__name__} needs a config (make one with "
+                             f"user_video_config(...))")
+        self._skip_bad = self.builder_config.skip_bad if skip_bad is None else skip_bad
         self._progress = progress or _log.info
         self.skipped: dict[str, list[dict[str, Any]]] = {}
 
@@ -390,7 +402,7 @@ class _SnippetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             try:
                 example = make(index)
             except BadInputError as e:
-                if not self.builder_config.skip_bad:
+                if not self._skip_bad:
                     raise
                 report.add(what, e)
                 self._progress(f"{split}: skipped {what}: {e}")
@@ -413,7 +425,6 @@ class _SnippetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
 @dataclasses.dataclass(eq=False)
 class DavisConfig(tfds.core.BuilderConfig):
-    root: str = ""                        # folder with JPEGImages/ and Annotations/
     year: str = "2016"                    # "2016" (0/255 masks) or "2017" (palette ids)
     resolution: str = "480p"
     instances: bool = False               # 2017: keep instance ids instead of 0/1
@@ -421,7 +432,7 @@ class DavisConfig(tfds.core.BuilderConfig):
     stride: int | None = None             # window step (default num_frames)
     resize: tuple[int, int] | None = None  # (h, w): frames bilinear, labels nearest
     image_sets: str | None = None         # split-file folder (default: auto)
-    skip_bad: bool = False
+    skip_bad: bool = False                # (not part of the name)
 
     def __post_init__(self):
         if str(self.year) not in ("2016", "2017"):
@@ -434,6 +445,8 @@ class DavisConfig(tfds.core.BuilderConfig):
         if self.stride is not None and self.num_frames is None:
             raise ValueError("config field stride: needs num_frames (whole sequences have "
                              "no stride)")
+        if self.num_frames is not None and self.stride is None:
+            object.__setattr__(self, "stride", self.num_frames)
         _check_resize(self)
 
     @property
@@ -442,28 +455,37 @@ class DavisConfig(tfds.core.BuilderConfig):
         return None if self.instances else 2
 
 
-_DAVIS_FIELDS = ("root", "year", "resolution", "instances", "num_frames", "stride", "resize",
-                 "image_sets", "skip_bad")
+_DAVIS_FIELDS = ("year", "resolution", "instances", "num_frames", "stride", "resize",
+                 "image_sets")
+DAVIS_PRESETS = [
+    DavisConfig(name="2016", description="DAVIS 2016, whole sequences, 480p, classes 0/1"),
+    DavisConfig(name="2017", year="2017",
+                description="DAVIS 2017, whole sequences, 480p, every object = 1"),
+    DavisConfig(name="2017_instances", year="2017", instances=True,
+                description="DAVIS 2017, whole sequences, 480p, instance ids"),
+]
+DAVIS_LAYOUT = ("a DAVIS folder holds JPEGImages/480p/<seq>/*.jpg and "
+                "Annotations/480p/<seq>/*.png, optionally ImageSets/<year>/*.txt")
 
 
-def davis_config(root, year: str | int = "2016", *, resolution: str = "480p",
+def davis_config(year: str | int = "2016", *, resolution: str = "480p",
                  instances: bool = False, num_frames: int | None = None,
                  stride: int | None = None, resize: Sequence[int] | None = None,
                  image_sets: str | None = None, skip_bad: bool = False,
                  name: str | None = None) -> DavisConfig:
-    """A DAVIS config; its default name encodes the options plus a digest (root included)."""
-    cfg = DavisConfig(name="pending", root=os.path.abspath(os.path.expanduser(str(root))),
-                      year=str(year), resolution=resolution, instances=instances,
+    """A DAVIS config; its default name encodes the options (readable part + digest)."""
+    cfg = DavisConfig(name="pending", year=str(year), resolution=resolution,
+                      instances=instances,
                       num_frames=num_frames, stride=stride,
                       resize=tuple(resize) if resize is not None else None,
                       image_sets=image_sets, skip_bad=skip_bad)
     if name is None:
-        win = "seq" if num_frames is None else f"t{num_frames}s{stride or num_frames}"
+        win = "seq" if cfg.num_frames is None else f"t{cfg.num_frames}s{cfg.stride}"
         size = f"{cfg.resize[0]}x{cfg.resize[1]}" if cfg.resize else resolution
         name = (f"{cfg.year}-{'inst' if instances else 'obj'}-{win}-{size}-"
                 f"{_config_digest(cfg, _DAVIS_FIELDS)}")
     cfg.name = name
-    cfg.description = f"DAVIS {cfg.year} from {cfg.root}"
+    cfg.description = f"DAVIS {cfg.year} {cfg.resolution}"
     return cfg
 
 
@@ -476,19 +498,21 @@ def _parse_split_file(path: pathlib.Path) -> list[str]:
         if not token:
             continue
         parts = [p for p in token.split("/") if p]
-        seq = parts[parts.index("JPEGImages") + 2] if "JPEGImages" in parts else parts[0]
+        at = parts.index("JPEGImages") + 2 if "JPEGImages" in parts else 0
+        if at >= len(parts):
+            raise ValueError(f"{path}: no sequence name in the line {line!r}")
+        seq = parts[at]
         if seq not in names:
             names.append(seq)
     return names
 
 
-def davis_splits(cfg: DavisConfig) -> dict[str, list[str]]:
+def davis_splits(root, cfg: DavisConfig) -> dict[str, list[str]]:
     """Split name -> sequence names (from ImageSets, else {"full": every sequence})."""
-    root = pathlib.Path(cfg.root)
+    root = pathlib.Path(root).expanduser()
     jpeg_dir = root / "JPEGImages" / cfg.resolution
     if not jpeg_dir.is_dir():
-        raise FileNotFoundError(f"DAVIS frames folder not found: {jpeg_dir} (config root "
-                                f"{root}, resolution {cfg.resolution})")
+        raise FileNotFoundError(f"DAVIS frames folder not found: {jpeg_dir} ({DAVIS_LAYOUT})")
     sequences = sorted((p.name for p in jpeg_dir.iterdir() if p.is_dir()), key=natural_key)
     if not sequences:
         raise FileNotFoundError(f"DAVIS frames folder {jpeg_dir} holds no sequence folders")
@@ -536,6 +560,11 @@ class Davis(_SnippetBuilder):
     """DAVIS 2016/2017 snippets with a mask on every frame (see the module docstring)."""
 
     name = "vsegjax_davis"  # TFDS already has a builder named "davis"
+    BUILDER_CONFIGS = DAVIS_PRESETS
+    DEFAULT_CONFIG_NAME = "2016"
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (f"Download DAVIS from https://davischallenge.org/; "
+                                    f"{DAVIS_LAYOUT}. Pass that folder as the manual dir "
+                                    f"(data_prep/davis.py --manual_dir=...).")
 
     def _info(self) -> tfds.core.DatasetInfo:
         cfg = self.builder_config
@@ -550,13 +579,16 @@ class Davis(_SnippetBuilder):
         )
 
     def _split_generators(self, dl_manager):
-        del dl_manager
+        try:
+            self._root = pathlib.Path(dl_manager.manual_dir)
+        except AssertionError as e:  # TFDS: "Manual directory ... does not exist or is empty"
+            raise FileNotFoundError(f"DAVIS manual dir missing or empty: {e}") from e
         return {split: self._generate_examples(split, seqs)
-                for split, seqs in davis_splits(self.builder_config).items()}
+                for split, seqs in davis_splits(self._root, self.builder_config).items()}
 
     def _generate_examples(self, split: str, sequences: list[str]):
-        cfg, report = self.builder_config, SkipReport()
-        decode = davis_decoder(cfg)
+        report = SkipReport()
+        decode = davis_decoder(self.builder_config)
         self.info.metadata["num_classes"] = self.info.metadata.get("num_classes", 2)
 
         def items():
@@ -564,7 +596,7 @@ class Davis(_SnippetBuilder):
                 try:
                     source, labels, windows = self._plan_sequence(seq)
                 except BadInputError as e:
-                    if not cfg.skip_bad:
+                    if not self._skip_bad:
                         raise
                     report.add(f"sequence {seq}", e)
                     self._progress(f"{split}: skipped sequence {seq}: {e}")
@@ -582,7 +614,7 @@ class Davis(_SnippetBuilder):
         yield from self._emit(split, items(), report)
 
     def _plan_sequence(self, seq: str):
-        cfg, root = self.builder_config, pathlib.Path(self.builder_config.root)
+        cfg, root = self.builder_config, self._root
         paths = list_images(root / "JPEGImages" / cfg.resolution / seq, f"DAVIS {seq} frames",
                             error=MissingInputError)
         ann_dir = root / "Annotations" / cfg.resolution / seq
@@ -599,7 +631,7 @@ class Davis(_SnippetBuilder):
         if cfg.num_frames is None:
             windows = [Window(tuple(range(len(paths))), 0)]
         else:
-            windows = sliding_windows(len(paths), cfg.num_frames, cfg.stride or cfg.num_frames)
+            windows = sliding_windows(len(paths), cfg.num_frames, cfg.stride)
             if not windows:
                 self._progress(f"sequence {seq}: {len(paths)} frames, fewer than "
                                f"num_frames={cfg.num_frames}; no snippet")
@@ -630,12 +662,14 @@ class UserVideoConfig(tfds.core.BuilderConfig):
     max_frames: int | None = None         # keep at most this many frames (after every_nth)
     every_nth: int = 1
     resize: tuple[int, int] | None = None
-    skip_bad: bool = False
+    skip_bad: bool = False                # (not part of the name)
 
     def __post_init__(self):
         _check_positive(self, ("frames_before", "frames_after"), allow_none=False, minimum=0)
         _check_positive(self, ("stride", "max_frames"))
         _check_positive(self, ("every_nth",), allow_none=False)
+        if self.stride is None:
+            object.__setattr__(self, "stride", self.num_frames)
         if self.labels is not None:
             if self.num_classes is None:
                 raise ValueError("config field num_classes: required when labels are given "
@@ -652,7 +686,7 @@ class UserVideoConfig(tfds.core.BuilderConfig):
 
 
 _USER_FIELDS = ("frames", "labels", "num_classes", "frames_before", "frames_after", "stride",
-                "max_frames", "every_nth", "resize", "skip_bad")
+                "max_frames", "every_nth", "resize")
 
 
 def user_video_config(frames, labels=None, *, num_classes: int | None = None,
@@ -721,7 +755,7 @@ def plan_user_video(cfg: UserVideoConfig, report: SkipReport | None = None):
         raise ValueError(f"{frames}: only {n} frames, fewer than num_frames={t} "
                          f"(frames_before + 1 + frames_after)")
     if cfg.labels is None:
-        windows = sliding_windows(n, t, cfg.stride or t, cfg.frames_before)
+        windows = sliding_windows(n, t, cfg.stride, cfg.frames_before)
     else:
         windows = []
         for k in sorted(labels):
@@ -750,7 +784,7 @@ class UserVideo(_SnippetBuilder):
 
     def _generate_examples(self, split: str):
         cfg, report = self.builder_config, SkipReport()
-        source, labels, windows = plan_user_video(cfg, report if cfg.skip_bad else None)
+        source, labels, windows = plan_user_video(cfg, report if self._skip_bad else None)
         for e in report.entries:
             self._progress(f"{split}: skipped {e['what']}: {e['why']}")
         meta = self.info.metadata
@@ -783,16 +817,25 @@ class UserVideo(_SnippetBuilder):
 # ----------------------------------------------------------------------------- helpers
 
 
-def make_builder(kind: str, data_dir: str, config, **kwargs):
-    """``kind`` "davis" or "user_video"; ``config`` from davis_config / user_video_config."""
+def make_builder(kind: str, data_dir: str, config=None, **kwargs):
+    """``kind`` "davis" (config: a preset name or ``davis_config(...)``, default "2016")
+    or "user_video" (config: ``user_video_config(...)``). kwargs: skip_bad, progress."""
     cls = {"davis": Davis, "user_video": UserVideo}.get(kind)
     if cls is None:
         raise ValueError(f"unknown video dataset kind {kind!r}; known: davis, user_video")
     return cls(config=config, data_dir=os.path.expanduser(data_dir), **kwargs)
 
 
-def build(kind: str, data_dir: str, config, progress: Callable[[str], None] | None = None):
-    """Builds the dataset if it is not there yet and returns the prepared builder."""
-    builder = make_builder(kind, data_dir, config, progress=progress)
-    builder.download_and_prepare()
+def build(kind: str, data_dir: str, config=None, manual_dir=None, *,
+          skip_bad: bool | None = None, progress: Callable[[str], None] | None = None):
+    """Builds the dataset unless already prepared; DAVIS reads the folder ``manual_dir``."""
+    download_config = None
+    if manual_dir is not None:
+        manual = pathlib.Path(os.path.expanduser(os.fspath(manual_dir)))
+        if not manual.is_dir():
+            raise FileNotFoundError(f"manual dir {manual} does not exist"
+                                    + (f"; {DAVIS_LAYOUT}" if kind == "davis" else ""))
+        download_config = tfds.download.DownloadConfig(manual_dir=str(manual))
+    builder = make_builder(kind, data_dir, config, skip_bad=skip_bad, progress=progress)
+    builder.download_and_prepare(download_config=download_config)
     return builder
