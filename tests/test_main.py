@@ -78,7 +78,7 @@ def test_truncated_data_file_is_named(tmp_path):
 def test_every_registered_dataset_has_its_prep_script():
     import ml_collections
     for name in ("synthetic_video", "camvid", "sintel", "flying_chairs", "kitti_2015",
-                 "vsegjax_davis", "cityscapes_sequences"):
+                 "vsegjax_davis", "cityscapes_sequences", "user_video"):
         how = datasets.how_to_build(ml_collections.ConfigDict(dict(name=name, data_dir="D",
                                                                    config="default")))
         script = re.search(r"data_prep/\S+\.py", how).group(0)

@@ -225,6 +225,13 @@ def test_user_video_from_real_video(shared_data, tmp_path):
             np.testing.assert_array_equal(ex["frames"][i], frame)
     assert builder.info.metadata["num_source_frames"] == 20
     assert _tree(labels) == before
+    # The registry reads the prepared config back by name, as a training config would.
+    import ml_collections
+    from vsegjax.data import datasets
+    data = ml_collections.ConfigDict(dict(name="user_video", config=cfg.name,
+                                          data_dir=str(tmp_path / "tfds")))
+    source = datasets.open_split(data, "full")
+    assert len(source) == 2 and int(source[1]["frame_index"]) == 12
 
     # every 2nd frame: frame 5 is not read, so its label has no frame.
     with pytest.raises(vd.BadInputError, match="000005.png"):

@@ -75,6 +75,27 @@ register("vsegjax_davis", _davis_builder,
          "--config={config}", 255)  # any instance id gets a colour
 
 
+def _prepared_builder(name: str):
+    """Datasets whose configs are made per use (paths, windows): read back what the
+    data_prep script prepared under ``data_dir/<name>/<config>/``, by config name."""
+    def factory(data: ml_collections.ConfigDict):
+        import tensorflow_datasets as tfds
+        root = os.path.join(os.path.expanduser(data.data_dir), name, data.get("config", ""))
+        versions = sorted(d for d in os.listdir(root) if d[:1].isdigit()) \
+            if os.path.isdir(root) else []
+        if not data.get("config") or not versions:
+            raise FileNotFoundError(
+                f"dataset {name}: no prepared config {data.get('config')!r} in {root}; "
+                f"prepare it with data_prep/ (its last line prints the config name) and set "
+                f"data.config to that name")
+        return tfds.builder_from_directory(os.path.join(root, versions[-1]))
+    return factory
+
+
+register("user_video", _prepared_builder("user_video"),
+         "python data_prep/user_video.py --frames=<folder or video> --data_dir={data_dir}", 255)
+
+
 def get_builder(data: ml_collections.ConfigDict):
     """The TFDS builder named by ``data.name`` (``data.config``, ``data.data_dir``)."""
     if data.name not in _REGISTRY:
