@@ -3,3 +3,4 @@
 from vsegjax.losses.segmentation import cross_entropy, nll_loss, pixel_accuracy
 
 __all__ = ["cross_entropy", "nll_loss", "pixel_accuracy"]
+from vsegjax.losses import efc
