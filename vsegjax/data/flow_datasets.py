@@ -50,6 +50,8 @@ interrupted build never looks complete.
 
 from __future__ import annotations
 
+import abc
+
 import collections
 import concurrent.futures
 import dataclasses
@@ -515,8 +517,9 @@ class _SnippetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         self.skipped: dict[str, list[tuple[str, str]]] = {}
 
     # Subclasses define these.
+    @abc.abstractmethod
     def _num_frames(self) -> int:
-        raise NotImplementedError
+        """Frames per snippet."""
 
     def _with_flow(self) -> bool:
         return True
@@ -524,11 +527,13 @@ class _SnippetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def _num_classes(self) -> int | None:
         return None
 
+    @abc.abstractmethod
     def _description(self) -> str:
-        raise NotImplementedError
+        """The dataset description for its DatasetInfo."""
 
+    @abc.abstractmethod
     def _find(self, root: pathlib.Path, report: Report) -> dict[str, list[SnippetSpec]]:
-        raise NotImplementedError
+        """split -> the snippets found under the manual folder ``root``."""
 
     def _info(self) -> tfds.core.DatasetInfo:
         t = self._num_frames()
