@@ -26,8 +26,6 @@ the files, or with ``skip_bad`` are skipped and reported at the end of the split
 
 from __future__ import annotations
 
-import collections
-import concurrent.futures
 import dataclasses
 import functools
 import logging
@@ -40,6 +38,8 @@ import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 
+from vsegjax.data import build_utils
+from vsegjax.data.build_utils import BadExample
 from vsegjax.data import flow_io, labels as labels_lib
 
 _Encoding = tfds.features.Encoding
@@ -74,10 +74,6 @@ EXPECTED_LAYOUT = (
     "valannot/ and/or test/ + testannot/ (image and label PNGs of the same name, labels "
     "ids 0..10, 11 = Unlabelled), optionally with train.txt/val.txt/test.txt listing "
     "'<image> <label>' per line")
-
-
-class BadExample(ValueError):
-    """One list entry cannot be turned into an example; the message names the files."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -448,42 +444,6 @@ def load_example(cfg: CamVidConfig, entry: Entry,
     }
 
 
-def _bounded_map(fn: Callable, items: Iterable, workers: int, window: int) -> Iterator:
-    """Ordered map over a thread pool (OpenCV decoding releases the GIL), at most ``window``
-    results in flight. Yields (item, result or the exception it raised)."""
-    def call(item):
-        try:
-            return fn(item)
-        except BadExample as e:
-            return e
-
-    if workers <= 1:
-        for item in items:
-            yield item, call(item)
-        return
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        pending = collections.deque()
-        for item in items:
-            pending.append((item, pool.submit(call, item)))
-            if len(pending) >= window:
-                item_, future = pending.popleft()
-                yield item_, future.result()
-        while pending:
-            item_, future = pending.popleft()
-            yield item_, future.result()
-
-
-def format_report(skipped: dict[str, list[tuple[str, str]]]) -> str:
-    """A human report of skipped entries: count per split, then one line per entry."""
-    total = sum(len(v) for v in skipped.values())
-    lines = [f"CamVid: skipped {total} bad example(s)"]
-    for split, items in skipped.items():
-        if items:
-            lines.append(f"  {split}: {len(items)} skipped")
-            lines.extend(f"    {name}: {reason}" for name, reason in items)
-    return "\n".join(lines)
-
-
 # ---------------------------------------------------------------------------------------
 # Builder
 # ---------------------------------------------------------------------------------------
@@ -566,7 +526,7 @@ class CamVid(tfds.core.GeneratorBasedBuilder):
         fn = functools.partial(_load_for_builder, cfg, labelled=labelled)
         skipped = self.skipped.setdefault(split, [])
         written = 0
-        for entry, result in _bounded_map(fn, entries, self._num_workers,
+        for entry, result in build_utils.bounded_map(fn, entries, self._num_workers,
                                           window=4 * max(1, self._num_workers)):
             if isinstance(result, BadExample):
                 if not self._skip_bad:
@@ -605,3 +565,8 @@ def build(data_dir: str, manual_dir: str | os.PathLike, config: str | CamVidConf
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
     return builder
+
+
+def format_report(skipped: dict[str, list[tuple[str, str]]]) -> str:
+    """A human report of skipped entries: count per split, then one line per entry."""
+    return build_utils.format_report("CamVid", skipped)

@@ -38,8 +38,6 @@ looks complete.
 
 from __future__ import annotations
 
-import collections
-import concurrent.futures
 import dataclasses
 import logging
 import os
@@ -51,6 +49,8 @@ import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 
+from vsegjax.data import build_utils
+from vsegjax.data.build_utils import BadExample
 from vsegjax.data import flow_io, labels as labels_lib
 from vsegjax.data.flow_datasets import CITYSCAPES_CLASSES, CITYSCAPES_TO_TRAIN
 from vsegjax.evaluation.segmentation import CITYSCAPES_CATEGORIES, CITYSCAPES_CATEGORY_NAMES
@@ -93,10 +93,6 @@ EXPECTED_LAYOUT = (
     "stuttgart_0{0,1,2}/ (leftImg8bit_demoVideo.zip) for the demo_video config")
 
 _NAME = re.compile(r"^(.+)_(\d{6})_(\d{6})_[A-Za-z0-9]+")
-
-
-class BadExample(ValueError):
-    """One snippet cannot be built from its files; the message names them."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -399,42 +395,6 @@ def load_example(cfg: CityscapesConfig, entry: Entry) -> dict[str, np.ndarray]:
     }
 
 
-def _bounded_map(fn: Callable, items: Iterable, workers: int, window: int) -> Iterator:
-    """Ordered map over a thread pool (OpenCV decoding releases the GIL), at most ``window``
-    results in flight. Yields (item, result or the BadExample it raised)."""
-    def call(item):
-        try:
-            return fn(item)
-        except BadExample as e:
-            return e
-
-    if workers <= 1:
-        for item in items:
-            yield item, call(item)
-        return
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        pending = collections.deque()
-        for item in items:
-            pending.append((item, pool.submit(call, item)))
-            if len(pending) >= window:
-                first, future = pending.popleft()
-                yield first, future.result()
-        while pending:
-            first, future = pending.popleft()
-            yield first, future.result()
-
-
-def format_report(skipped: dict[str, list[tuple[str, str]]]) -> str:
-    """A human report of skipped entries: count per split, then one line per entry."""
-    total = sum(len(v) for v in skipped.values())
-    lines = [f"Cityscapes: skipped {total} bad example(s)"]
-    for split, items in skipped.items():
-        if items:
-            lines.append(f"  {split}: {len(items)} skipped")
-            lines.extend(f"    {name}: {reason}" for name, reason in items)
-    return "\n".join(lines)
-
-
 # ---------------------------------------------------------------------------------------
 # Builder
 # ---------------------------------------------------------------------------------------
@@ -526,7 +486,7 @@ class CityscapesSequences(tfds.core.GeneratorBasedBuilder):
         window = max(workers, min(4 * workers, _IN_FLIGHT_BYTES // per_example))
         skipped = self.skipped.setdefault(split, [])
         written = 0
-        for entry, result in _bounded_map(lambda e: _load_for_builder(cfg, e), entries,
+        for entry, result in build_utils.bounded_map(lambda e: _load_for_builder(cfg, e), entries,
                                           workers, window):
             if isinstance(result, BadExample):
                 if not self._skip_bad:
@@ -569,3 +529,8 @@ def build(data_dir: str, manual_dir: str | os.PathLike,
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
     return builder
+
+
+def format_report(skipped: dict[str, list[tuple[str, str]]]) -> str:
+    """A human report of skipped entries: count per split, then one line per entry."""
+    return build_utils.format_report("Cityscapes", skipped)

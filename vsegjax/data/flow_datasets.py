@@ -52,8 +52,6 @@ from __future__ import annotations
 
 import abc
 
-import collections
-import concurrent.futures
 import dataclasses
 import logging
 import os
@@ -65,6 +63,8 @@ import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 
+from vsegjax.data import build_utils
+from vsegjax.data.build_utils import BadExample
 from vsegjax import files
 from vsegjax.data import features, flow_io, labels as labels_lib
 
@@ -81,10 +81,6 @@ CITYSCAPES_CLASSES = ("road", "sidewalk", "building", "wall", "fence", "pole",
                       "person", "rider", "car", "truck", "bus", "train", "motorcycle",
                       "bicycle")
 KITTI_LABELS = labels_lib.LabelEncoding(ids=CITYSCAPES_TO_TRAIN, unknown_to_ignore=True)
-
-
-class BadExample(ValueError):
-    """One snippet cannot be built from its files; the message names them."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -462,38 +458,9 @@ def find_kitti(root: pathlib.Path, kind: str, report: Report) -> dict[str, list[
 # Builders
 # ---------------------------------------------------------------------------------------
 
-def _bounded_map(fn: Callable, items: Iterable, workers: int, window: int) -> Iterator:
-    """Ordered map over threads (OpenCV decoding releases the GIL) with at most ``window``
-    items in flight; yields (item, result or the BadExample/FileNotFoundError it raised)."""
-    def call(item):
-        try:
-            return fn(item)
-        except (BadExample, FileNotFoundError) as e:
-            return e
-
-    if workers <= 1:
-        for item in items:
-            yield item, call(item)
-        return
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        pending = collections.deque()
-        for item in items:
-            pending.append((item, pool.submit(call, item)))
-            if len(pending) >= window:
-                yield pending[0][0], pending.popleft()[1].result()
-        while pending:
-            yield pending[0][0], pending.popleft()[1].result()
-
-
 def format_report(name: str, skipped: dict[str, list[tuple[str, str]]]) -> str:
     """Skipped snippets: the count, then one line per snippet with the reason."""
-    total = sum(len(v) for v in skipped.values())
-    lines = [f"{name}: skipped {total} bad snippet(s)"]
-    for split, items in skipped.items():
-        if items:
-            lines.append(f"  {split}: {len(items)} skipped")
-            lines.extend(f"    {key}: {reason}" for key, reason in items)
-    return "\n".join(lines)
+    return build_utils.format_report(name, skipped, what="snippet")
 
 
 LISTING = "listing"  # the "split" of problems found while listing files
@@ -597,8 +564,9 @@ class _SnippetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         report = self._reporter(split)
         keys = self.info.metadata["keys"].setdefault(split, [])
         num_classes = self._num_classes()
-        for spec, result in _bounded_map(lambda s: _load(s, num_classes), specs,
-                                         self.num_workers, window=4 * max(1, self.num_workers)):
+        for spec, result in build_utils.bounded_map(
+                lambda s: _load(s, num_classes), specs, self.num_workers,
+                window=4 * max(1, self.num_workers), catch=(BadExample, FileNotFoundError)):
             if isinstance(result, Exception):
                 report(spec.key, result)
                 continue
