@@ -39,6 +39,20 @@ def test_write_flo_accepts_float64_and_overwrites(tmp_path):
     np.testing.assert_array_equal(read_flo(path), np.ones((4, 2, 2), np.float32))
 
 
+def test_interrupted_write_keeps_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "keep.flo"
+    write_flo(path, np.zeros((2, 2, 2), np.float32))
+
+    def broken_replace(src, dst):
+        raise OSError("simulated crash before rename")
+
+    monkeypatch.setattr("vsegjax.data.flow_io.os.replace", broken_replace)
+    with pytest.raises(OSError, match="simulated"):
+        write_flo(path, np.ones((3, 3, 2), np.float32))
+    np.testing.assert_array_equal(read_flo(path), np.zeros((2, 2, 2), np.float32))
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.flo"]  # temp file cleaned up
+
+
 def test_truncated_flo_raises_naming_file(tmp_path):
     path = tmp_path / "trunc.flo"
     write_flo(path, _random_flow())
