@@ -13,7 +13,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from vsegjax.data import preview
-from vsegjax.train import grfp, segmentation
+from vsegjax.train import efc, grfp, segmentation
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).",
                                           lock_config=True)
@@ -21,7 +21,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for outputs and check
 flags.mark_flags_as_required(["config", "workdir"])
 
 # config.task -> runner(config, workdir); the training tasks join here as they land.
-RUNNERS = {"preview": preview.run, "grfp": grfp.run, "static": segmentation.run}
+RUNNERS = {"preview": preview.run, "grfp": grfp.run, "static": segmentation.run,
+           "efc": efc.run}
 
 
 def parse_flags(argv: list[str]) -> list[str]:

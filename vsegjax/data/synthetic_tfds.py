@@ -49,6 +49,10 @@ TINY = SyntheticVideoConfig(
     video=synthetic.SyntheticConfig(height=48, width=64, num_frames=5, label_index=3,
                                     num_objects=(2, 4)),
     num_train=16, num_validation=8)
+# Other scenes (generator seed 1) with the default's look: unlabelled video for EFC's "+UD".
+EXTRA = SyntheticVideoConfig(
+    name="extra", description="128x256, 7 frames, 200/8 snippets of other scenes (seed 1)",
+    video=synthetic.SyntheticConfig(seed=1), num_train=200, num_validation=8)
 
 
 def _bounded_imap(fn, items, workers: int, window: int) -> Iterator:
@@ -73,7 +77,7 @@ class SyntheticVideo(tfds.core.GeneratorBasedBuilder):
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "First release."}
-    BUILDER_CONFIGS = [DEFAULT, TINY]
+    BUILDER_CONFIGS = [DEFAULT, TINY, EXTRA]
     DEFAULT_CONFIG_NAME = "default"
 
     def __init__(self, *, num_workers: int | None = None, **kwargs):

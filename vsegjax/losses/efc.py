@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from vsegjax import ops
+from vsegjax.losses.segmentation import cross_entropy
 
 # Eq. (9) and the text of the EFC paper: lambda_cons, lambda_occ, lambda_sm; L_pm has 1.
 DEFAULT_WEIGHTS = {"L_seg": 1.0, "L_cons": 10.0, "L_occ": 0.4, "L_sm": 0.5, "L_pm": 1.0}
@@ -96,3 +97,96 @@ def combine(weights: Mapping[str, float],
         raise ValueError("no loss term has a non-zero weight")
     total = sum(weights[name] * value for name, value in values.items())
     return total, values
+
+
+# --------------------------------------------------------------------------- eq. (9) in full
+
+
+def _swap_halves(x: jax.Array) -> jax.Array:
+    """Rows [B, 2B) then [0, B): each row's partner frame in the EFC model's 2B layout."""
+    b = x.shape[0] // 2
+    return jnp.concatenate([x[b:], x[:b]], axis=0)
+
+
+def _resize(x: jax.Array, height: int, width: int) -> jax.Array:
+    if x.shape[1:3] == (height, width):
+        return x
+    return jax.image.resize(x, (x.shape[0], height, width) + x.shape[3:], "linear")
+
+
+def scales(out: Mapping, images: jax.Array, num_scales: int) -> list[tuple]:
+    """(flow, O_est, images) per scale, finest first: the full-resolution flow, then the
+    first ``num_scales - 1`` levels of the flow decoder's pyramid (images resized)."""
+    levels = [(out["flow"], out.get("occlusion_full"))]
+    occ = out.get("occlusion") or [None] * len(out["pyramid"])
+    levels += list(zip(out["pyramid"], occ))[:max(0, num_scales - 1)]
+    return [(f, o, _resize(images, *f.shape[1:3])) for f, o in levels]
+
+
+def joint_loss_terms(out: Mapping, images: jax.Array, labels: jax.Array, *,
+                     num_scales: int = 3, scale_weights: tuple = (1.0, 0.5, 0.25),
+                     occlusion_in_cons: bool = True, occlusion_in_pm: bool = True,
+                     seg_occlusion: bool = True, alpha: float = ALPHA, beta: float = BETA
+                     ) -> dict[str, Callable[[], jax.Array]]:
+    """Eq. (9)'s terms as thunks for ``combine``, both directions and several scales.
+
+    Args:
+      out: ``EFCModel`` outputs for 2B rows (frame 1 of each pair, then frame 2): row r's
+        partner is row ``(r + B) mod 2B`` and ``flow[r]`` maps row r's pixels into it.
+      images: [2B, H, W, 3] the frames in the same layout; labels [2B, H, W] (255 = none).
+      num_scales / scale_weights: L_pm, L_sm and L_occ are weighted means over the
+        full-resolution flow and the decoder's finest ``num_scales - 1`` levels.
+      occlusion_in_cons: mask L_cons with O_est (the "+OM" of Table 1).
+      occlusion_in_pm: weight L_pm by O_est (the "OE" of Table 2).
+      seg_occlusion: add O_error from the segmentation's inconsistency to L_pm (eqs. 5-6).
+    """
+    if len(scale_weights) < num_scales:
+        raise ValueError(f"efc.scale_weights {scale_weights} has fewer than num_scales="
+                         f"{num_scales} entries")
+    w = jnp.asarray(scale_weights[:num_scales], jnp.float32)
+    w = w / jnp.sum(w)
+    levels = scales(out, images, num_scales)
+
+    def over_scales(fn):
+        return sum(w[k] * fn(*lv) for k, lv in enumerate(levels))
+
+    def l_seg():  # eq. (8); pairs without labels add nothing (cross_entropy: 0 pixels -> 0)
+        return cross_entropy(out["logits"], labels)
+
+    def l_cons():
+        feats = out["features"]
+        h, w_ = feats.shape[1:3]
+        level = out.get("corr_level")
+        if level is not None:
+            flow, occ = out["pyramid"][level], out["occlusion"][level]
+        else:  # separate flow network: its flow brought to the feature grid
+            flow = ops.resize_flow(out["flow"], h, w_)
+            occ = _resize(out["occlusion_full"][..., None], h, w_)[..., 0]
+        return consistency_loss(feats, _swap_halves(feats), flow,
+                                occ if occlusion_in_cons else None)
+
+    def l_occ():
+        return over_scales(lambda f, o, _: occlusion_loss(
+            o, ops.out_of_image_mask(jax.lax.stop_gradient(f)), alpha))
+
+    def o_seg_full():
+        probs = jax.lax.stop_gradient(jax.nn.softmax(out["logits"]))
+        return segmentation_occlusion(probs, _swap_halves(probs),
+                                      jax.lax.stop_gradient(out["flow"]))
+
+    def l_pm():
+        o_seg = o_seg_full() if seg_occlusion else None
+
+        def one(f, o, img):
+            seg = None
+            if o_seg is not None:
+                seg = (_resize(o_seg[..., None], *f.shape[1:3])[..., 0] > 0.5).astype(jnp.float32)
+            return photometric_loss(img, _swap_halves(img), f,
+                                    o if occlusion_in_pm else None, seg, beta)
+        return over_scales(one)
+
+    def l_sm():
+        return over_scales(lambda f, _, img: smoothness_loss(f, img))
+
+    return {"L_seg": l_seg, "L_cons": l_cons, "L_occ": l_occ, "L_pm": l_pm, "L_sm": l_sm}
+

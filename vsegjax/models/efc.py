@@ -1,0 +1,147 @@
+"""The EFC joint model ("Every Frame Counts"): one encoder, a segmentation and a flow decoder.
+
+    model = make_efc_model(config)                  # config.model + config.efc
+    out = model.apply(variables, frames1, frames2)  # training: both frames, both flows
+    logits = model.apply(variables, images, method=EFCModel.segment)   # inference
+
+Layout (section "Network" of the paper and METHODS.md section 2):
+
+* The segmenter (``make_segmenter(config.model)``, parameters under ``static`` as in every
+  video model here) is run on both frames with ``return_features=True``. Its backbone's
+  stem..layer3 are the *shared encoder*; layer4 + head are the segmentation decoder.
+* The flow decoder (``FlowDecoder`` with occlusion heads) correlates the two frames' shared
+  features at ``corr_feature`` (layer3), takes ``skip_features`` (layer1) of the first
+  frame as skip connections, and refines flow and occlusion from its coarsest level down
+  to the finest skip level. Forward and backward flow come from one decoder call on the
+  pair stacked both ways (shared weights).
+* ``flow_branch="separate"`` replaces the shared-encoder decoder with a standalone
+  FlowNetS (own encoder, parameters under ``flownet``): the paper's TCC_fix ablation, where
+  a fixed pretrained FlowNetS supplies the flow.
+
+Inference (``segment``) runs the segmenter alone, so the deployed model costs exactly what
+the plain segmenter costs (tested on the compiled programs' FLOPs).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from vsegjax.models.flownet import FlowDecoder, FlowNetS
+from vsegjax.models.segmenter import make_segmenter
+
+FLOW_BRANCHES = ("shared", "separate")
+
+
+class EFCModel(nn.Module):
+    """Segmenter with a flow decoder on its shared encoder features.
+
+    Attributes:
+      static: the segmenter (must accept ``return_features=True``).
+      flow: a ``FlowDecoder`` (shared branch) or a ``FlowNetS`` (separate branch).
+      flow_branch: "shared" or "separate".
+      corr_feature: backbone feature correlated between the frames (the shared encoder's
+        output S of eq. 1-2).
+      skip_features: finer backbone features used as flow-refinement skips, finest first.
+    """
+
+    static: nn.Module
+    flow: nn.Module
+    flow_branch: str = "shared"
+    corr_feature: str = "layer3"
+    skip_features: Sequence[str] = ("layer1",)
+
+    def segment(self, images: jax.Array, train: bool = False) -> jax.Array:
+        """Logits [B, H, W, C] of the segmentation branch alone (the inference model)."""
+        return self.static(images, train=train)
+
+    def __call__(self, frames1: jax.Array, frames2: jax.Array, train: bool = False,
+                 segmentation: bool = True) -> dict[str, Any]:
+        """Both frames segmented and the flow between them in both directions.
+
+        Args:
+          frames1, frames2: [B, H, W, 3] in [0, 1] (pairs I_i, I_{i+dt}).
+          segmentation: False skips the segmenter where the flow does not need it
+            (flow-only training of a separate FlowNetS).
+
+        Returns a dict; leading dims are 2B, frame 1's rows first: ``logits`` [2B, H, W, C]
+        and ``features`` (the shared feature S, [2B, h, w, C']) of (frames1, frames2);
+        ``flow`` [2B, H, W, 2] holding F_{1->2} then F_{2->1}, ``pyramid``,
+        ``occlusion`` (lists, finest first), ``occlusion_full`` [2B, H, W] (O_est of frame
+        1 then frame 2), and ``corr_level``: the index in ``pyramid`` of S's resolution.
+        """
+        if frames1.shape != frames2.shape or frames1.ndim != 4:
+            raise ValueError(f"EFCModel needs two [B, H, W, 3] batches of one shape; got "
+                             f"{frames1.shape} and {frames2.shape}")
+        b, h, w = frames1.shape[:3]
+        both = jnp.concatenate([frames1, frames2], axis=0)
+        out: dict[str, Any] = {}
+        feats = None
+        if segmentation or self.flow_branch == "shared":
+            logits, feats = self.static(both, train=train, return_features=True)
+            out["logits"] = logits
+            out["features"] = feats[self.corr_feature]
+        # Pairs stacked both ways: rows [0, B) give F_{1->2}, rows [B, 2B) give F_{2->1}.
+        swapped = jnp.concatenate([frames2, frames1], axis=0)
+        if self.flow_branch == "shared":
+            names = tuple(self.skip_features) + (self.corr_feature,)
+            missing = [n for n in names if n not in feats]
+            if missing:
+                raise ValueError(f"EFCModel: backbone has no feature {missing}; it has "
+                                 f"{sorted(feats)}")
+            firsts = [feats[n] for n in names]
+            second = _swap_halves(feats[self.corr_feature], b)
+            flow_out = self.flow(firsts, second, (h, w), train=train)
+            corr_level = len(self.skip_features)
+        else:
+            flow_out = self.flow(both, swapped, train=train)
+            corr_level = None
+        out.update(flow_out)
+        out["corr_level"] = corr_level
+        return out
+
+
+def _swap_halves(x: jax.Array, b: int) -> jax.Array:
+    return jnp.concatenate([x[b:], x[:b]], axis=0)
+
+
+def flow_decoder_config() -> ml_collections.ConfigDict:
+    """``config.efc.flow`` fields read by ``make_efc_model`` (defaults: a small decoder)."""
+    return ml_collections.ConfigDict(dict(
+        joint_channels=64, extra_channels=(96, 128), redir_channels=32, max_displacement=4,
+        occlusion_channels=32, flow_scale=20.0,
+        # separate branch (FlowNetS) only:
+        width=0.25, num_levels=5))
+
+
+def make_efc_model(config: ml_collections.ConfigDict) -> EFCModel:
+    """``EFCModel`` from ``config.model`` (the segmenter) and ``config.efc``.
+
+    Fields of ``config.efc`` read here: ``flow_branch`` ("shared" | "separate"),
+    ``corr_feature``, ``skip_features`` and ``flow`` (see ``flow_decoder_config``).
+    """
+    e = config.efc
+    branch = e.get("flow_branch", "shared")
+    if branch not in FLOW_BRANCHES:
+        raise ValueError(f"config field efc.flow_branch: {branch!r}; choose from "
+                         f"{list(FLOW_BRANCHES)}")
+    f = flow_decoder_config()
+    f.update(dict(e.get("flow", {})))
+    if branch == "shared":
+        flow = FlowDecoder(joint_channels=int(f.joint_channels),
+                           extra_channels=tuple(int(c) for c in f.extra_channels),
+                           redir_channels=int(f.redir_channels),
+                           max_displacement=int(f.max_displacement), occlusion=True,
+                           occlusion_channels=int(f.occlusion_channels),
+                           flow_scale=float(f.flow_scale), name="flow")
+    else:
+        flow = FlowNetS(width=float(f.width), num_levels=int(f.num_levels),
+                        max_displacement=int(f.max_displacement), occlusion=True,
+                        flow_scale=float(f.flow_scale), name="flownet")
+    return EFCModel(static=make_segmenter(config.model), flow=flow, flow_branch=branch,
+                    corr_feature=e.get("corr_feature", "layer3"),
+                    skip_features=tuple(e.get("skip_features", ("layer1",))))

@@ -1,0 +1,268 @@
+"""EFC task: joint segmentation and unsupervised flow on frame pairs (the EFC paper).
+
+One trainer (``vsegjax.train.trainer``); this module only says what a step computes:
+whole snippets come from the pipeline, ``efc_pairs.sample_pairs`` draws pairs
+(I_i, I_{i+dt}) from them, the ``EFCModel`` segments both frames and predicts flow and
+occlusion both ways, and ``losses.efc.joint_loss_terms`` + ``combine`` give eq. (9) with
+every computed term logged. Config fields (``config.efc``; see configs/efc_synthetic.py):
+
+  mode: "joint" | "flow_only" (unsupervised flow alone: no L_seg, no L_cons, no O_seg).
+  flow_branch: "shared" (decoder on the shared encoder) | "separate" (own FlowNetS).
+  fixed_flow: no gradient reaches the flow branch (TCC_fix: a pretrained, fixed FlowNetS).
+  loss_weights: eq. (9)'s lambdas; a zero or absent weight means the term is not computed.
+  pairs_per_snippet, dt_range, labelled_share: pair sampling (``efc_pairs``).
+  labels: "annotated" | "all": which frames of a snippet keep their labels.
+  unlabelled_data / unlabelled_batch_size: extra unlabelled snippets per batch (+UD).
+  occlusion_in_cons, occlusion_in_pm, seg_occlusion, num_scales, scale_weights.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from vsegjax import evaluation, losses
+from vsegjax.data import datasets, pipeline
+from vsegjax.losses import efc as efc_losses
+from vsegjax.models.efc import EFCModel, make_efc_model
+from vsegjax.train import data
+from vsegjax.train.efc_pairs import MixedIterator, PrepareSnippets, gather_frames, sample_pairs
+from vsegjax.train.segmentation import StaticModel
+from vsegjax.train.task import Task
+
+MODES = ("joint", "flow_only")
+SEG_TERMS = ("L_seg", "L_cons")
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Checks ``config.efc`` up front, naming the field at fault."""
+    e = config.efc
+    if e.mode not in MODES:
+        raise ValueError(f"config field efc.mode: {e.mode!r}; choose from {list(MODES)}")
+    weights = {k: float(v) for k, v in dict(e.loss_weights).items() if v}
+    unknown = set(weights) - set(efc_losses.DEFAULT_WEIGHTS)
+    if unknown:
+        raise ValueError(f"config field efc.loss_weights: unknown terms {sorted(unknown)}; "
+                         f"known: {sorted(efc_losses.DEFAULT_WEIGHTS)}")
+    if not weights:
+        raise ValueError("config field efc.loss_weights: every weight is zero")
+    if e.mode == "flow_only" and (set(weights) & set(SEG_TERMS) or e.seg_occlusion):
+        raise ValueError(f"config field efc.loss_weights / efc.seg_occlusion: mode 'flow_only' "
+                         f"trains no segmentation; drop {sorted(set(weights) & set(SEG_TERMS))}"
+                         f"{' and seg_occlusion' if e.seg_occlusion else ''}")
+    if e.mode == "flow_only" and e.flow_branch == "shared" and e.fixed_flow:
+        raise ValueError("config field efc.fixed_flow: a fixed flow branch leaves nothing to "
+                         "train in mode 'flow_only'")
+    if not isinstance(e.pairs_per_snippet, int) or e.pairs_per_snippet < 1:
+        raise ValueError(f"config field efc.pairs_per_snippet: must be >= 1; got "
+                         f"{e.pairs_per_snippet!r}")
+    if not 0.0 <= float(e.labelled_share) <= 1.0:
+        raise ValueError(f"config field efc.labelled_share: must be in [0, 1]; got "
+                         f"{e.labelled_share!r}")
+
+
+class EFCTask(Task):
+    """The EFC joint model trained on pairs from whole snippets."""
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        super().__init__(config)
+        validate_config(config)
+        self.e = config.efc
+        self.model: EFCModel = make_efc_model(config)
+        self.flow_only = self.e.mode == "flow_only"
+        self.weights = {k: float(v) for k, v in dict(self.e.loss_weights).items() if v}
+
+    def _shape(self) -> tuple[int, int]:
+        size = self.config.input.augment.get("crop_size") or self.config.input.augment.resize
+        return int(size[0]), int(size[1])
+
+    def init_variables(self, rng):
+        h, w = self._shape()
+        x = jnp.zeros((1, h, w, 3))
+        # A flow-only separate FlowNetS has no segmenter variables (so a later run's
+        # init_from copies only the flow branch).
+        init = functools.partial(self.model.init, train=False, segmentation=self._segments)
+        return dict(jax.jit(init)(rng, x, x))
+
+    @property
+    def _segments(self) -> bool:
+        return not (self.flow_only and self.e.flow_branch == "separate")
+
+    # ------------------------------------------------------------------ training step
+
+    def pairs(self, batch: dict, rng: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """(images [2N, H, W, 3], labels [2N, H, W], dt [N]) of the step's N = B x P pairs,
+        first frames then second frames."""
+        frames = batch["frames"]
+        first, second = sample_pairs(
+            rng, frames.shape[1], batch["label_pos"], batch["labelled"],
+            self.e.pairs_per_snippet, tuple(self.e.dt_range), float(self.e.labelled_share))
+        images = jnp.concatenate([gather_frames(frames, first), gather_frames(frames, second)])
+        labels = jnp.concatenate([gather_frames(batch["labels"], first),
+                                  gather_frames(batch["labels"], second)])
+        return images, labels, (second - first).reshape(-1)
+
+    def loss_fn(self, params, model_state, batch, rng):
+        k_pairs, k_drop = jax.random.split(rng)
+        images, labels, dt = self.pairs(batch, k_pairs)
+        n = images.shape[0] // 2
+        variables = {"params": params, **model_state}
+        out, new_state = self.model.apply(
+            variables, images[:n], images[n:], train=True,
+            segmentation=self._segments,
+            mutable=list(model_state), rngs={"dropout": k_drop})
+        if self.e.fixed_flow:
+            for key in ("flow", "pyramid", "occlusion", "occlusion_full", "occlusion_logits"):
+                out[key] = jax.lax.stop_gradient(out[key])
+        terms = efc_losses.joint_loss_terms(
+            out, images, labels, num_scales=int(self.e.num_scales),
+            scale_weights=tuple(self.e.scale_weights),
+            occlusion_in_cons=bool(self.e.occlusion_in_cons),
+            occlusion_in_pm=bool(self.e.occlusion_in_pm),
+            seg_occlusion=bool(self.e.seg_occlusion))
+        total, values = efc_losses.combine(self.weights, terms)
+        metrics = dict(values, occlusion_mean=jnp.mean(out["occlusion_full"]),
+                       mean_dt=jnp.mean(dt.astype(jnp.float32)))
+        if "logits" in out and not self.flow_only:
+            metrics["pixel_acc"] = losses.pixel_accuracy(out["logits"], labels)
+        return total, (metrics, {**model_state, **new_state})
+
+    def train_iterator(self, seed):
+        labelled = data.train_iterator(self.config, seed, window=None, label_frame="annotated",
+                                       batch_fn=PrepareSnippets(self.e.labels))
+        if not self.e.get("unlabelled_data"):
+            return labelled
+        cfg = ml_collections.ConfigDict(self.config.to_dict())
+        cfg.data = self.e.unlabelled_data
+        cfg.input.batch_size = int(self.e.unlabelled_batch_size)
+        cfg.input.class_uniform = False
+        source = datasets.open_split(cfg.data, cfg.data.get("split", "train"))
+        unlabelled = iter(pipeline.make_dataset(
+            source, batch_size=cfg.input.batch_size, seed=seed + 1, window=None,
+            label_frame="annotated", augment=data.train_augment(cfg),
+            batch_fn=PrepareSnippets("none"), worker_count=cfg.input.get("worker_count", 0)))
+        return MixedIterator(labelled, unlabelled)
+
+    # ------------------------------------------------------------------ inference
+
+    def inference_variables(self, params: Any, model_state: dict) -> dict:
+        """The segmentation branch's variables alone, shaped for ``StaticModel``."""
+        out = {"params": {"static": params["static"]}}
+        for col, groups in model_state.items():
+            if "static" in groups:
+                out[col] = {"static": groups["static"]}
+        return out
+
+    def inference_fn(self):
+        """``fn(variables, images) -> logits``: the exported model, segmentation branch only
+        (``variables`` from ``inference_variables``). It computes no flow."""
+        model = StaticModel(static=self.model.static)
+        return lambda variables, images: model.apply(variables, images, train=False)
+
+    @functools.cached_property
+    def _predict(self):
+        fn = self.inference_fn()
+        return jax.jit(lambda v, images: jnp.argmax(fn(v, images), -1))
+
+    @functools.cached_property
+    def _flow(self):
+        @jax.jit
+        def flow(params, model_state, frames1, frames2):
+            out = self.model.apply({"params": params, **model_state}, frames1, frames2,
+                                   segmentation=False)
+            b = frames1.shape[0]
+            return out["flow"][:b], out["occlusion_full"][:b]
+        return flow
+
+    def predict_flow(self, params, model_state, frames1, frames2):
+        """(F_{1->2} [B, H, W, 2], O_est of frame 1 [B, H, W]) as numpy arrays."""
+        flow, occ = self._flow(params, model_state, frames1, frames2)
+        return np.asarray(flow), np.asarray(occ)
+
+    def evaluate(self, params, model_state, step) -> dict[str, float]:
+        """mIoU on the labelled frames and the flow's EPE on consecutive validation pairs."""
+        del step
+        c = self.config.model.num_classes
+        cm = np.zeros((c, c), np.int64)
+        acc = evaluation.FlowErrorAccumulator()
+        variables = self.inference_variables(params, model_state)
+        for batch in data.eval_batches(self.config, window=None):
+            v = batch["valid"]
+            if not self.flow_only:
+                pos = batch["label_pos"]
+                frames = batch["frames"][np.arange(len(pos)), pos]
+                pred = np.asarray(self._predict(variables, frames))
+                labels = batch["labels"][np.arange(len(pos)), pos]
+                cm += np.asarray(evaluation.confusion_matrix(pred[v], labels[v], c))
+            if "flow_fwd" in batch:
+                f1, f2, gt, occ = consecutive_pairs(batch)
+                pred_flow, _ = self.predict_flow(params, model_state, f1, f2)
+                acc.update(pred_flow, gt, None, occ)
+        out = {}
+        if not self.flow_only:
+            out["miou"] = float(evaluation.iou_from_confusion(cm)[0])
+        if acc.sums:
+            out.update({k: v for k, v in acc.compute().items() if k in ("epe_all", "epe_noc")})
+        return out
+
+
+def consecutive_pairs(batch: dict) -> tuple[np.ndarray, ...]:
+    """(frames t, frames t+1, flow_fwd, occ_fwd or None) of the valid rows, flattened."""
+    v = batch["valid"]
+    frames = batch["frames"][v]
+    t = frames.shape[1]
+    f1 = frames[:, :-1].reshape((-1,) + frames.shape[2:])
+    f2 = frames[:, 1:].reshape((-1,) + frames.shape[2:])
+    gt = batch["flow_fwd"][v].reshape((-1,) + batch["flow_fwd"].shape[2:])
+    occ = batch.get("occ_fwd")
+    occ = None if occ is None else occ[v].reshape((-1,) + occ.shape[2:])
+    assert gt.shape[0] == f1.shape[0] == (t - 1) * frames.shape[0]
+    return f1, f2, gt, occ
+
+
+def stage_config(config: ml_collections.ConfigDict, stage: ml_collections.ConfigDict
+                 ) -> ml_collections.ConfigDict:
+    """``config`` with a stage's blocks (``train``, ``optimizer``, fields of ``efc``) merged."""
+    cfg = ml_collections.ConfigDict(config.to_dict())
+    for key, value in stage.items():
+        if key == "efc":
+            cfg.efc.update(dict(value))
+        else:
+            cfg[key] = ml_collections.ConfigDict(dict(value))
+    return cfg
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Static baseline, optional flow pre-training (TCC_fix), EFC, then the evaluation.
+
+    Every stage resumes or is skipped when its workdir already holds its last step.
+    """
+    import os
+
+    from vsegjax.train import efc_eval
+    from vsegjax.train.segmentation import StaticSegmentationTask
+    from vsegjax.train.trainer import train
+
+    validate_config(config)
+    static_task = static = None
+    if config.efc.mode == "joint":
+        static_cfg = stage_config(config, config.static_stage)
+        static_cfg.input.label_frame = "annotated"  # the labelled frames EFC sees
+        static_task = StaticSegmentationTask(static_cfg)
+        static = train(static_cfg, os.path.join(workdir, "static"), static_task).state
+    efc_cfg = ml_collections.ConfigDict(config.to_dict())
+    if config.efc.get("flow_pretrain") and len(config.efc.flow_pretrain):
+        flow_cfg = stage_config(config, config.efc.flow_pretrain)
+        flow_dir = os.path.join(workdir, "flow_pretrain")
+        train(flow_cfg, flow_dir, EFCTask(flow_cfg))
+        if not efc_cfg.train.get("init_from"):
+            efc_cfg.train.init_from = flow_dir
+    task = EFCTask(efc_cfg)
+    result = train(efc_cfg, os.path.join(workdir, "efc"), task)
+    return efc_eval.evaluate_and_report(efc_cfg, workdir, task, result.state, static,
+                                        static_task)

@@ -1,0 +1,132 @@
+"""EFC evaluation: segmentation mIoU against the static baseline, flow EPE against baselines.
+
+On the validation split (at the working resolution): mIoU of the EFC segmentation branch
+and of the static segmenter on each snippet's labelled frame; EPE (all / non-occluded
+pixels) and Fl of the learned flow, the zero flow and OpenCV Farneback on every pair of
+consecutive frames against the dataset's flow. Writes ``<workdir>/eval_metrics.json``:
+
+    {"efc": {"miou", "epe_all", "epe_noc", "fl_all"}, "static": {"miou"},
+     "flow_baselines": {"zero": {...}, "farneback": {...}}, ...}
+
+and ``<workdir>/panels/example_XXX.png``: frames t and t+1, predicted and true flow in
+colour (one colour scale per panel), estimated occlusion, EFC / static segmentation and
+the ground truth.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import ml_collections
+import numpy as np
+import tqdm
+
+from vsegjax import evaluation, files, viz
+from vsegjax.data import datasets
+from vsegjax.models.flow_providers import OpenCVFlow
+from vsegjax.train import data
+from vsegjax.train.efc import EFCTask, consecutive_pairs
+
+FLOW_KEYS = ("epe_all", "epe_noc", "fl_all")
+
+
+def _flow_scores(acc: evaluation.FlowErrorAccumulator) -> dict[str, float]:
+    return {k: v for k, v in acc.compute().items() if k in FLOW_KEYS}
+
+
+def evaluate_and_report(config: ml_collections.ConfigDict, workdir: str, task: EFCTask,
+                        efc_state: Any, static_state: Any | None,
+                        static_task: Any | None = None) -> dict[str, Any]:
+    """Scores EFC, the static baseline and the flow baselines; writes JSON and panels."""
+    c = config.model.num_classes
+    palette = viz.palette_for(datasets.palette_name(config.data))
+    segments = not task.flow_only
+    cms = {m: np.zeros((c, c), np.int64) for m in ("efc", "static")}
+    flows = {m: evaluation.FlowErrorAccumulator() for m in ("efc", "zero", "farneback")}
+    use_farneback = bool(config.eval.get("farneback", True))
+    farneback = OpenCVFlow("farneback") if use_farneback else None
+    efc_vars = task.inference_variables(efc_state.params, efc_state.model_state) \
+        if segments else None
+    shown, num_panels = 0, int(config.eval.get("num_panels", 8))
+    has_gt_flow = False
+    total = data.num_eval_snippets(config)
+    bar = tqdm.tqdm(total=total, desc="EFC evaluation", unit="snippet")
+    for batch in data.eval_batches(config, window=None):
+        v = batch["valid"]
+        rows = np.arange(len(v))
+        pos = batch["label_pos"]
+        frames = batch["frames"][rows, pos]
+        labels = batch["labels"][rows, pos]
+        pred = {}
+        if segments:
+            pred["efc"] = np.asarray(task._predict(efc_vars, frames))
+            if static_state is not None:
+                pred["static"] = np.asarray(static_task._predict(
+                    static_state.params, static_state.model_state, frames))
+            for m, p in pred.items():
+                cms[m] += np.asarray(evaluation.confusion_matrix(p[v], labels[v], c))
+        if "flow_fwd" in batch:
+            has_gt_flow = True
+            f1, f2, gt, occ = consecutive_pairs(batch)
+            flow, occ_est = task.predict_flow(efc_state.params, efc_state.model_state, f1, f2)
+            flows["efc"].update(flow, gt, None, occ)
+            flows["zero"].update(np.zeros_like(gt), gt, None, occ)
+            if farneback is not None:
+                fb, _ = farneback.flows(np.stack([f1, f2], axis=1), need="fwd")
+                flows["farneback"].update(np.asarray(fb)[:, 0], gt, None, occ)
+            per_snippet = batch["frames"].shape[1] - 1
+            for i in np.flatnonzero(v):
+                if shown >= num_panels:
+                    break
+                k = i * per_snippet + min(int(pos[i]), per_snippet - 1)  # the labelled pair
+                _panel(workdir, shown, f1[k], f2[k], flow[k], gt[k], occ_est[k],
+                       {m: p[i] for m, p in pred.items()}, labels[i], palette)
+                shown += 1
+        bar.update(int(v.sum()))
+    bar.close()
+
+    results: dict[str, Any] = {"efc": {}, "split": config.eval.split,
+                               "variant": config.get("variant", "")}
+    if segments:
+        results["efc"]["miou"] = float(evaluation.iou_from_confusion(cms["efc"])[0])
+        if static_state is not None:
+            results["static"] = {"miou": float(evaluation.iou_from_confusion(cms["static"])[0])}
+    if has_gt_flow:
+        results["efc"].update(_flow_scores(flows["efc"]))
+        results["flow_baselines"] = {"zero": _flow_scores(flows["zero"])}
+        if farneback is not None:
+            results["flow_baselines"]["farneback"] = _flow_scores(flows["farneback"])
+    results["resolution"] = list(frames.shape[1:3])
+    path = os.path.join(workdir, "eval_metrics.json")
+    files.atomic_write_text(path, json.dumps(results, indent=2))
+    print(summary(results) + f"\nwrote {path}")
+    return results
+
+
+def summary(results: dict[str, Any]) -> str:
+    """One line per method with its scores."""
+    lines = []
+    for name, scores in [("efc", results.get("efc", {})),
+                         ("static", results.get("static", {}))] + \
+            [(f"flow:{k}", v) for k, v in results.get("flow_baselines", {}).items()]:
+        if scores:
+            lines.append(f"  {name:16s} " + "  ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+    return "EFC evaluation (" + str(results.get("split")) + "):\n" + "\n".join(lines)
+
+
+def _panel(workdir: str, index: int, frame1, frame2, flow, gt, occ, preds: dict, label,
+           palette) -> None:
+    scale = max(float(np.max(np.linalg.norm(gt, axis=-1))), 1e-3)
+    tiles = [viz.to_uint8_rgb(frame1), viz.to_uint8_rgb(frame2),
+             viz.flow_to_color(flow, max_flow=scale), viz.flow_to_color(gt, max_flow=scale),
+             viz.to_uint8_rgb(np.repeat(occ[..., None], 3, -1))]
+    titles = ["frame t", "frame t+1", "EFC flow", "true flow", "EFC occlusion"]
+    for m, p in preds.items():
+        tiles.append(viz.colorize_labels(p, palette))
+        titles.append(f"{m} segmentation")
+    tiles.append(viz.colorize_labels(label, palette))
+    titles.append("ground truth")
+    panel = viz.make_panel(tiles, titles, ncols=4)
+    viz.save_png(os.path.join(workdir, "panels", f"example_{index:03d}.png"), panel)
