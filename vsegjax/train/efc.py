@@ -230,8 +230,10 @@ def stage_config(config: ml_collections.ConfigDict, stage: ml_collections.Config
     """``config`` with a stage's blocks (``train``, ``optimizer``, fields of ``efc``) merged."""
     cfg = ml_collections.ConfigDict(config.to_dict())
     for key, value in stage.items():
-        if key == "efc":
-            cfg.efc.update(dict(value))
+        if key == "efc":  # fields replaced whole (a stage's loss_weights drop the others)
+            block = cfg.efc.to_dict()
+            block.update(value.to_dict())
+            cfg.efc = ml_collections.ConfigDict(block)
         else:
             cfg[key] = ml_collections.ConfigDict(dict(value))
     return cfg
