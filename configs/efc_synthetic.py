@@ -73,6 +73,7 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
         pairs_per_snippet=4, dt_range=(1, 5), labelled_share=0.5, labels="annotated",
         unlabelled_data=_data("extra"), unlabelled_batch_size=2,
         occlusion_in_cons=True, occlusion_in_pm=True, seg_occlusion=True,
+        cons_occlusion_grad=False,  # True: O_est collapses to 1 (losses/efc.py)
         num_scales=3, scale_weights=(1.0, 0.5, 0.25),
         # A stage run before the EFC stage (TCC_fix: the FlowNetS it then keeps fixed).
         flow_pretrain=ml_collections.ConfigDict()))

@@ -94,7 +94,7 @@ class EFCModel(nn.Module):
                 raise ValueError(f"EFCModel: backbone has no feature {missing}; it has "
                                  f"{sorted(feats)}")
             firsts = [feats[n] for n in names]
-            second = _swap_halves(feats[self.corr_feature], b)
+            second = [_swap_halves(feats[n], b) for n in names]
             flow_out = self.flow(firsts, second, (h, w), train=train)
             corr_level = len(self.skip_features)
         else:
@@ -114,6 +114,8 @@ def flow_decoder_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dict(
         joint_channels=64, extra_channels=(96, 128), redir_channels=32, max_displacement=4,
         occlusion_channels=32, flow_scale=20.0,
+        # Cost volume of frame 1 vs warped frame 2 at the skip levels (0 = FlowNetC's).
+        refine_displacement=2,
         # separate branch (FlowNetS) only:
         width=0.25, num_levels=5))
 
@@ -137,11 +139,12 @@ def make_efc_model(config: ml_collections.ConfigDict) -> EFCModel:
                            redir_channels=int(f.redir_channels),
                            max_displacement=int(f.max_displacement), occlusion=True,
                            occlusion_channels=int(f.occlusion_channels),
-                           flow_scale=float(f.flow_scale), name="flow")
+                           flow_scale=float(f.flow_scale),
+                           refine_displacement=int(f.refine_displacement))
     else:
         flow = FlowNetS(width=float(f.width), num_levels=int(f.num_levels),
                         max_displacement=int(f.max_displacement), occlusion=True,
-                        flow_scale=float(f.flow_scale), name="flownet")
+                        flow_scale=float(f.flow_scale))
     return EFCModel(static=make_segmenter(config.model), flow=flow, flow_branch=branch,
                     corr_feature=e.get("corr_feature", "layer3"),
                     skip_features=tuple(e.get("skip_features", ("layer1",))))

@@ -32,7 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vsegjax.ops import correlation
+from vsegjax.ops import correlation, warp
 
 # FlowNet's channel counts per level (strides 2, 4, ..., 128) at width 1.0.
 BASE_CHANNELS = (64, 128, 256, 512, 512, 1024, 1024)
@@ -90,6 +90,10 @@ class FlowDecoder(nn.Module):
       occlusion_channels: hidden channels of the occlusion head (32 in the EFC paper).
       flow_scale: the prediction convs output flow in units of this many full-res pixels.
       up_channels_ratio: channels of the upsampled decoder features = skip channels x this.
+      refine_displacement: > 0 adds, at each skip level, the correlation (this range) of
+        frame 1's skip feature with frame 2's warped by the upsampled flow (PWC-Net's cost
+        volume), so the finer levels see frame 2 and can resolve sub-pixel motion; needs
+        ``feat2`` as a pyramid. 0 is FlowNetC's decoder (frame 2 only at the correlation).
       dtype: computation dtype (outputs are float32).
     """
 
@@ -102,6 +106,7 @@ class FlowDecoder(nn.Module):
     occlusion_channels: int = 32
     flow_scale: float = 20.0
     up_channels_ratio: float = 0.5
+    refine_displacement: int = 0
     dtype: Any = jnp.float32
 
     def _conv(self, features: int, name: str, strides: int = 1, kernel: int = 3) -> nn.Conv:
@@ -128,8 +133,11 @@ class FlowDecoder(nn.Module):
         ``occlusion_full`` [B, H, W] (finest probability upsampled).
         """
         del train
-        if isinstance(feat2, (list, tuple)):
-            feat2 = feat2[-1]
+        feats2 = list(feat2) if isinstance(feat2, (list, tuple)) else [feat2]
+        feat2 = feats2[-1]
+        if self.refine_displacement and len(feats2) != len(feats1):
+            raise ValueError(f"FlowDecoder.refine_displacement needs frame 2's pyramid like "
+                             f"frame 1's ({len(feats1)} maps); got {len(feats2)}")
         feats1 = list(feats1)
         if not feats1:
             raise ValueError("FlowDecoder needs at least one frame-1 feature map")
@@ -163,7 +171,15 @@ class FlowDecoder(nn.Module):
                 up_c = scaled_channels(skip.shape[-1], self.up_channels_ratio)
                 up = _leaky(self._conv(up_c, f"up{k}")(_resize(feat, h, w)))
                 up_flow = _resize(flow_n, h, w).astype(self.dtype)
-                feat = jnp.concatenate([skip, up, up_flow], axis=-1)
+                parts = [skip, up, up_flow]
+                if self.refine_displacement and k < len(feats1) - 1:
+                    pixels = up_flow.astype(jnp.float32) * jnp.asarray(
+                        [self.flow_scale * w / width, self.flow_scale * h / height])
+                    warped = warp(feats2[k].astype(jnp.float32), pixels)
+                    cost = correlation(skip.astype(jnp.float32), warped,
+                                       self.refine_displacement)
+                    parts.append(_leaky(cost).astype(self.dtype))
+                feat = jnp.concatenate(parts, axis=-1)
             flow_n = self._conv(2, f"predict_flow{k}")(feat).astype(jnp.float32)
             flows[k] = flow_n
             if self.occlusion:

@@ -13,7 +13,8 @@ every computed term logged. Config fields (``config.efc``; see configs/efc_synth
   pairs_per_snippet, dt_range, labelled_share: pair sampling (``efc_pairs``).
   labels: "annotated" | "all": which frames of a snippet keep their labels.
   unlabelled_data / unlabelled_batch_size: extra unlabelled snippets per batch (+UD).
-  occlusion_in_cons, occlusion_in_pm, seg_occlusion, num_scales, scale_weights.
+  occlusion_in_cons, occlusion_in_pm, seg_occlusion, cons_occlusion_grad, num_scales,
+  scale_weights: see ``losses.efc.joint_loss_terms``.
 """
 
 from __future__ import annotations
@@ -124,7 +125,8 @@ class EFCTask(Task):
             scale_weights=tuple(self.e.scale_weights),
             occlusion_in_cons=bool(self.e.occlusion_in_cons),
             occlusion_in_pm=bool(self.e.occlusion_in_pm),
-            seg_occlusion=bool(self.e.seg_occlusion))
+            seg_occlusion=bool(self.e.seg_occlusion),
+            cons_occlusion_grad=bool(self.e.get("cons_occlusion_grad", False)))
         total, values = efc_losses.combine(self.weights, terms)
         metrics = dict(values, occlusion_mean=jnp.mean(out["occlusion_full"]),
                        mean_dt=jnp.mean(dt.astype(jnp.float32)))
