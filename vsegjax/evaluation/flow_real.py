@@ -1,0 +1,163 @@
+"""Flow on real data: a trained EFC flow branch and the OpenCV baselines on Sintel / FlyingChairs.
+
+    python -m vsegjax.evaluation.flow_real --workdir=runs/efc_synthetic \\
+        --sintel=../shared/data/sintel --chairs=../shared/data/flyingchairs [--max_side=512]
+
+Prints the end-point error of every pair (all pixels, and non-occluded where the data
+marks occlusion) for the zero flow, Farneback, DIS and the learned flow, then the means,
+and writes ``<workdir>/flow_real.json``. Without ``--workdir`` only the baselines run.
+``--max_side`` computes every flow at reduced size and scales it back to full resolution
+(the EPE is always measured at the ground truth's resolution).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from typing import Callable, Iterator
+
+import cv2
+import numpy as np
+import tqdm
+
+from vsegjax.data import flow_datasets
+from vsegjax.evaluation.flow import FlowErrorAccumulator, flow_error_sums, metrics_from_sums
+
+FlowFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # uint8 frames -> flow [H, W, 2]
+
+
+def real_pairs(sintel: str | None, chairs: str | None) -> Iterator[tuple[str, dict]]:
+    """(name, snippet dict with 2 frames and the pair's ground truth) of every sample pair."""
+    def report(key, error):
+        raise error
+    specs = []
+    if sintel:
+        for pass_name in ("clean", "final"):
+            specs += flow_datasets.find_sintel(pathlib.Path(sintel), pass_name, 2, 1,
+                                               report).get("train", [])
+    if chairs:
+        for split in flow_datasets.find_flying_chairs(pathlib.Path(chairs), report).values():
+            specs += split
+    seen = set()
+    for spec in specs:
+        if spec.key in seen or not spec.pairs or spec.pairs[0] is None:
+            continue
+        seen.add(spec.key)
+        yield spec.key, flow_datasets.load_snippet(spec)
+
+
+def resized(fn: FlowFn, max_side: int | None) -> FlowFn:
+    """``fn`` run on frames scaled to ``max_side`` and its flow scaled back."""
+    if not max_side:
+        return fn
+
+    def wrapped(a, b):
+        h, w = a.shape[:2]
+        s = min(1.0, max_side / max(h, w))
+        if s == 1.0:
+            return fn(a, b)
+        size = (max(1, round(w * s)), max(1, round(h * s)))
+        small = fn(cv2.resize(a, size, interpolation=cv2.INTER_AREA),
+                   cv2.resize(b, size, interpolation=cv2.INTER_AREA))
+        flow = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+        return flow * np.asarray([w / size[0], h / size[1]], np.float32)
+    return wrapped
+
+
+def baseline_fns() -> dict[str, FlowFn]:
+    from vsegjax.models.flow_providers import OpenCVFlow
+    out = {"zero": lambda a, b: np.zeros(a.shape[:2] + (2,), np.float32)}
+    for method in ("farneback", "dis"):
+        provider = OpenCVFlow(method)
+        out[method] = lambda a, b, p=provider: np.asarray(
+            p.flows(np.stack([a, b])[None], need="fwd")[0])[0, 0]
+    return out
+
+
+def learned_fn(workdir: str) -> FlowFn:
+    """The flow branch of the EFC run in ``workdir`` (its config.json and checkpoints)."""
+    import ml_collections
+
+    from vsegjax.train import checkpoint
+    from vsegjax.train.efc import EFCTask
+
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: --workdir must be an EFC run's workdir")
+    config = ml_collections.ConfigDict(json.load(open(path)))
+    if config.get("task") != "efc":
+        raise ValueError(f"{path}: task is {config.get('task')!r}, not 'efc'")
+    task = EFCTask(config)
+    state = checkpoint.load_state_tree(os.path.join(workdir, "efc"))
+    params, model_state = state["params"], state["model_state"]
+
+    def fn(a, b):
+        x1 = (a.astype(np.float32) / 255.0)[None]
+        x2 = (b.astype(np.float32) / 255.0)[None]
+        return task.predict_flow(params, model_state, x1, x2)[0][0]
+    return fn
+
+
+def evaluate(fns: dict[str, FlowFn], pairs, max_side: int | None = None) -> dict:
+    """{"pairs": {name: {method: {epe_all, epe_noc}}}, "mean": {method: {...}}}."""
+    fns = {k: resized(f, max_side) for k, f in fns.items()}
+    per_pair: dict[str, dict] = {}
+    totals = {k: FlowErrorAccumulator() for k in fns}
+    for name, ex in tqdm.tqdm(list(pairs), desc="flow on real pairs", unit="pair"):
+        a, b = ex["frames"][0], ex["frames"][1]
+        gt = ex["flow_fwd"][0]
+        valid = ex.get("flow_valid", np.ones((1,) + gt.shape[:2], np.uint8))[0]
+        occ = ex.get("occ_fwd", np.zeros((1,) + gt.shape[:2], np.uint8))[0]
+        per_pair[name] = {}
+        for method, fn in fns.items():
+            sums = flow_error_sums(fn(a, b), gt, valid, occ)
+            totals[method].add_sums(sums)
+            scores = metrics_from_sums({k: np.float64(v) for k, v in sums.items()})
+            per_pair[name][method] = {k: float(scores[k]) for k in ("epe_all", "epe_noc")}
+    # Mean over pairs (each pair counts once, as in per-sequence tables).
+    mean = {m: {k: float(np.mean([p[m][k] for p in per_pair.values()]))
+                for k in ("epe_all", "epe_noc")} for m in fns}
+    return {"pairs": per_pair, "mean": mean}
+
+
+def format_table(result: dict) -> str:
+    methods = list(result["mean"])
+    head = f"{'pair':40s}" + "".join(f"{m:>12s}" for m in methods)
+    rows = [head, "EPE (all pixels)"]
+    for name, scores in result["pairs"].items():
+        rows.append(f"{name[:40]:40s}" + "".join(f"{scores[m]['epe_all']:12.3f}" for m in methods))
+    rows.append(f"{'mean':40s}" + "".join(f"{result['mean'][m]['epe_all']:12.3f}"
+                                          for m in methods))
+    rows.append(f"{'mean (non-occluded)':40s}" + "".join(
+        f"{result['mean'][m]['epe_noc']:12.3f}" for m in methods))
+    return "\n".join(rows)
+
+
+def main(argv=None) -> None:
+    import argparse
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workdir", help="an EFC run (config.json + efc/checkpoints)")
+    parser.add_argument("--sintel", help="Sintel sample folder")
+    parser.add_argument("--chairs", help="FlyingChairs sample folder")
+    parser.add_argument("--max_side", type=int, default=0, help="compute flows at this size")
+    args = parser.parse_args(argv)
+    if not args.sintel and not args.chairs:
+        parser.error("give --sintel and/or --chairs")
+    for folder in (args.sintel, args.chairs):
+        if folder and not os.path.isdir(folder):
+            parser.error(f"no such folder: {folder}")
+    fns = baseline_fns()
+    if args.workdir:
+        fns["efc"] = learned_fn(args.workdir)
+    result = evaluate(fns, real_pairs(args.sintel, args.chairs), args.max_side or None)
+    print(format_table(result))
+    if args.workdir:
+        out = os.path.join(args.workdir, "flow_real.json")
+        with open(out, "w") as f:
+            json.dump(result, f, indent=2)
+        print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
