@@ -127,6 +127,7 @@ def joint_loss_terms(out: Mapping, images: jax.Array, labels: jax.Array, *,
                      num_scales: int = 3, scale_weights: tuple = (1.0, 0.5, 0.25),
                      occlusion_in_cons: bool = True, occlusion_in_pm: bool = True,
                      seg_occlusion: bool = True, cons_occlusion_grad: bool = False,
+                     edge_alpha: float = 1.0,
                      alpha: float = ALPHA, beta: float = BETA
                      ) -> dict[str, Callable[[], jax.Array]]:
     """Eq. (9)'s terms as thunks for ``combine``, both directions and several scales.
@@ -140,6 +141,7 @@ def joint_loss_terms(out: Mapping, images: jax.Array, labels: jax.Array, *,
       occlusion_in_cons: mask L_cons with O_est (the "+OM" of Table 1).
       occlusion_in_pm: weight L_pm by O_est (the "OE" of Table 2).
       seg_occlusion: add O_error from the segmentation's inconsistency to L_pm (eqs. 5-6).
+      edge_alpha: L_sm's edge weight ``exp(-edge_alpha |dI|)`` on [0, 1] images.
       cons_occlusion_grad: let L_cons's gradient reach O_est. Off by default: with
         lambda_cons = 10 it outweighs eq. (4)'s penalty and drives O_est to 1 on the whole
         feature grid (measured on the synthetic data: mean O_est 1.00 at the feature level
@@ -193,7 +195,7 @@ def joint_loss_terms(out: Mapping, images: jax.Array, labels: jax.Array, *,
         return over_scales(one)
 
     def l_sm():
-        return over_scales(lambda f, _, img: smoothness_loss(f, img))
+        return over_scales(lambda f, _, img: smoothness_loss(f, img, edge_alpha))
 
     return {"L_seg": l_seg, "L_cons": l_cons, "L_occ": l_occ, "L_pm": l_pm, "L_sm": l_sm}
 
