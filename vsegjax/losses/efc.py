@@ -25,12 +25,15 @@ BETA = 0.85  # eq. (6)
 
 def consistency_loss(feat_i: jax.Array, feat_j: jax.Array, flow_ij: jax.Array,
                      occ_i: jax.Array | None = None) -> jax.Array:
-    """L_cons, eq. (2): ``(1 - O_i) ||warp(S_j, F_ij) - S_i||^2``, averaged over pixels.
+    """L_cons, eq. (2): ``(1 - O_i) ||warp(S_j, F_ij) - S_i||^2 / C``, averaged over pixels.
 
-    ``flow_ij`` must have the features' resolution (see ``ops.resize_flow``).
+    The squared norm is divided by the channel count C (a mean squared error, as an
+    ``MSELoss`` would compute it), so lambda_cons = 10 means the same for 64 or 1024
+    channels; with the plain sum, 10 x L_cons made up 90% of the synthetic run's loss and
+    swamped L_seg. ``flow_ij`` must have the features' resolution (``ops.resize_flow``).
     """
     warped = ops.warp(feat_j, flow_ij)
-    err = jnp.sum(jnp.square(warped - feat_i), axis=-1)
+    err = jnp.mean(jnp.square(warped - feat_i), axis=-1)
     if occ_i is not None:
         err = err * (1.0 - occ_i)
     return jnp.mean(err)
