@@ -8,7 +8,7 @@ consecutive frames against the dataset's flow. Writes ``<workdir>/eval_metrics.j
     {"efc": {"miou", "epe_all", "epe_noc", "fl_all"}, "static": {"miou"},
      "flow_baselines": {"zero": {...}, "farneback": {...}}, ...}
 
-and ``<workdir>/panels/example_XXX.png``: frames t and t+1, predicted and true flow in
+and ``<workdir>/panels/example_<index>.png``: frames t and t+1, predicted and true flow in
 colour (one colour scale per panel), estimated occlusion, EFC / static segmentation and
 the ground truth.
 """
