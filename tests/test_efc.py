@@ -367,3 +367,15 @@ def test_flow_only_mode_trains_the_flow_branch(tiny_data, tmp_path):
     results = efc.run(tiny_config(tiny_data, "ul"), str(tmp_path))
     assert "miou" not in results["efc"] and "static" not in results
     assert np.isfinite(results["efc"]["epe_all"])
+
+
+@pytest.mark.parametrize("variant", ["full", "tcc_fix", "ul"])
+def test_cityscapes_config_has_the_papers_setup(variant):
+    c = load_config("efc_cityscapes", variant)
+    efc.validate_config(c)
+    assert (c.model.backbone, c.model.head, c.model.output_stride) == ("resnet50", "psp", 8)
+    assert (c.optimizer.name, c.optimizer.momentum, c.optimizer.weight_decay) == ("sgd", 0.9, 1e-4)
+    assert (c.optimizer.schedule, c.optimizer.learning_rate, c.optimizer.power) == ("poly", 0.01, 0.9)
+    assert tuple(c.input.augment.crop_size) == (713, 713) and c.input.batch_size == 16
+    assert c.train.num_steps == 120_000 and tuple(c.efc.dt_range) == (1, 5)
+    assert c.efc.loss_weights.to_dict() == load_config("efc_synthetic", variant).efc.loss_weights.to_dict()
