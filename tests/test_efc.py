@@ -81,6 +81,8 @@ def test_prepare_snippets_keeps_only_the_annotated_labels():
     none = efc_pairs.PrepareSnippets("none")(batch)
     assert (none["labels"] == 255).all() and not none["labelled"].any()
     assert (batch["labels"] == labels).all()  # the input batch is not modified
+    bare = efc_pairs.PrepareSnippets("none")({"frames": np.zeros((2, 4, 2, 2, 3))})
+    assert bare["labels"].shape == (2, 4, 2, 2) and (bare["labels"] == 255).all()
 
 
 class _ListIterator:

@@ -92,7 +92,11 @@ class PrepareSnippets:
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
         out = {k: v for k, v in batch.items() if k not in UNUSED_KEYS}
-        labels = np.array(out["labels"], copy=True)
+        if "labels" in out:
+            labels = np.array(out["labels"], copy=True)
+        else:  # video without any labels (e.g. a user's unlabelled sequences)
+            labels = np.full(np.shape(out["frames"])[:4], IGNORE_LABEL, np.int32)
+            out.setdefault("label_pos", np.zeros(labels.shape[0], np.int32))
         b, t = labels.shape[:2]
         keep = np.zeros((b, t), bool)
         if self.labels == "annotated":
