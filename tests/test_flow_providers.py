@@ -192,6 +192,26 @@ def test_flownet_pixel_units(small_net):
                                atol=1e-6)
 
 
+def test_flownet_residual_starts_at_zero_and_adds_levels():
+    """residual=True: an untrained net predicts the zero flow, and each finer level adds
+    its correction to the upsampled coarser flow."""
+    module = FlowNetS(residual=True, **SMALL)
+    variables = init_flownet(module, jax.random.key(0))
+    x1 = jax.random.uniform(jax.random.key(1), (1, 64, 128, 3))
+    apply = jax.jit(module.apply)
+    out = apply(variables, x1, jnp.roll(x1, 3, axis=2))
+    np.testing.assert_array_equal(out["flow"], 0.0)
+    # A bias on the coarsest prediction alone reaches every finer level unchanged.
+    params = jax.tree.map(lambda x: x, dict(variables["params"]))
+    dec = dict(params["decoder"])
+    coarsest = max(int(k[len("predict_flow"):]) for k in dec if k.startswith("predict_flow"))
+    dec[f"predict_flow{coarsest}"] = {**dec[f"predict_flow{coarsest}"],
+                                      "bias": jnp.asarray([0.1, -0.05])}
+    out = apply({"params": {**params, "decoder": dec}}, x1, x1)
+    np.testing.assert_allclose(out["flow"], np.broadcast_to([2.0, -1.0], (1, 64, 128, 2)),
+                               atol=1e-5)
+
+
 def test_flownet_overfits_a_translation():
     module = FlowNetS(width=0.125, num_levels=4, max_displacement=2)
     params = init_flownet(module, jax.random.key(0))["params"]

@@ -269,3 +269,31 @@ def test_class_uniform_sampling_sees_a_rare_class_often():
     uniform = share_with_class_4(class_uniform=True)
     plain = share_with_class_4()
     assert 0.1 < uniform < 0.35 and plain < 0.1, (uniform, plain)
+
+
+def test_class_uniform_sampling_draws_classes_about_equally_on_a_skewed_set():
+    """Class 0 fills every frame; classes 1, 2, 3 occupy a corner of 8, 2 and 1 snippet(s)
+    in 32. Class-uniform crops show each class in about a quarter of the crops (its own
+    draws, plus whatever else shares a snippet), plain shuffling almost never shows 3."""
+    skewed = []
+    for i in range(32):
+        ex = make_snippet(i, labelled=None, label_index=3, num_classes=1)
+        ex["labels"][:] = 0
+        for c, members in ((1, range(8)), (2, (8, 9)), (3, (10,))):
+            if i in members:
+                ex["labels"][:, :4, :4] = c
+        skewed.append(ex)
+
+    def shares(**kw):
+        ds = _ds(skewed, batch_size=8, window=(0, 0), num_classes=4,
+                 augment=aug.Augment(scale_range=None, crop_size=(8, 8), hflip=False,
+                                     color=None), **kw)
+        labels = np.concatenate([b["labels"][:, 0] for b in _take(iter(ds), 25)])
+        return np.asarray([np.mean([(l == c).any() for l in labels]) for c in range(4)])
+
+    uniform, plain = shares(class_uniform=True), shares()
+    print("class-uniform", uniform, "plain", plain)
+    # 200 crops: each rare class ~0.25 (binomial sd ~0.03); class 0 shows in most crops.
+    assert np.all((uniform[1:] > 0.15) & (uniform[1:] < 0.37)), uniform
+    assert uniform[1:].max() - uniform[1:].min() < 0.15, uniform
+    assert plain[3] < 0.08 and plain[1] > 3 * plain[3], plain

@@ -116,6 +116,8 @@ def flow_decoder_config() -> ml_collections.ConfigDict:
         occlusion_channels=32, flow_scale=20.0,
         # Cost volume of frame 1 vs warped frame 2 at the skip levels (0 = FlowNetC's).
         refine_displacement=2,
+        # Finer levels correct the upsampled coarser flow; zero-initialised predictions.
+        residual=True,
         # separate branch (FlowNetS) only:
         width=0.25, num_levels=5))
 
@@ -140,11 +142,12 @@ def make_efc_model(config: ml_collections.ConfigDict) -> EFCModel:
                            max_displacement=int(f.max_displacement), occlusion=True,
                            occlusion_channels=int(f.occlusion_channels),
                            flow_scale=float(f.flow_scale),
-                           refine_displacement=int(f.refine_displacement))
+                           refine_displacement=int(f.refine_displacement),
+                           residual=bool(f.get("residual", False)))
     else:
         flow = FlowNetS(width=float(f.width), num_levels=int(f.num_levels),
                         max_displacement=int(f.max_displacement), occlusion=True,
-                        flow_scale=float(f.flow_scale))
+                        flow_scale=float(f.flow_scale), residual=bool(f.get("residual", False)))
     return EFCModel(static=make_segmenter(config.model), flow=flow, flow_branch=branch,
                     corr_feature=e.get("corr_feature", "layer3"),
                     skip_features=tuple(e.get("skip_features", ("layer1",))))

@@ -56,7 +56,9 @@ class StaticSegmentationTask(Task):
     def loss_fn(self, params, model_state, batch, rng):
         images, labels = batch["frames"][:, 0], batch["labels"][:, 0]
         logits, model_state = apply_static(self.model, params, model_state, images, True, rng)
-        terms = {"L_seg": losses.cross_entropy(logits, labels)}
+        # loss.relaxation_window > 0: VPLR's boundary label relaxation (losses/relaxation.py).
+        window = self.config.get("loss", {}).get("relaxation_window", 0)
+        terms = {"L_seg": losses.segmentation_loss(logits, labels, window)}
         weights = self.config.get("loss_weights", {"L_seg": 1.0})
         total = sum(weights[k] * v for k, v in terms.items() if weights.get(k))
         metrics = dict(terms, pixel_acc=losses.pixel_accuracy(logits, labels))
