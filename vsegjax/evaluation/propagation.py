@@ -1,0 +1,277 @@
+"""Propagation accuracy: mIoU of propagated labels against true labels vs. distance k.
+
+Every method labels frame ``anchor + k`` from the anchor's label alone; scores pool one
+confusion matrix per (method, k) over all videos. Writes ``propagation.json``
+(``{"dataset", "ks", "miou": {method: {k: value}}, ...}``) and ``propagation.png`` (a line
+chart per method). Datasets:
+
+  synthetic  rendered videos with every frame labelled (``run_synthetic``, used by
+             ``configs/warp_refine_synthetic.py``)
+  davis      DAVIS 2016 sequences, object vs background, label of the first frame only
+  camvid     CamVid val (every 2nd video frame, all labelled), anchors every 25 frames
+
+    python -m vsegjax.evaluation.propagation --dataset=davis \
+        --data=../shared/data/davis2016 --out=runs/prop_davis --max_side=256
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+import tqdm
+
+from vsegjax import files
+from vsegjax.evaluation.segmentation import confusion_matrix, iou_from_confusion
+from vsegjax.inference import propagate as prop
+
+# (frames [T,H,W,3] float, {anchor: label}, flows (fwd, bwd), targets) -> {t: label [H, W]}
+Method = Callable[[np.ndarray, dict[int, np.ndarray], tuple, list[int]], dict[int, np.ndarray]]
+
+
+def flow_method(frames, labels, flows, targets):
+    (anchor, label), = labels.items()
+    return prop.propagate_labels(label, anchor, *flows, targets)
+
+
+def copy_method(frames, labels, flows, targets):
+    (anchor, label), = labels.items()
+    return {t: np.asarray(label).copy() for t in targets}
+
+
+def warp_refine_method(task, variables) -> Method:
+    """A trained refiner (shared across videos) as a propagation method."""
+    from vsegjax.inference import warp_refine
+
+    def fn(frames, labels, flows, targets):
+        probs = warp_refine.label_video(task, variables, frames, labels, flows)
+        return {t: np.argmax(probs[t], -1).astype(np.uint8) for t in targets}
+    return fn
+
+
+class Scores:
+    """Confusion matrices per (method, k)."""
+
+    def __init__(self, num_classes: int):
+        self.c = num_classes
+        self.cms: dict[str, dict[int, np.ndarray]] = {}
+
+    def add(self, method: str, k: int, pred: np.ndarray, label: np.ndarray) -> None:
+        cm = self.cms.setdefault(method, {}).setdefault(
+            k, np.zeros((self.c, self.c), np.int64))
+        cm += np.asarray(confusion_matrix(np.asarray(pred), np.asarray(label), self.c))
+
+    def miou(self) -> dict[str, dict[int, float]]:
+        return {m: {k: float(iou_from_confusion(cm)[0]) for k, cm in sorted(ks.items())}
+                for m, ks in self.cms.items()}
+
+    def class_iou(self, cls: int) -> dict[str, dict[int, float]]:
+        return {m: {k: float(np.asarray(iou_from_confusion(cm)[1])[cls])
+                    for k, cm in sorted(ks.items())} for m, ks in self.cms.items()}
+
+
+def score_video(scores: Scores, methods: Mapping[str, Method], frames: np.ndarray,
+                labels: Mapping[int, np.ndarray], anchor: int, ks: Iterable[int],
+                flows: tuple[np.ndarray, np.ndarray], both_directions: bool = False) -> None:
+    """Propagates ``labels[anchor]`` with every method to ``anchor +- k`` and scores it."""
+    n = len(frames)
+    ks = [k for k in ks if k > 0]
+    targets = sorted({anchor + s * k for k in ks for s in ((1, -1) if both_directions else (1,))
+                      if 0 <= anchor + s * k < n and anchor + s * k in labels})
+    for name, fn in methods.items():
+        pred = fn(frames, {anchor: labels[anchor]}, flows, targets)
+        for t in targets:
+            scores.add(name, abs(t - anchor), pred[t], labels[t])
+
+
+def write_report(result: dict[str, Any], out_dir: str, title: str) -> None:
+    """``propagation.json`` and ``propagation.png`` (mIoU vs k, one line per method)."""
+    os.makedirs(out_dir, exist_ok=True)
+    files.atomic_write_text(os.path.join(out_dir, "propagation.json"),
+                            json.dumps(result, indent=2))
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
+    for method, by_k in result["miou"].items():
+        ks = sorted(int(k) for k in by_k)
+        ax.plot(ks, [by_k[k] if k in by_k else by_k[str(k)] for k in ks], marker="o",
+                label=method)
+    ax.set_xlabel("distance k from the labelled frame (frames)")
+    ax.set_ylabel("mIoU of propagated labels")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, "propagation.png"))
+    plt.close(fig)
+
+
+def format_table(miou: Mapping[str, Mapping[int, float]]) -> str:
+    ks = sorted({int(k) for v in miou.values() for k in v})
+    lines = ["method        " + "".join(f"k={k:<6d}" for k in ks)]
+    for m, by_k in miou.items():
+        lines.append(f"{m:<14s}" + "".join(f"{by_k.get(k, float('nan')):<8.3f}" for k in ks))
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- synthetic
+
+
+def synthetic_videos(num_videos: int, num_frames: int, size: tuple[int, int], seed: int = 7):
+    """Rendered validation videos (uint8 frames, every frame labelled)."""
+    from vsegjax.data import synthetic
+    cfg = synthetic.SyntheticConfig(height=int(size[0]), width=int(size[1]),
+                                    num_frames=int(num_frames), seed=seed)
+    for i in range(num_videos):
+        ex = synthetic.generate_snippet(cfg, "validation", i)
+        yield ex["frames"], dict(enumerate(ex["labels"]))
+
+
+def run_synthetic(config, workdir: str, refiner: tuple[Any, dict] | None = None,
+                  sdc: Any = None) -> dict[str, Any]:
+    """copy / flow / (sdc) / (warp_refine) on ``eval.num_videos`` rendered videos of
+    ``eval.num_frames`` frames, propagated from frame 0 (config: a warp_refine config)."""
+    e = config.eval
+    size = tuple(config.input.augment.get("resize") or config.input.augment.crop_size)
+    flow_source = config.warp_refine.get("flow", "dis")
+    methods: dict[str, Method] = {"copy": copy_method, "flow": flow_method}
+    if sdc is not None:
+        methods["sdc"] = sdc
+    if refiner is not None:
+        methods["warp_refine"] = warp_refine_method(*refiner)
+    scores = Scores(int(config.model.num_classes))
+    ks = list(range(1, int(e.num_frames)))
+    for frames, labels in tqdm.tqdm(synthetic_videos(int(e.num_videos), int(e.num_frames),
+                                                     size, int(e.get("video_seed", 7))),
+                                    total=int(e.num_videos), desc="propagation", unit="video"):
+        frames = frames.astype(np.float32) / 255.0
+        flows = prop.video_flows(frames, flow_source)
+        score_video(scores, methods, frames, labels, 0, ks, flows)
+    result = {"dataset": "synthetic", "ks": ks, "flow": flow_source,
+              "num_videos": int(e.num_videos), "miou": scores.miou()}
+    write_report(result, workdir, f"synthetic: {e.num_videos} videos, anchor = frame 0")
+    print(format_table(result["miou"]))
+    return result
+
+
+# --------------------------------------------------------------------------- real data
+
+
+def _resize_video(frames: np.ndarray, labels: dict[int, np.ndarray], max_side: int | None):
+    import cv2
+    h, w = frames.shape[1:3]
+    if not max_side or max(h, w) <= max_side:
+        return frames, labels
+    s = max_side / max(h, w)
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    frames = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
+    labels = {t: cv2.resize(l, size, interpolation=cv2.INTER_NEAREST) for t, l in labels.items()}
+    return frames, labels
+
+
+def davis_videos(root: str, max_side: int | None = 256, max_frames: int | None = None):
+    """(name, frames float [T,H,W,3], {t: 0/1 label}) per DAVIS 2016 sequence under root."""
+    from vsegjax.data.video_datasets import list_images, read_frame, read_label_ids
+    root = pathlib.Path(root).expanduser()
+    seq_root = root / "JPEGImages" / "480p"
+    if not seq_root.is_dir():
+        raise FileNotFoundError(f"DAVIS folder {root} has no JPEGImages/480p")
+    for seq in sorted(p.name for p in seq_root.iterdir() if p.is_dir()):
+        paths = list_images(seq_root / seq, f"DAVIS {seq} frames")[:max_frames]
+        frames = np.stack([read_frame(p) for p in paths])
+        labels = {}
+        for t, p in enumerate(paths):
+            mask = root / "Annotations" / "480p" / seq / (p.stem + ".png")
+            labels[t] = (read_label_ids(mask) > 127).astype(np.uint8)
+        frames, labels = _resize_video(frames, labels, max_side)
+        yield seq, frames.astype(np.float32) / 255.0, labels
+
+
+def camvid_val(root: str, max_side: int | None = 240):
+    """(frames, {t: label}) of CamVid val in file order (every 2nd video frame); 11 -> 255."""
+    from vsegjax.data.video_datasets import list_images, read_frame, read_label_ids
+    root = pathlib.Path(root).expanduser()
+    paths = list_images(root / "val", "CamVid val frames")
+    frames = np.stack([read_frame(p) for p in paths])
+    labels = {}
+    for t, p in enumerate(paths):
+        lab = read_label_ids(root / "valannot" / p.name)
+        labels[t] = np.where(lab >= 11, 255, lab).astype(np.uint8)
+    frames, labels = _resize_video(frames, labels, max_side)
+    return frames.astype(np.float32) / 255.0, labels
+
+
+def run_real(dataset: str, data: str, out: str, methods: Iterable[str] = ("copy", "flow"),
+             flow: str = "dis", max_side: int | None = 256, ks: Iterable[int] | None = None,
+             train_steps: int = 300, max_frames: int | None = None) -> dict[str, Any]:
+    """DAVIS (first frame labelled, object/background) or CamVid val (anchors every 25
+    val frames); ``warp_refine`` trains a refiner on each video's anchor labels first."""
+    from vsegjax.inference import warp_refine
+    methods = list(methods)
+    unknown = set(methods) - {"copy", "flow", "warp_refine"}
+    if unknown:
+        raise ValueError(f"--methods: unknown {sorted(unknown)}; choose from copy, flow, "
+                         f"warp_refine")
+    if dataset == "davis":
+        videos = [(name, f, l, [0]) for name, f, l in davis_videos(data, max_side, max_frames)]
+        num_classes, ks = 2, list(ks or (1, 5, 10))
+        step = 1
+    elif dataset == "camvid":
+        f, l = camvid_val(data, max_side)
+        videos = [("camvid_val", f, l, [a for a in (0, 25, 50, 75) if a < len(f)])]
+        num_classes, ks = 11, list(ks or (1, 5, 15))
+        step = 2  # val frames are every 2nd video frame
+    else:
+        raise ValueError(f"--dataset: 'davis' or 'camvid' here (synthetic runs through "
+                         f"configs/warp_refine_synthetic.py); got {dataset!r}")
+    scores = Scores(num_classes)
+    for name, frames, labels, anchors in tqdm.tqdm(videos, desc="propagation", unit="video"):
+        flows = prop.video_flows(frames, flow)
+        fns: dict[str, Method] = {}
+        for m in methods:
+            if m == "copy":
+                fns[m] = copy_method
+            elif m == "flow":
+                fns[m] = flow_method
+            else:
+                task, variables = warp_refine.train_on_video(
+                    frames, {a: labels[a] for a in anchors}, num_classes, flows,
+                    os.path.join(out, "refiners", name), steps=train_steps)
+                fns[m] = warp_refine_method(task, variables)
+        for a in anchors:
+            score_video(scores, fns, frames, labels, a, ks, flows)
+    miou = {m: {k * step: v for k, v in by_k.items()} for m, by_k in scores.miou().items()}
+    result = {"dataset": dataset, "ks_video_frames": [k * step for k in ks], "flow": flow,
+              "max_side": max_side, "videos": [v[0] for v in videos], "miou": miou}
+    if dataset == "davis":
+        result["object_iou"] = {m: {k * step: v for k, v in by_k.items()}
+                                for m, by_k in scores.class_iou(1).items()}
+    write_report(result, out, f"{dataset}: {len(videos)} video(s), max side {max_side}")
+    print(format_table(miou))
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", required=True, choices=("davis", "camvid"))
+    p.add_argument("--data", required=True, help="dataset folder")
+    p.add_argument("--out", required=True, help="output folder (JSON + PNG)")
+    p.add_argument("--methods", default="copy,flow,warp_refine")
+    p.add_argument("--flow", default="dis", choices=("dis", "farneback"))
+    p.add_argument("--max_side", type=int, default=256)
+    p.add_argument("--ks", default="", help="comma-separated distances (val frames)")
+    p.add_argument("--train_steps", type=int, default=300)
+    p.add_argument("--max_frames", type=int, default=0)
+    a = p.parse_args(argv)
+    ks = [int(k) for k in a.ks.split(",") if k] or None
+    run_real(a.dataset, a.data, a.out, [m for m in a.methods.split(",") if m], a.flow,
+             a.max_side or None, ks, a.train_steps, a.max_frames or None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Inference on videos: label propagation, Warp-Refine, auto-labelling a user's frames."""

@@ -1,0 +1,153 @@
+"""Warp-Refine on one video: train the refiner on its own frames, then label every frame.
+
+This is what ``vsegjax.autolabel --method=warp_refine`` and the DAVIS propagation
+evaluation run. The video's sparse labels are the only supervision: the prior segmenter
+learns from the labelled frames (L_prior) and the refiner from cycles that start at them
+(L_cycle), both through the shared trainer (checkpoints in ``workdir``, so an interrupted
+run resumes). Frames are floats in [0, 1] at the working resolution.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from vsegjax.inference import propagate as prop
+from vsegjax.train.warp_refine import IGNORE_LABEL, WarpRefineTask
+
+
+def video_config(num_classes: int, crop: tuple[int, int], steps: int, k: int = 3,
+                 batch_size: int = 2, seed: int = 0) -> ml_collections.ConfigDict:
+    """A small refiner + prior for one video (CPU-sized: a few hundred steps)."""
+    return ml_collections.ConfigDict(dict(
+        seed=seed, mesh=dict(num_devices=1),
+        model=dict(backbone="small", head="simple", num_classes=int(num_classes),
+                   output_stride=8, width=32, dtype="float32"),
+        input=dict(batch_size=batch_size, augment=dict(crop_size=tuple(crop))),
+        warp_refine=dict(k=k, refiner_width=24, refiner_depth=2,
+                         loss_weights=dict(L_cycle=1.0, L_direct=1.0, L_prior=1.0)),
+        train=dict(num_steps=int(steps), log_every=25, checkpoint_every=max(50, steps // 4),
+                   eval_every=0, keep_checkpoints=1, init_from="", async_checkpoints=False,
+                   report_every_secs=60.0),
+        optimizer=dict(name="adam", learning_rate=1e-3, schedule="cosine", warmup_steps=20,
+                       weight_decay=0.0)))
+
+
+class VideoWindows:
+    """Checkpointable iterator of cycle windows cut from one in-memory video.
+
+    Each example: a labelled frame, a direction with ``k`` frames of room (``k`` is cut to
+    what the video allows), the same random crop of frames, labels and the video's
+    precomputed flows. State = the batch count, so a resumed run draws the same batches.
+    """
+
+    def __init__(self, frames: np.ndarray, labels: Mapping[int, np.ndarray],
+                 flows: tuple[np.ndarray, np.ndarray], k: int, batch_size: int,
+                 crop: tuple[int, int], seed: int = 0):
+        self.frames = np.asarray(frames, np.float32)
+        self.labels = {int(t): np.asarray(l) for t, l in labels.items()}
+        self.fwd, self.bwd = (np.asarray(f, np.float32) for f in flows)
+        t = len(self.frames)
+        self.k = max(1, min(int(k), t - 1))
+        self.anchors = [a for a in sorted(self.labels)
+                        if a + self.k < t or a - self.k >= 0]
+        if not self.anchors:
+            raise ValueError(f"no labelled frame has {self.k} frames on either side in a "
+                             f"video of {t} frames")
+        self.batch_size, self.seed, self.count = int(batch_size), int(seed), 0
+        h, w = self.frames.shape[1:3]
+        self.crop = (min(int(crop[0]), h), min(int(crop[1]), w))
+
+    def __iter__(self) -> "VideoWindows":
+        return self
+
+    def _example(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        t = len(self.frames)
+        a = int(rng.choice(self.anchors))
+        dirs = [d for d in (1, -1) if 0 <= a + d * self.k < t]
+        d = int(rng.choice(dirs))
+        idx = np.arange(a, a + d * (self.k + 1), d)
+        lab = np.full((len(idx),) + self.frames.shape[1:3], IGNORE_LABEL, np.uint8)
+        for j, f in enumerate(idx):
+            if int(f) in self.labels:
+                lab[j] = self.labels[int(f)]
+        if d == 1:  # window frame j -> j+1 is video frame idx[j] -> idx[j] + 1
+            fwd, bwd = self.fwd[idx[:-1]], self.bwd[idx[:-1]]
+        else:       # window frame j -> j+1 is video frame idx[j] -> idx[j] - 1
+            fwd, bwd = self.bwd[idx[1:]], self.fwd[idx[1:]]
+        h, w = self.frames.shape[1:3]
+        y = int(rng.integers(0, h - self.crop[0] + 1))
+        x = int(rng.integers(0, w - self.crop[1] + 1))
+        sl = (slice(None), slice(y, y + self.crop[0]), slice(x, x + self.crop[1]))
+        return {"frames": self.frames[idx][sl], "labels": lab[sl], "flow_fwd": fwd[sl],
+                "flow_bwd": bwd[sl]}
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng([self.seed, self.count])
+        self.count += 1
+        rows = [self._example(rng) for _ in range(self.batch_size)]
+        return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+
+    def get_state(self) -> dict[str, int]:
+        return {"count": self.count}
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        self.count = int(state["count"])
+
+
+class _VideoTask(WarpRefineTask):
+    def __init__(self, config: ml_collections.ConfigDict, windows: VideoWindows):
+        super().__init__(config)
+        self.windows = windows
+
+    def train_iterator(self, seed):
+        del seed
+        return self.windows
+
+
+def train_on_video(frames: np.ndarray, labels: Mapping[int, np.ndarray], num_classes: int,
+                   flows: tuple[np.ndarray, np.ndarray], workdir: str, steps: int = 300,
+                   k: int = 3, crop: tuple[int, int] = (128, 128), seed: int = 0,
+                   config: ml_collections.ConfigDict | None = None
+                   ) -> tuple[WarpRefineTask, dict]:
+    """Trains prior + refiner on one video's sparse labels; (task, variables)."""
+    from vsegjax.train.trainer import train
+
+    h, w = np.asarray(frames).shape[1:3]
+    crop = (min(crop[0], h), min(crop[1], w))
+    cfg = config or video_config(num_classes, crop, steps, k, seed=seed)
+    windows = VideoWindows(frames, labels, flows, int(cfg.warp_refine.k),
+                           int(cfg.input.batch_size), tuple(cfg.input.augment.crop_size), seed)
+    task = _VideoTask(cfg, windows)
+    result = train(cfg, os.path.join(workdir, "refiner"), task)
+    return task, {"params": result.state.params, **result.state.model_state}
+
+
+def label_video(task: WarpRefineTask, variables: dict, frames: np.ndarray,
+                labels: Mapping[int, np.ndarray], flows: tuple[np.ndarray, np.ndarray]
+                ) -> dict[int, np.ndarray]:
+    """Soft labels [H, W, C] for every frame, each refined along the chain from its
+    nearest labelled frame (labelled frames keep their label as a one-hot)."""
+    fwd, bwd = flows
+    out: dict[int, np.ndarray] = {}
+    for anchor, targets in prop.assign_anchors(len(frames), labels).items():
+        for direction in (1, -1):
+            side = [t for t in targets if (t - anchor) * direction > 0]
+            if not side:
+                continue
+            last = max(abs(t - anchor) for t in side)
+            idx = np.arange(anchor, anchor + direction * (last + 1), direction)
+            to_prev = bwd[idx[:-1]] if direction == 1 else fwd[idx[1:]]
+            probs = task.propagate(variables, labels[anchor], frames[idx], to_prev)
+            for j, t in enumerate(idx):
+                if int(t) in side:
+                    out[int(t)] = probs[j]
+        c = task.num_classes
+        onehot = np.asarray(jnp.eye(c, dtype=jnp.float32))[np.minimum(labels[anchor], c - 1)]
+        onehot[labels[anchor] == IGNORE_LABEL] = 1.0 / c
+        out[anchor] = onehot
+    return out

@@ -1,0 +1,206 @@
+"""Warp-Refine task: the refiner trained by cycle consistency from sparse labels.
+
+Each training example is a window of ``k + 1`` frames that starts at the snippet's
+labelled frame (played backwards in time when the labelled frame is near the end), with
+flow computed on the host by the configured provider (DIS by default: the flow a user
+has, not the synthetic ground truth). Loss terms (weights in ``warp_refine.loss_weights``):
+
+  L_cycle   label -> k steps forward -> k steps back, NLL of the true label (sec. 3.2)
+  L_direct  NLL of the forward propagation wherever the window carries a label
+  L_prior   cross-entropy of the prior segmenter on the labelled frames (0 when the prior
+            comes frozen from a static run, the default ``run`` does)
+
+``run`` trains the static segmenter (the semantic prior) first, then the refiner with the
+prior frozen, then evaluates propagation against copy and flow (``evaluation.propagation``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from vsegjax import losses
+from vsegjax.losses import warp_refine as wr_losses
+from vsegjax.models.flow_providers import OpenCVFlow
+from vsegjax.models.refiner import Refiner, WarpRefineModel
+from vsegjax.models.segmenter import make_segmenter
+from vsegjax.train import data
+from vsegjax.train.task import Task
+
+IGNORE_LABEL = 255
+
+
+class CycleWindows:
+    """Host batch_fn: snippets -> windows of ``k + 1`` frames starting at the labelled frame.
+
+    The window runs forward in time when the snippet has ``k`` frames after the labelled
+    one, else backward (frames reversed); flows of the window come from ``flow``.
+    ``labels``: "annotated" keeps only the start frame's label, "all" keeps every label
+    (direct supervision).
+    """
+
+    def __init__(self, k: int, flow: str = "dis", labels: str = "annotated"):
+        if k < 1:
+            raise ValueError(f"config field warp_refine.k: must be >= 1; got {k}")
+        if labels not in ("annotated", "all"):
+            raise ValueError(f"config field warp_refine.labels: 'annotated' or 'all'; got "
+                             f"{labels!r}")
+        self.k, self.labels = int(k), labels
+        self.flow = OpenCVFlow(flow) if flow in ("dis", "farneback") else None
+        if self.flow is None and flow != "dataset":
+            raise ValueError(f"config field warp_refine.flow: 'dis', 'farneback' or "
+                             f"'dataset'; got {flow!r}")
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        frames, labels = np.asarray(batch["frames"]), np.asarray(batch["labels"])
+        b, t = frames.shape[:2]
+        pos = np.asarray(batch.get("label_pos", batch.get("label_index")))
+        out_f, out_l, fwd, bwd = [], [], [], []
+        for i in range(b):
+            a = int(pos[i])
+            if a + self.k < t:
+                idx = np.arange(a, a + self.k + 1)
+            elif a - self.k >= 0:
+                idx = np.arange(a, a - self.k - 1, -1)
+            else:
+                raise ValueError(f"snippet of {t} frames labelled at {a} has no {self.k} "
+                                 f"frames on either side (config field warp_refine.k)")
+            out_f.append(frames[i, idx])
+            lab = labels[i, idx].copy()
+            if self.labels == "annotated":
+                lab[1:] = IGNORE_LABEL
+            out_l.append(lab)
+            if self.flow is None:  # dataset flow, re-indexed for the window's direction
+                if idx[1] > idx[0]:
+                    fwd.append(batch["flow_fwd"][i, idx[:-1]])
+                    bwd.append(batch["flow_bwd"][i, idx[:-1]])
+                else:
+                    fwd.append(batch["flow_bwd"][i, idx[1:]])
+                    bwd.append(batch["flow_fwd"][i, idx[1:]])
+        out = {"frames": np.stack(out_f), "labels": np.stack(out_l)}
+        if self.flow is not None:
+            f, bw = self.flow.flows(out["frames"])
+            out["flow_fwd"], out["flow_bwd"] = np.asarray(f), np.asarray(bw)
+        else:
+            out["flow_fwd"], out["flow_bwd"] = np.stack(fwd), np.stack(bwd)
+        return out
+
+
+def make_model(config: ml_collections.ConfigDict) -> WarpRefineModel:
+    w = config.warp_refine
+    return WarpRefineModel(static=make_segmenter(config.model),
+                           refiner=Refiner(num_classes=int(config.model.num_classes),
+                                           width=int(w.get("refiner_width", 32)),
+                                           depth=int(w.get("refiner_depth", 2))))
+
+
+class WarpRefineTask(Task):
+    """The prior segmenter (``static``) and the refiner, trained on cycle windows."""
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        super().__init__(config)
+        self.w = config.warp_refine
+        self.model = make_model(config)
+        self.num_classes = int(config.model.num_classes)
+        self.weights = {k: float(v) for k, v in dict(self.w.loss_weights).items() if v}
+        unknown = set(self.weights) - {"L_cycle", "L_direct", "L_prior"}
+        if unknown:
+            raise ValueError(f"config field warp_refine.loss_weights: unknown terms "
+                             f"{sorted(unknown)}; known: L_cycle, L_direct, L_prior")
+
+    def _shape(self) -> tuple[int, int]:
+        size = self.config.input.augment.get("crop_size") or self.config.input.augment.resize
+        return int(size[0]), int(size[1])
+
+    def init_variables(self, rng):
+        h, w = self._shape()
+        c = self.num_classes
+        x = jnp.zeros((1, h, w, 3))
+        p = jnp.full((1, h, w, c), 1.0 / c)
+        return dict(jax.jit(functools.partial(self.model.init, train=False))(
+            rng, x, p, jnp.zeros((1, h, w, 2))))
+
+    def priors(self, variables: dict, frames: jax.Array, train: bool = False,
+               rng: jax.Array | None = None) -> tuple[jax.Array, dict]:
+        """(prior logits [B, L, H, W, C], new model_state) for windows [B, L, H, W, 3]."""
+        b, l_, h, w = frames.shape[:4]
+        mutable = [k for k in variables if k != "params"] if train else False
+        out = self.model.apply(variables, frames.reshape(b * l_, h, w, 3), train=train,
+                               method=WarpRefineModel.prior, mutable=mutable,
+                               rngs={"dropout": rng} if rng is not None else None)
+        logits, state = out if train else (out, {})
+        return logits.reshape(b, l_, h, w, -1), state
+
+    def step_fn(self, variables: dict) -> wr_losses.StepFn:
+        return lambda frame, probs, flow, prior: self.model.apply(
+            variables, frame, probs, flow, prior, method=WarpRefineModel.step)
+
+    def loss_fn(self, params, model_state, batch, rng):
+        variables = {"params": params, **model_state}
+        frames, labels = batch["frames"], batch["labels"]
+        train_prior = "L_prior" in self.weights
+        logits, new_state = self.priors(variables, frames, train=train_prior, rng=rng)
+        prior = jax.lax.stop_gradient(jax.nn.softmax(logits, -1))
+        terms = {}
+        cycle, fwd = wr_losses.cycle_terms(self.step_fn(variables), labels[:, 0], frames,
+                                           batch["flow_fwd"], batch["flow_bwd"], prior,
+                                           self.num_classes)
+        if "L_cycle" in self.weights:
+            terms["L_cycle"] = cycle
+        if "L_direct" in self.weights:
+            terms["L_direct"] = wr_losses.direct_term(fwd[:, 1:], labels[:, 1:])
+        if train_prior:
+            terms["L_prior"] = losses.cross_entropy(logits, labels)
+        total = sum(self.weights[k] * v for k, v in terms.items())
+        return total, (dict(terms), {**model_state, **new_state})
+
+    def train_iterator(self, seed):
+        return data.train_iterator(
+            self.config, seed, window=None, label_frame="annotated",
+            batch_fn=CycleWindows(int(self.w.k), self.w.get("flow", "dis"),
+                                  self.w.get("labels", "annotated")))
+
+    # ------------------------------------------------------------------ inference
+
+    @functools.cached_property
+    def _propagate(self):
+        @jax.jit
+        def propagate(variables, probs0, frames, flows):
+            logits, _ = self.priors(variables, frames)
+            prior = jax.nn.softmax(logits, -1)
+            return wr_losses.chain(self.step_fn(variables), probs0, frames, flows, prior)
+        return propagate
+
+    def propagate(self, variables: dict, label: np.ndarray, frames: np.ndarray,
+                  flows_to_prev: np.ndarray) -> np.ndarray:
+        """Soft labels [L, H, W, C] of ``frames`` [L, H, W, 3] from frame 0's ``label``;
+        ``flows_to_prev[j]`` maps frame j+1's grid into frame j's."""
+        p0 = wr_losses.label_probs(jnp.asarray(label)[None], self.num_classes)
+        out = self._propagate(variables, p0, jnp.asarray(frames, jnp.float32)[None],
+                              jnp.asarray(flows_to_prev)[None])
+        return np.asarray(out[0])
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Static prior, then the refiner (prior frozen), then the propagation evaluation."""
+    from vsegjax.evaluation import propagation
+    from vsegjax.train.efc import stage_config
+    from vsegjax.train.segmentation import StaticSegmentationTask
+    from vsegjax.train.trainer import train
+
+    static_dir = os.path.join(workdir, "static")
+    static_cfg = stage_config(config, config.static_stage)
+    train(static_cfg, static_dir, StaticSegmentationTask(static_cfg))
+    cfg = ml_collections.ConfigDict(config.to_dict())
+    if not cfg.train.get("init_from"):
+        cfg.train.init_from = static_dir
+    task = WarpRefineTask(cfg)
+    result = train(cfg, os.path.join(workdir, "refiner"), task)
+    variables = {"params": result.state.params, **result.state.model_state}
+    return propagation.run_synthetic(cfg, workdir, refiner=(task, variables))
