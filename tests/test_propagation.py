@@ -1,0 +1,156 @@
+"""Label / joint propagation, Warp-Refine's cycle loss and the propagation evaluation."""
+
+import json
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vsegjax.data import synthetic
+from vsegjax.evaluation import propagation as pe
+from vsegjax.inference import propagate as prop
+from vsegjax.inference import warp_refine as wr
+from vsegjax.losses import warp_refine as wrl
+from vsegjax.models.refiner import Refiner, WarpRefineModel, warp_probs
+from vsegjax.models.segmenter import SmallSegNet
+
+DAVIS = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "davis2016"
+
+
+def _translation_video(n=6, h=16, w=24, dx=2):
+    """A textured image moving right by ``dx`` px per frame; exact constant flows."""
+    rng = np.random.default_rng(0)
+    base = rng.uniform(size=(h, w + n * dx, 3)).astype(np.float32)
+    frames = np.stack([base[:, (n - t) * dx:(n - t) * dx + w] for t in range(n)])
+    labels = (np.arange(w + n * dx) // 5 % 3).astype(np.uint8)[None].repeat(h, 0)
+    labels = np.stack([labels[:, (n - t) * dx:(n - t) * dx + w] for t in range(n)])
+    fwd = np.broadcast_to(np.float32([dx, 0]), (n - 1, h, w, 2)).copy()  # t -> t+1
+    return frames, labels, fwd, -fwd
+
+
+def test_composed_flows_follow_a_translation_both_ways():
+    frames, labels, fwd, bwd = _translation_video()
+    out = prop.flows_to_anchor(2, fwd, bwd, range(6))
+    for t, f in out.items():
+        # Away from the left edge (where the composition samples outside), F_{t->2} is
+        # (2 - t) * dx... in the convention "t's grid into 2's": x_2 = x_t - (t - 2) dx.
+        np.testing.assert_allclose(f[:, 12:], np.broadcast_to([-(t - 2) * 2.0, 0],
+                                                              f[:, 12:].shape), atol=1e-5)
+    got = prop.propagate_labels(labels[2], 2, fwd, bwd, range(6))
+    for t in range(6):
+        inside = slice(max(0, (t - 2) * 2), 24 + min(0, (t - 2) * 2))
+        np.testing.assert_array_equal(got[t][:, inside], labels[t][:, inside], err_msg=str(t))
+        assert (got[t] != 255).all()  # border clamping labels every pixel
+
+
+def test_copy_source_and_joint_propagation():
+    frames, labels, fwd, bwd = _translation_video()
+    zf, zb = prop.video_flows(frames, "copy")
+    assert zf.shape == fwd.shape and not zf.any() and not zb.any()
+    copied = prop.label_video(frames, {0: labels[0], 5: labels[5]}, "copy")
+    for t in range(6):
+        np.testing.assert_array_equal(copied[t], labels[0 if t <= 2 else 5])
+    joint = prop.propagate_joint(frames[1], labels[1], 1, fwd, bwd, [3])
+    image, label = joint[3]
+    np.testing.assert_allclose(image[:, 4:], frames[3][:, 4:], atol=1e-5)
+    np.testing.assert_array_equal(label[:, 4:], labels[3][:, 4:])
+    with pytest.raises(ValueError, match="motion source"):
+        prop.video_flows(frames, "raft")
+
+
+def test_flow_propagation_beats_copy_on_synthetic_video():
+    cfg = synthetic.SyntheticConfig(height=48, width=96, num_frames=7, seed=3)
+    scores = pe.Scores(len(synthetic.CLASSES))
+    for i in range(3):
+        ex = synthetic.generate_snippet(cfg, "validation", i)
+        flows = (ex["flow_fwd"], ex["flow_bwd"])
+        pe.score_video(scores, {"copy": pe.copy_method, "flow": pe.flow_method},
+                       ex["frames"], dict(enumerate(ex["labels"])), 0, [1, 6], flows)
+    miou = scores.miou()
+    assert miou["flow"][6] > miou["copy"][6] + 0.05, miou
+    assert miou["copy"][1] > miou["copy"][6]
+
+
+def _step_model(num_classes=3):
+    return WarpRefineModel(static=SmallSegNet(num_classes, 8), refiner=Refiner(num_classes, 8, 1))
+
+
+def test_cycle_loss_is_zero_for_an_identity_refiner_on_a_static_scene():
+    rng = np.random.default_rng(1)
+    frame = rng.uniform(size=(2, 12, 16, 3)).astype(np.float32)
+    frames = jnp.asarray(np.repeat(frame[:, None], 4, axis=1))
+    labels0 = jnp.asarray(rng.integers(0, 3, (2, 12, 16)))
+    zero = jnp.zeros((2, 3, 12, 16, 2))
+    priors = jnp.full((2, 4, 12, 16, 3), 1 / 3)
+    identity = lambda frame, probs, flow, prior: warp_probs(probs, flow)  # noqa: E731
+    loss, fwd = wrl.cycle_terms(identity, labels0, frames, zero, zero, priors, 3)
+    assert float(loss) < 1e-6
+    np.testing.assert_array_equal(np.argmax(fwd[:, -1], -1), labels0)
+    # A refiner that forgets half the label each step does pay: the loss can fail.
+    blur = lambda frame, probs, flow, prior: 0.5 * probs + 0.5 * prior  # noqa: E731
+    bad, _ = wrl.cycle_terms(blur, labels0, frames, zero, zero, priors, 3, unroll=False)
+    assert float(bad) > 0.9
+
+
+def test_untrained_refiner_is_flow_propagation_and_chain_matches_steps():
+    model = _step_model()
+    frames, labels, fwd, bwd = _translation_video(n=4, h=16, w=24)
+    x, p0 = jnp.asarray(frames[None]), wrl.label_probs(jnp.asarray(labels[:1]), 3)
+    v = model.init(jax.random.key(0), x[:, 0], p0, jnp.asarray(bwd[None, 0]))
+    step = lambda f, p, fl, pr: model.apply(v, f, p, fl, pr, method=WarpRefineModel.step)  # noqa
+    priors = jnp.full((1, 4, 16, 24, 3), 1 / 3)
+    out = wrl.chain(step, p0, x, jnp.asarray(bwd[None]), priors)
+    unrolled = wrl.chain(step, p0, x, jnp.asarray(bwd[None]), priors, unroll=True)
+    np.testing.assert_allclose(out, unrolled, atol=1e-6)
+    flow_labels = prop.propagate_labels(labels[0], 0, fwd, bwd, range(4))
+    for t in range(1, 4):
+        inside = slice(2 * t + 1, 24)
+        np.testing.assert_array_equal(np.argmax(out[0, t], -1)[:, inside],
+                                      flow_labels[t][:, inside])
+
+
+def test_video_windows_reindex_flows_for_backward_windows():
+    frames, labels, fwd, bwd = _translation_video(n=5)
+    it = wr.VideoWindows(frames, {4: labels[4]}, (fwd, bwd), k=3, batch_size=2,
+                         crop=(16, 24), seed=0)
+    batch = next(it)
+    # Only backward windows fit (label on the last frame): frame j -> j+1 moves left.
+    np.testing.assert_array_equal(batch["frames"][:, 0], np.stack([frames[4]] * 2))
+    np.testing.assert_allclose(batch["flow_fwd"], -2.0 * (np.arange(2) == 0)
+                               * np.ones_like(batch["flow_fwd"]), atol=0)
+    assert (batch["labels"][:, 0] == labels[4]).all() and (batch["labels"][:, 1:] == 255).all()
+    state = it.get_state()
+    again = next(it)
+    it.set_state(state)
+    np.testing.assert_array_equal(next(it)["frames"], again["frames"])
+
+
+def test_train_on_video_and_label_every_frame(tmp_path):
+    frames, labels, fwd, bwd = _translation_video(n=5, h=16, w=24)
+    task, variables = wr.train_on_video(frames, {0: labels[0]}, 3, (fwd, bwd),
+                                        str(tmp_path), steps=3, k=2, crop=(16, 24))
+    probs = wr.label_video(task, variables, frames, {0: labels[0]}, (fwd, bwd))
+    assert sorted(probs) == list(range(5))
+    np.testing.assert_array_equal(np.argmax(probs[0], -1), labels[0])
+    for p in probs.values():
+        np.testing.assert_allclose(p.sum(-1), 1.0, atol=1e-4)
+    assert (tmp_path / "refiner" / "checkpoints").is_dir()
+
+
+def test_report_writes_json_and_chart(tmp_path):
+    result = {"dataset": "x", "ks": [1, 2], "miou": {"copy": {1: 0.9, 2: 0.8},
+                                                       "flow": {1: 0.95, 2: 0.9}}}
+    pe.write_report(result, str(tmp_path), "test")
+    assert json.loads((tmp_path / "propagation.json").read_text())["miou"]["flow"]["2"] == 0.9
+    assert (tmp_path / "propagation.png").stat().st_size > 1000
+    assert "k=2" in pe.format_table(result["miou"])
+
+
+@pytest.mark.skipif(not DAVIS.is_dir(), reason="../shared/data/davis2016 not present")
+def test_davis_flow_beats_copy(tmp_path):
+    result = pe.run_real("davis", str(DAVIS), str(tmp_path), ("copy", "flow"), max_side=128,
+                         ks=(5,), max_frames=6)
+    assert result["miou"]["flow"][5] > result["miou"]["copy"][5]
+    assert set(result["object_iou"]) == {"copy", "flow"}
