@@ -9,13 +9,16 @@ run resumes). Frames are floats in [0, 1] at the working resolution.
 
 from __future__ import annotations
 
+import json
 import os
+import pathlib
 from typing import Any, Mapping
 
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from vsegjax import files
 from vsegjax.inference import propagate as prop
 from vsegjax.train.warp_refine import IGNORE_LABEL, WarpRefineTask
 
@@ -123,8 +126,33 @@ def train_on_video(frames: np.ndarray, labels: Mapping[int, np.ndarray], num_cla
     windows = VideoWindows(frames, labels, flows, int(cfg.warp_refine.k),
                            int(cfg.input.batch_size), tuple(cfg.input.augment.crop_size), seed)
     task = _VideoTask(cfg, windows)
-    result = train(cfg, os.path.join(workdir, "refiner"), task)
+    run_dir = os.path.join(workdir, "refiner")
+    result = train(cfg, run_dir, task)
+    # What --refiner=<run_dir> needs to rebuild the model (the trainer saves only arrays).
+    files.atomic_write_text(os.path.join(run_dir, "config.json"), cfg.to_json(indent=2))
     return task, {"params": result.state.params, **result.state.model_state}
+
+
+def load_refiner(path: str, num_classes: int) -> tuple[WarpRefineTask, dict]:
+    """(task, variables) of a trained refiner run: ``train_on_video``'s ``<out>/refiner``
+    or a ``configs/warp_refine_*`` workdir (its ``refiner`` stage)."""
+    from vsegjax.train import checkpoint
+
+    run = pathlib.Path(path).expanduser()
+    if (run / "refiner" / "checkpoints").is_dir():
+        run = run / "refiner"
+    cfg_file = next((d / "config.json" for d in (run, run.parent)
+                     if (d / "config.json").is_file()), None)
+    if cfg_file is None or not (run / "checkpoints").is_dir():
+        raise ValueError(f"--refiner={path}: not a refiner run (needs checkpoints/ and a "
+                         f"config.json beside it or one level up)")
+    cfg = ml_collections.ConfigDict(json.loads(cfg_file.read_text()))
+    if int(cfg.model.num_classes) != num_classes:
+        raise ValueError(f"--refiner={path}: trained for {cfg.model.num_classes} classes, "
+                         f"--num_classes={num_classes}")
+    task = WarpRefineTask(cfg)
+    tree = checkpoint.load_state_tree(str(run))
+    return task, {"params": tree["params"], **tree.get("model_state", {})}
 
 
 def label_video(task: WarpRefineTask, variables: dict, frames: np.ndarray,
