@@ -115,6 +115,7 @@ def test_warp_refine_trains_then_reuses_its_refiner(video, tmp_path):
     summary = autolabel.autolabel(str(root / "frames"), str(root / "labels"), str(out),
                                   "warp_refine", C, max_side=0, train_steps=2, k=2)
     assert (out / "refiner" / "config.json").is_file()
+    assert (out / "refiner" / "checkpoints").is_dir()  # an interrupted run resumes
     assert 0.0 < summary["mean_confidence"] <= 1.0
     first = _miou(out, truth)
     again = autolabel.autolabel(str(root / "frames"), str(root / "labels"), str(tmp_path / "b"),

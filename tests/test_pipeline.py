@@ -296,4 +296,4 @@ def test_class_uniform_sampling_draws_classes_about_equally_on_a_skewed_set():
     # 200 crops: each rare class ~0.25 (binomial sd ~0.03); class 0 shows in most crops.
     assert np.all((uniform[1:] > 0.15) & (uniform[1:] < 0.37)), uniform
     assert uniform[1:].max() - uniform[1:].min() < 0.15, uniform
-    assert plain[3] < 0.08 and plain[1] > 3 * plain[3], plain
+    assert plain[1:].max() < 0.08, plain

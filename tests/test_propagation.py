@@ -127,18 +127,6 @@ def test_video_windows_reindex_flows_for_backward_windows():
     np.testing.assert_array_equal(next(it)["frames"], again["frames"])
 
 
-def test_train_on_video_and_label_every_frame(tmp_path):
-    frames, labels, fwd, bwd = _translation_video(n=5, h=16, w=24)
-    task, variables = wr.train_on_video(frames, {0: labels[0]}, 3, (fwd, bwd),
-                                        str(tmp_path), steps=3, k=2, crop=(16, 24))
-    probs = wr.label_video(task, variables, frames, {0: labels[0]}, (fwd, bwd))
-    assert sorted(probs) == list(range(5))
-    np.testing.assert_array_equal(np.argmax(probs[0], -1), labels[0])
-    for p in probs.values():
-        np.testing.assert_allclose(p.sum(-1), 1.0, atol=1e-4)
-    assert (tmp_path / "refiner" / "checkpoints").is_dir()
-
-
 def test_report_writes_json_and_chart(tmp_path):
     result = {"dataset": "x", "ks": [1, 2], "miou": {"copy": {1: 0.9, 2: 0.8},
                                                        "flow": {1: 0.95, 2: 0.9}}}

@@ -14,3 +14,4 @@ from vsegjax.models.stgru import GRFP, STGRUCell, stgru_step
 from vsegjax.models.flownet import FlowDecoder, FlowEncoder, FlowNetS
 from vsegjax.models.flow_providers import (DatasetFlow, FlowProvider, LearnedFlow, OpenCVFlow,
                                            make_flow_provider)
+from vsegjax.models.sdc import SDCNet, make_sdc_model
