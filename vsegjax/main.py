@@ -13,7 +13,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from vsegjax.data import preview
-from vsegjax.train import efc, grfp, sdc, segmentation, warp_refine
+from vsegjax.train import efc, grfp, sdc, segmentation, vplr, warp_refine
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).",
                                           lock_config=True)
@@ -22,7 +22,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 # config.task -> runner(config, workdir); the training tasks join here as they land.
 RUNNERS = {"preview": preview.run, "grfp": grfp.run, "static": segmentation.run,
-           "efc": efc.run, "sdc": sdc.run, "warp_refine": warp_refine.run}
+           "efc": efc.run, "sdc": sdc.run, "warp_refine": warp_refine.run,
+           "vplr": vplr.run}
 
 
 def parse_flags(argv: list[str]) -> list[str]:

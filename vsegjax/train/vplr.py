@@ -1,0 +1,153 @@
+"""VPLR task: a segmenter trained on labelled frames plus propagated (image, label) pairs.
+
+From each training snippet's labelled frame, labels are propagated to the frames within
+``vplr.k`` of it along the motion source (``vplr.motion``: "dis", "farneback", or "sdc"
+with ``vplr.sdc_workdir``):
+
+  label  (true frame t, label moved to t)             label propagation (LP)
+  joint  (anchor image moved to t, label moved to t)  joint propagation (JP)
+
+The pairs are computed once (cached as ``<workdir>/propagated_<hash>.npz``) and served
+as one-frame snippets through the same grain pipeline and augmentation as the original
+frames; each step concatenates ``input.batch_size`` original and ``vplr.propagated_batch_size``
+propagated examples (the mixing ratio). Boundary relaxation is ``loss.relaxation_window``
+(losses/relaxation.py), class-uniform sampling ``input.class_uniform``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any
+
+import ml_collections
+import numpy as np
+import tqdm
+
+from vsegjax import files
+from vsegjax.data import datasets, pipeline
+from vsegjax.inference import propagate as prop
+from vsegjax.train import data
+from vsegjax.train.efc_pairs import MixedIterator
+from vsegjax.train.segmentation import StaticSegmentationTask
+
+MODES = ("none", "label", "joint")
+
+
+def _resize_frames(frames: np.ndarray, labels: np.ndarray, size) -> tuple[np.ndarray, np.ndarray]:
+    import cv2
+    if size is None or tuple(frames.shape[1:3]) == tuple(size):
+        return frames, labels
+    h, w = int(size[0]), int(size[1])
+    return (np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in frames]),
+            np.stack([cv2.resize(l, (w, h), interpolation=cv2.INTER_NEAREST) for l in labels]))
+
+
+def motion_source(v: ml_collections.ConfigDict):
+    if v.motion == "sdc":
+        from vsegjax.models.sdc import load_sdc_flow
+        return load_sdc_flow(v.sdc_workdir)
+    return v.motion
+
+
+def propagated_pairs(config: ml_collections.ConfigDict, cache_dir: str) -> dict[str, np.ndarray]:
+    """{"frames" [N, H, W, 3] uint8, "labels" [N, H, W], "k" [N]} for the train split."""
+    v = config.vplr
+    size = config.input.augment.get("resize")
+    key = json.dumps({"data": config.data.to_dict(), "size": list(size or []), "k": int(v.k),
+                      "mode": v.mode, "motion": v.motion, "sdc": v.get("sdc_workdir", ""),
+                      "split": config.input.get("train_split", "train")}, sort_keys=True)
+    path = os.path.join(cache_dir, f"propagated_{hashlib.sha1(key.encode()).hexdigest()[:10]}.npz")
+    if os.path.exists(path):
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    source = datasets.open_split(config.data, config.input.get("train_split", "train"))
+    motion = motion_source(v)
+    out_f, out_l, out_k = [], [], []
+    for i in tqdm.trange(len(source), desc=f"{v.mode} propagation", unit="snippet"):
+        ex = source[i]
+        frames, labels = _resize_frames(np.asarray(ex["frames"]), np.asarray(ex["labels"]), size)
+        a = int(ex["label_index"])
+        targets = [t for t in range(len(frames)) if t != a and abs(t - a) <= int(v.k)]
+        flows = prop.video_flows(frames.astype(np.float32) / 255.0, motion)
+        if v.mode == "label":
+            moved = prop.propagate_labels(labels[a], a, *flows, targets)
+            pairs = [(frames[t], moved[t]) for t in targets]
+        else:
+            moved = prop.propagate_joint(frames[a], labels[a], a, *flows, targets)
+            pairs = [moved[t] for t in targets]
+        for t, (img, lab) in zip(targets, pairs):
+            out_f.append(img)
+            out_l.append(lab)
+            out_k.append(abs(t - a))
+    result = {"frames": np.stack(out_f).astype(np.uint8), "labels": np.stack(out_l),
+              "k": np.asarray(out_k, np.int32)}
+    os.makedirs(cache_dir, exist_ok=True)
+    tmp = path + ".tmp.npz"
+    np.savez_compressed(tmp, **result)
+    os.replace(tmp, path)  # a cut-off write never leaves a half cache behind
+    return result
+
+
+class PairSource:
+    """Propagated pairs as one-frame snippets for ``pipeline.make_dataset``."""
+
+    def __init__(self, pairs: dict[str, np.ndarray]):
+        self.frames, self.labels = pairs["frames"], pairs["labels"]
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"frames": self.frames[i][None], "labels": self.labels[i][None],
+                "has_label": np.ones(1, bool), "label_index": np.int32(0),
+                "snippet_id": np.int64(i)}
+
+
+class VPLRTask(StaticSegmentationTask):
+    """``StaticSegmentationTask`` whose batches mix in propagated pairs."""
+
+    def __init__(self, config: ml_collections.ConfigDict, cache_dir: str):
+        super().__init__(config)
+        v = config.vplr
+        if v.mode not in MODES:
+            raise ValueError(f"config field vplr.mode: {v.mode!r}; choose from {list(MODES)}")
+        self.cache_dir = cache_dir
+
+    def train_iterator(self, seed):
+        v = self.config.vplr
+        if v.mode == "none":
+            return super().train_iterator(seed)
+        original = data.train_iterator(self.config, seed, window=(0, 0),
+                                       label_frame=self.config.input.get("label_frame",
+                                                                         "annotated"),
+                                       batch_fn=_images_and_labels)
+        pairs = propagated_pairs(self.config, self.cache_dir)
+        ds = pipeline.make_dataset(
+            PairSource(pairs), batch_size=int(v.propagated_batch_size), seed=seed + 1,
+            window=(0, 0), label_frame="annotated", augment=data.train_augment(self.config),
+            num_classes=self.num_classes,
+            class_uniform=self.config.input.get("class_uniform", False),
+            worker_count=self.config.input.get("worker_count", 0), batch_fn=_images_and_labels)
+        return MixedIterator(original, iter(ds))
+
+
+def _images_and_labels(batch: dict[str, Any]) -> dict[str, Any]:
+    """What the segmentation loss reads (the two streams carry different extra fields)."""
+    return {"frames": batch["frames"], "labels": batch["labels"]}
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Trains one row of the VPLR table and writes ``<workdir>/eval_metrics.json``."""
+    from vsegjax.train.trainer import train
+    task = VPLRTask(config, workdir)
+    result = train(config, workdir, task)
+    scores = task.evaluate(result.state.params, result.state.model_state, result.step)
+    out = {"variant": config.get("variant", ""), "seed": int(config.seed),
+           "mode": config.vplr.mode,
+           "relaxation_window": int(config.get("loss", {}).get("relaxation_window", 0)),
+           "steps": result.step, **scores}
+    files.atomic_write_text(os.path.join(workdir, "eval_metrics.json"), json.dumps(out, indent=2))
+    print(json.dumps(out))
+    return out
