@@ -80,3 +80,16 @@ def test_training_mixes_both_streams_and_writes_metrics(tiny_data, tmp_path):
     out = vplr.run(c, str(tmp_path / "run"))
     saved = json.loads((tmp_path / "run" / "eval_metrics.json").read_text())
     assert saved == out and saved["relaxation_window"] == 3 and 0.0 <= saved["miou"] <= 1.0
+
+
+def test_cityscapes_configs_hold_the_papers_setup():
+    for v in "abcd":
+        c = load_config("vplr_cityscapes", v)
+        assert c.model.head == "deeplabv3plus" and c.input.augment.crop_size == (800, 800)
+        assert c.input.class_uniform and c.optimizer.name == "sgd"
+        assert c.vplr.motion == "sdc" and c.loss.relaxation_window == (3 if v == "d" else 0)
+    w = load_config("warp_refine_cityscapes")
+    assert w.task == "warp_refine" and w.optimizer.frozen == ("static",)
+    assert w.static_stage.optimizer.frozen == () and w.warp_refine.k == 5
+    s = load_config("warp_refine_synthetic")
+    assert s.warp_refine.labels == "annotated" and s.warp_refine.loss_weights.L_cycle == 1.0

@@ -1,0 +1,236 @@
+"""SDC-Net video reconstruction task (VPLR, METHODS.md §3): self-supervised on unlabelled video.
+
+The pipeline delivers whole augmented snippets (labels dropped on the host: nothing here
+uses them). Each step draws ``windows_per_snippet`` windows (frames t - n + 1 .. t, and
+t + 1) per snippet from the step's key, so the draw resumes exactly; the ``SDCNet``
+synthesises frame t+1 and is scored against the real one with ``L_rec`` (L1) and
+``L_grad`` (L1 of image gradients). Config fields (``config.sdc``; configs/sdc_synthetic.py):
+
+  mode: "prediction" (frames up to t) | "reconstruction" (also frame t+1).
+  num_inputs, kernel_size, width, depth, max_motion, centre_logit: ``models.sdc.SDCNet``.
+  loss_weights: {"L_rec": w, "L_grad": w}; a zero or absent weight is not computed.
+  windows_per_snippet: windows drawn from each snippet per step.
+
+Evaluation scores every window of the validation snippets against the copy-last-frame
+baseline (frame t as the guess for t+1): PSNR (dB, mean over frames) and L1.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from typing import Any, Iterator
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from vsegjax.losses import efc as efc_losses
+from vsegjax.losses import sdc as sdc_losses
+from vsegjax.models.sdc import MODEL_FILE, SDCNet, make_sdc_model
+from vsegjax.train import data
+from vsegjax.train.task import Task
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Checks ``config.sdc``'s task fields up front, naming the field at fault."""
+    s = config.sdc
+    weights = {k: float(v) for k, v in dict(s.loss_weights).items() if v}
+    unknown = set(weights) - set(sdc_losses.DEFAULT_WEIGHTS)
+    if unknown:
+        raise ValueError(f"config field sdc.loss_weights: unknown terms {sorted(unknown)}; "
+                         f"known: {sorted(sdc_losses.DEFAULT_WEIGHTS)}")
+    if not weights:
+        raise ValueError("config field sdc.loss_weights: every weight is zero")
+    n = s.get("windows_per_snippet", 1)
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"config field sdc.windows_per_snippet: must be an int >= 1; got {n!r}")
+
+
+def frames_only(batch: dict[str, Any]) -> dict[str, Any]:
+    """Host batch function: keeps the frames (self-supervised; labels and flows unused)."""
+    return {"frames": batch["frames"]}
+
+
+def window_starts(rng: jax.Array, batch_size: int, num_frames: int, num_inputs: int,
+                  per_snippet: int) -> jax.Array:
+    """[B, P] index of each window's first frame; a window spans num_inputs + 1 frames."""
+    last = num_frames - num_inputs - 1  # the window's last frame (t + 1) must exist
+    if last < 0:
+        raise ValueError(f"snippets of {num_frames} frames are too short for sdc.num_inputs="
+                         f"{num_inputs} (a window needs {num_inputs + 1} frames)")
+    return jax.random.randint(rng, (batch_size, per_snippet), 0, last + 1)
+
+
+def gather_windows(frames: jax.Array, starts: jax.Array, length: int) -> jax.Array:
+    """``frames[b, s:s + length]`` for frames [B, T, ...], starts [B, P] -> [B*P, length, ...]."""
+    def one(snippet, s):
+        return jax.lax.dynamic_slice_in_dim(snippet, s, length, axis=0)
+    out = jax.vmap(jax.vmap(one, in_axes=(None, 0)), in_axes=(0, 0))(frames, starts)
+    return out.reshape((-1,) + out.shape[2:])
+
+
+def all_windows(frames: np.ndarray, num_inputs: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every (inputs [N, n, H, W, 3], target [N, H, W, 3]) of snippets [B, T, H, W, 3],
+    ordered snippet-major."""
+    t = frames.shape[1]
+    idx = [(b, s) for b in range(frames.shape[0]) for s in range(t - num_inputs)]
+    inputs = np.stack([frames[b, s:s + num_inputs] for b, s in idx])
+    target = np.stack([frames[b, s + num_inputs] for b, s in idx])
+    return inputs, target
+
+
+class SDCTask(Task):
+    """Trains ``SDCNet`` to synthesise frame t+1 (L1 + image-gradient loss)."""
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        super().__init__(config)
+        validate_config(config)
+        self.s = config.sdc
+        self.model: SDCNet = make_sdc_model(config)
+        self.weights = {k: float(v) for k, v in dict(self.s.loss_weights).items() if v}
+
+    def _shape(self) -> tuple[int, int]:
+        size = self.config.input.augment.get("crop_size") or self.config.input.augment.resize
+        return int(size[0]), int(size[1])
+
+    def init_variables(self, rng):
+        h, w = self._shape()
+        frames = jnp.zeros((1, self.model.num_inputs, h, w, 3))
+        return dict(jax.jit(self.model.init)(rng, frames, jnp.zeros((1, h, w, 3))))
+
+    def loss_fn(self, params, model_state, batch, rng):
+        frames = batch["frames"]
+        n = self.model.num_inputs
+        starts = window_starts(rng, frames.shape[0], frames.shape[1], n,
+                               int(self.s.get("windows_per_snippet", 1)))
+        windows = gather_windows(frames, starts, n + 1)
+        inputs, target = windows[:, :n], windows[:, n]
+        out = self.model.apply({"params": params, **model_state}, inputs, target)
+        total, values = efc_losses.combine(self.weights,
+                                           sdc_losses.loss_terms(out["image"], target))
+        copy_l1 = sdc_losses.l1_loss(inputs[:, -1], target)
+        metrics = dict(values, l1=sdc_losses.l1_loss(out["image"], target), copy_l1=copy_l1,
+                       motion_abs=jnp.mean(jnp.abs(out["motion"])),
+                       centre_tap=jnp.mean(out["kernel"][..., out["kernel"].shape[-1] // 2]))
+        return total, (metrics, model_state)
+
+    def train_iterator(self, seed: int) -> Iterator[dict]:
+        return data.train_iterator(self.config, seed, window=None, label_frame="annotated",
+                                   batch_fn=frames_only)
+
+    # ------------------------------------------------------------------ evaluation
+
+    @functools.cached_property
+    def _predict(self):
+        @jax.jit
+        def predict(params, model_state, inputs, target):
+            out = self.model.apply({"params": params, **model_state}, inputs, target)
+            image = jnp.clip(out["image"], 0.0, 1.0)
+            copy = inputs[:, -1]
+            scores = {"psnr": sdc_losses.psnr(image, target),
+                      "l1": jnp.mean(jnp.abs(image - target), axis=(1, 2, 3)),
+                      "copy_psnr": sdc_losses.psnr(copy, target),
+                      "copy_l1": jnp.mean(jnp.abs(copy - target), axis=(1, 2, 3))}
+            return scores, image, out["motion"]
+        return predict
+
+    def evaluate_windows(self, params: Any, model_state: dict, num_panels: int = 0
+                         ) -> tuple[dict[str, float], list[dict[str, np.ndarray]]]:
+        """(mean scores over every validation window, up to ``num_panels`` examples).
+
+        Scores: ``psnr``/``l1`` of the model, ``copy_psnr``/``copy_l1`` of frame t as the
+        guess; ``num_windows``. Each example holds frame_t, target, image, motion.
+        """
+        n = self.model.num_inputs
+        sums: dict[str, float] = {}
+        count = 0
+        examples: list[dict[str, np.ndarray]] = []
+        for batch in data.eval_batches(self.config, window=None, batch_fn=frames_only_eval):
+            # All rows (padding included) so every batch has one shape: one compilation.
+            frames = batch["frames"]
+            inputs, target = all_windows(frames, n)
+            per = frames.shape[1] - n
+            valid = np.repeat(np.asarray(batch["valid"]), per)
+            scores, image, motion = jax.device_get(self._predict(params, model_state,
+                                                                 inputs, target))
+            for k, v in scores.items():
+                sums[k] = sums.get(k, 0.0) + float(np.sum(np.asarray(v)[valid]))
+            count += int(valid.sum())
+            # One example per snippet (its first window), until there are enough.
+            for i in range(0, len(target), per):
+                if len(examples) >= num_panels or not valid[i]:
+                    break
+                examples.append({"frame_t": inputs[i, -1], "target": target[i],
+                                 "image": image[i], "motion": motion[i]})
+        if not count:
+            raise ValueError(f"config field eval.split: {self.config.eval.split!r} gave no "
+                             f"snippets to evaluate")
+        out = {k: v / count for k, v in sums.items()}
+        out["num_windows"] = count
+        return out, examples
+
+    def evaluate(self, params, model_state, step) -> dict[str, float]:
+        del step
+        scores, _ = self.evaluate_windows(params, model_state)
+        return {k: float(v) for k, v in scores.items() if k != "num_windows"}
+
+
+def frames_only_eval(batch: dict[str, Any]) -> dict[str, Any]:
+    """``frames_only`` that keeps the ``valid`` rows mask of ``data.eval_batches``."""
+    return {"frames": batch["frames"], "valid": batch["valid"]}
+
+
+def panel(example: dict[str, np.ndarray]) -> np.ndarray:
+    """frame t | frame t+1 | synthesised / |error| x4 of SDC and of the copy | motion."""
+    from vsegjax import viz
+
+    err = lambda a: np.clip(4.0 * np.mean(np.abs(a - example["target"]), -1), 0, 1)  # noqa: E731
+    motion = example["motion"]
+    peak = float(np.max(np.hypot(motion[..., 0], motion[..., 1])))
+    tiles = [example["frame_t"], example["target"], example["image"],
+             err(example["image"]), err(example["frame_t"]), viz.flow_to_color(motion)]
+    titles = ["frame t", "frame t+1", "SDC synthesised", "|SDC error| x4",
+              "|copy error| x4", f"motion t+1->t (max {peak:.1f}px)"]
+    # Small working resolutions are enlarged (nearest) so pixels and titles stay legible;
+    # make_panel sizes every tile like the first.
+    scale = max(1, 256 // motion.shape[1])
+    tiles[0] = np.repeat(np.repeat(viz.to_uint8_rgb(tiles[0]), scale, 0), scale, 1)
+    return viz.make_panel(tiles, titles, ncols=3)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Trains the SDC model, then writes ``workdir/sdc_metrics.json`` and panels.
+
+    The JSON holds {"sdc": {"psnr", "l1"}, "copy": {"psnr", "l1"}} on ``eval.split``
+    (every window of every snippet), with the mode and the number of windows. Training
+    resumes (or is skipped) from ``workdir/sdc``, which also gets ``model.json`` so
+    ``models.sdc.load_sdc_flow(workdir)`` can serve the motion to VPLR's propagation.
+    """
+    from vsegjax import files, viz
+    from vsegjax.train.trainer import train
+
+    validate_config(config)
+    task = SDCTask(config)
+    train_dir = os.path.join(workdir, "sdc")
+    # The model's fields beside its checkpoints, for ``models.sdc.load_sdc_flow``.
+    files.atomic_write_text(os.path.join(train_dir, MODEL_FILE),
+                            json.dumps(config.sdc.to_dict(), indent=2))
+    result = train(config, train_dir, task)
+    scores, examples = task.evaluate_windows(result.state.params, result.state.model_state,
+                                             int(config.eval.get("num_panels", 4)))
+    results = {"sdc": {"psnr": scores["psnr"], "l1": scores["l1"]},
+               "copy": {"psnr": scores["copy_psnr"], "l1": scores["copy_l1"]},
+               "mode": config.sdc.mode, "split": config.eval.split,
+               "num_windows": int(scores["num_windows"]), "steps": result.step}
+    path = os.path.join(workdir, "sdc_metrics.json")
+    files.atomic_write_text(path, json.dumps(results, indent=2))
+    for k, example in enumerate(examples):
+        viz.save_png(os.path.join(workdir, "panels", f"sdc_{k:03d}.png"), panel(example))
+    print(f"SDC ({config.sdc.mode}) on {config.data.name} {config.eval.split}, "
+          f"{results['num_windows']} windows: PSNR {results['sdc']['psnr']:.2f} dB, "
+          f"L1 {results['sdc']['l1']:.4f}; copy-last-frame PSNR {results['copy']['psnr']:.2f} "
+          f"dB, L1 {results['copy']['l1']:.4f}; wrote {path}")
+    return results
