@@ -52,5 +52,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.static_stage = ml_collections.ConfigDict(dict(train=_train(1500),
                                                     optimizer=_adam(3e-3)))
     c.eval = ml_collections.ConfigDict(dict(split="validation", num_snippets=0, batch_size=8,
-                                            num_videos=24, num_frames=9, video_seed=7))
+                                            num_videos=24, num_frames=9, video_seed=7,
+                                            # a configs/sdc_synthetic.py run adds "sdc"
+                                            sdc_workdir=""))
     return c

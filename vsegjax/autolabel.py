@@ -180,7 +180,10 @@ def autolabel(frames_dir: str, labels_dir: str, out: str, method: str, num_class
             raise AutolabelError("--method=sdc needs --sdc=<run folder of a trained "
                                  "video reconstruction model (configs/sdc_synthetic.py)>")
         from vsegjax.models.sdc import load_sdc_flow
-        source = load_sdc_flow(sdc)
+        try:
+            source = load_sdc_flow(sdc)
+        except (ValueError, FileNotFoundError) as e:
+            raise AutolabelError(f"--sdc={sdc}: {e}") from None
     else:
         source = flow_source(flow)
     print(f"flow ({method}) on {len(frames)} frames at {w}x{h} ...", file=sys.stderr)

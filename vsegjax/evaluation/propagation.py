@@ -37,6 +37,13 @@ def flow_method(frames, labels, flows, targets):
     return prop.propagate_labels(label, anchor, *flows, targets)
 
 
+def motion_method(source) -> Method:
+    """Label propagation along another motion source (e.g. the SDC model's ``SDCFlow``)."""
+    def fn(frames, labels, flows, targets):
+        return flow_method(frames, labels, prop.video_flows(frames, source), targets)
+    return fn
+
+
 def copy_method(frames, labels, flows, targets):
     (anchor, label), = labels.items()
     return {t: np.asarray(label).copy() for t in targets}
@@ -131,11 +138,16 @@ def synthetic_videos(num_videos: int, num_frames: int, size: tuple[int, int], se
         yield ex["frames"], dict(enumerate(ex["labels"]))
 
 
-def run_synthetic(config, workdir: str, refiner: tuple[Any, dict] | None = None,
-                  sdc: Any = None) -> dict[str, Any]:
+def run_synthetic(config, workdir: str, refiner: tuple[Any, dict] | None = None
+                  ) -> dict[str, Any]:
     """copy / flow / (sdc) / (warp_refine) on ``eval.num_videos`` rendered videos of
-    ``eval.num_frames`` frames, propagated from frame 0 (config: a warp_refine config)."""
+    ``eval.num_frames`` frames, propagated from frame 0 (config: a warp_refine config;
+    ``eval.sdc_workdir`` adds the video reconstruction model's motion as ``sdc``)."""
     e = config.eval
+    sdc = None
+    if e.get("sdc_workdir"):
+        from vsegjax.models.sdc import load_sdc_flow
+        sdc = motion_method(load_sdc_flow(e.sdc_workdir))
     size = tuple(config.input.augment.get("resize") or config.input.augment.crop_size)
     flow_source = config.warp_refine.get("flow", "dis")
     methods: dict[str, Method] = {"copy": copy_method, "flow": flow_method}
@@ -207,15 +219,18 @@ def camvid_val(root: str, max_side: int | None = 240):
 
 def run_real(dataset: str, data: str, out: str, methods: Iterable[str] = ("copy", "flow"),
              flow: str = "dis", max_side: int | None = 256, ks: Iterable[int] | None = None,
-             train_steps: int = 300, max_frames: int | None = None) -> dict[str, Any]:
+             train_steps: int = 300, max_frames: int | None = None,
+             sdc_workdir: str | None = None) -> dict[str, Any]:
     """DAVIS (first frame labelled, object/background) or CamVid val (anchors every 25
     val frames); ``warp_refine`` trains a refiner on each video's anchor labels first."""
     from vsegjax.inference import warp_refine
     methods = list(methods)
-    unknown = set(methods) - {"copy", "flow", "warp_refine"}
+    unknown = set(methods) - {"copy", "flow", "sdc", "warp_refine"}
     if unknown:
         raise ValueError(f"--methods: unknown {sorted(unknown)}; choose from copy, flow, "
-                         f"warp_refine")
+                         f"sdc, warp_refine")
+    if "sdc" in methods and not sdc_workdir:
+        raise ValueError("--methods=sdc needs --sdc=<video reconstruction run>")
     if dataset == "davis":
         videos = [(name, f, l, [0]) for name, f, l in davis_videos(data, max_side, max_frames)]
         num_classes, ks = 2, list(ks or (1, 5, 10))
@@ -237,6 +252,9 @@ def run_real(dataset: str, data: str, out: str, methods: Iterable[str] = ("copy"
                 fns[m] = copy_method
             elif m == "flow":
                 fns[m] = flow_method
+            elif m == "sdc":
+                from vsegjax.models.sdc import load_sdc_flow
+                fns[m] = motion_method(load_sdc_flow(sdc_workdir))
             else:
                 task, variables = warp_refine.train_on_video(
                     frames, {a: labels[a] for a in anchors}, num_classes, flows,
@@ -267,10 +285,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ks", default="", help="comma-separated distances (val frames)")
     p.add_argument("--train_steps", type=int, default=300)
     p.add_argument("--max_frames", type=int, default=0)
+    p.add_argument("--sdc", default="", help="video reconstruction run (for --methods=sdc)")
     a = p.parse_args(argv)
     ks = [int(k) for k in a.ks.split(",") if k] or None
     run_real(a.dataset, a.data, a.out, [m for m in a.methods.split(",") if m], a.flow,
-             a.max_side or None, ks, a.train_steps, a.max_frames or None)
+             a.max_side or None, ks, a.train_steps, a.max_frames or None, a.sdc or None)
 
 
 if __name__ == "__main__":
