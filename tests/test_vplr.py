@@ -40,14 +40,15 @@ def tiny(data_dir, variant):
 
 
 def test_variants_are_the_paper_rows():
-    rows = {v: load_config("vplr_synthetic", v) for v in "abcd"}
-    assert [rows[v].vplr.mode for v in "abcd"] == ["none", "label", "joint", "joint"]
-    assert [rows[v].loss.relaxation_window for v in "abcd"] == [0, 0, 0, 3]
+    rows = {v: load_config("vplr_synthetic", v) for v in "abcde"}
+    assert [rows[v].vplr.mode for v in "abcde"] == ["none", "label", "joint", "joint", "joint"]
+    assert [rows[v].loss.relaxation_window for v in "abcde"] == [0, 0, 0, 3, 3]
+    assert rows["e"].loss.relaxation_on == "propagated"
     # Same examples per step in every row.
     assert {r.input.batch_size + (r.vplr.propagated_batch_size if r.vplr.mode != "none" else 0)
             for r in rows.values()} == {8}
     with pytest.raises(ValueError, match="unknown variant"):
-        load_config("vplr_synthetic", "e")
+        load_config("vplr_synthetic", "f")
 
 
 def test_label_and_joint_pairs_from_the_labelled_frame(tiny_data, tmp_path):
@@ -76,7 +77,9 @@ def test_training_mixes_both_streams_and_writes_metrics(tiny_data, tmp_path):
     c = tiny(tiny_data, "d")
     task = vplr.VPLRTask(c, str(tmp_path))
     batch = next(task.train_iterator(0))
-    assert batch["frames"].shape[:2] == (16, 1) and set(batch) == {"frames", "labels"}
+    assert batch["frames"].shape[:2] == (16, 1)
+    assert set(batch) == {"frames", "labels", "propagated"}
+    assert batch["propagated"].tolist() == [False] * 8 + [True] * 8
     out = vplr.run(c, str(tmp_path / "run"))
     saved = json.loads((tmp_path / "run" / "eval_metrics.json").read_text())
     assert saved == out and saved["relaxation_window"] == 3 and 0.0 <= saved["miou"] <= 1.0
@@ -93,3 +96,29 @@ def test_cityscapes_configs_hold_the_papers_setup():
     assert w.static_stage.optimizer.frozen == () and w.warp_refine.k == 5
     s = load_config("warp_refine_synthetic")
     assert s.warp_refine.labels == "annotated" and s.warp_refine.loss_weights.L_cycle == 1.0
+
+
+def test_relaxation_on_propagated_rows_only(tiny_data, tmp_path):
+    """With relaxation_on='propagated' the loss is plain NLL when no row is propagated
+    and the relaxed NLL when every row is."""
+    import jax
+    import jax.numpy as jnp
+
+    from vsegjax import losses
+    from vsegjax.train.segmentation import apply_static
+
+    c = tiny(tiny_data, "e")
+    task = vplr.VPLRTask(c, str(tmp_path))
+    v = task.init_variables(jax.random.key(0))
+    params = v.pop("params")
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.repeat(rng.integers(0, 10, (2, 1, 6, 8)), 8, 2), 8, 3)
+    batch = {"frames": jnp.asarray(rng.uniform(size=(2, 1, 48, 64, 3)), jnp.float32),
+             "labels": jnp.asarray(labels.astype(np.uint8))}
+    logits, _ = apply_static(task.model, params, v, batch["frames"][:, 0], True,
+                             jax.random.key(1))
+    for flag, window in ((False, 0), (True, 3)):
+        b = dict(batch, propagated=jnp.full(2, flag))
+        loss, _ = task.loss_fn(params, v, b, jax.random.key(1))
+        want = losses.segmentation_loss(logits, batch["labels"][:, 0], window)
+        np.testing.assert_allclose(loss, want, rtol=1e-5)

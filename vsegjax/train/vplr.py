@@ -11,7 +11,8 @@ The pairs are computed once (cached as ``<workdir>/propagated_<hash>.npz``) and 
 as one-frame snippets through the same grain pipeline and augmentation as the original
 frames; each step concatenates ``input.batch_size`` original and ``vplr.propagated_batch_size``
 propagated examples (the mixing ratio). Boundary relaxation is ``loss.relaxation_window``
-(losses/relaxation.py), class-uniform sampling ``input.class_uniform``.
+(losses/relaxation.py), on every example or, with ``loss.relaxation_on="propagated"``,
+only on the propagated pairs; class-uniform sampling is ``input.class_uniform``.
 """
 
 from __future__ import annotations
@@ -21,16 +22,18 @@ import json
 import os
 from typing import Any
 
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tqdm
 
-from vsegjax import files
+from vsegjax import files, losses
 from vsegjax.data import datasets, pipeline
 from vsegjax.inference import propagate as prop
 from vsegjax.train import data
 from vsegjax.train.efc_pairs import MixedIterator
-from vsegjax.train.segmentation import StaticSegmentationTask
+from vsegjax.losses.segmentation import IGNORE_LABEL
+from vsegjax.train.segmentation import StaticSegmentationTask, apply_static
 
 MODES = ("none", "label", "joint")
 
@@ -114,6 +117,29 @@ class VPLRTask(StaticSegmentationTask):
         if v.mode not in MODES:
             raise ValueError(f"config field vplr.mode: {v.mode!r}; choose from {list(MODES)}")
         self.cache_dir = cache_dir
+        where = config.get("loss", {}).get("relaxation_on", "all")
+        if where not in ("all", "propagated"):
+            raise ValueError(f"config field loss.relaxation_on: 'all' or 'propagated'; got "
+                             f"{where!r}")
+        self.relax_propagated_only = where == "propagated" and v.mode != "none"
+
+    def loss_fn(self, params, model_state, batch, rng):
+        if not self.relax_propagated_only:
+            return super().loss_fn(params, model_state, batch, rng)
+        # Plain NLL on the labelled frames, the relaxed NLL on the propagated pairs.
+        images, labels = batch["frames"][:, 0], batch["labels"][:, 0]
+        logits, model_state = apply_static(self.model, params, model_state, images, True, rng)
+        window = int(self.config.loss.relaxation_window)
+        propagated = batch["propagated"][:, None, None]
+        true_labels = jnp.where(propagated, IGNORE_LABEL, labels)
+        moved_labels = jnp.where(propagated, labels, IGNORE_LABEL)
+        n_true = jnp.sum(true_labels != IGNORE_LABEL)
+        n_moved = jnp.sum(moved_labels != IGNORE_LABEL)
+        l_seg = (losses.segmentation_loss(logits, true_labels, 0) * n_true
+                 + losses.segmentation_loss(logits, moved_labels, window) * n_moved
+                 ) / jnp.maximum(n_true + n_moved, 1)
+        metrics = {"L_seg": l_seg, "pixel_acc": losses.pixel_accuracy(logits, labels)}
+        return l_seg, (metrics, model_state)
 
     def train_iterator(self, seed):
         v = self.config.vplr
@@ -122,20 +148,28 @@ class VPLRTask(StaticSegmentationTask):
         original = data.train_iterator(self.config, seed, window=(0, 0),
                                        label_frame=self.config.input.get("label_frame",
                                                                          "annotated"),
-                                       batch_fn=_images_and_labels)
+                                       batch_fn=_Tagged(False))
         pairs = propagated_pairs(self.config, self.cache_dir)
         ds = pipeline.make_dataset(
             PairSource(pairs), batch_size=int(v.propagated_batch_size), seed=seed + 1,
             window=(0, 0), label_frame="annotated", augment=data.train_augment(self.config),
             num_classes=self.num_classes,
             class_uniform=self.config.input.get("class_uniform", False),
-            worker_count=self.config.input.get("worker_count", 0), batch_fn=_images_and_labels)
+            worker_count=self.config.input.get("worker_count", 0), batch_fn=_Tagged(True))
         return MixedIterator(original, iter(ds))
 
 
-def _images_and_labels(batch: dict[str, Any]) -> dict[str, Any]:
-    """What the segmentation loss reads (the two streams carry different extra fields)."""
-    return {"frames": batch["frames"], "labels": batch["labels"]}
+class _Tagged:
+    """Keeps what the segmentation loss reads (the two streams carry different extra
+    fields) and tags each row as propagated or not (picklable for grain workers)."""
+
+    def __init__(self, propagated: bool):
+        self.propagated = propagated
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        n = len(batch["frames"])
+        return {"frames": batch["frames"], "labels": batch["labels"],
+                "propagated": np.full(n, self.propagated)}
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
