@@ -95,18 +95,6 @@ def _check_out(out: str, *inputs: str) -> pathlib.Path:
     return out_p
 
 
-def _resize(frames: np.ndarray, labels: dict[int, np.ndarray], max_side: int | None):
-    h, w = frames.shape[1:3]
-    if not max_side or max(h, w) <= max_side:
-        return frames, labels
-    s = max_side / max(h, w)
-    size = (max(8, round(w * s)), max(8, round(h * s)))
-    frames = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
-    labels = {t: cv2.resize(l, size, interpolation=cv2.INTER_NEAREST)
-              for t, l in labels.items()}
-    return frames, labels
-
-
 def _run_config(path: pathlib.Path) -> dict | None:
     for d in (path, path.parent, path.parent.parent):
         f = d / "config.json"
@@ -167,7 +155,7 @@ def autolabel(frames_dir: str, labels_dir: str, out: str, method: str, num_class
     t0 = time.time()
     paths, frames_u8, labels_full = _read_inputs(frames_dir, labels_dir, num_classes)
     full_h, full_w = frames_u8.shape[1:3]
-    frames_u8, labels = _resize(frames_u8, labels_full, max_side)
+    frames_u8, labels = prop.resize_video(frames_u8, labels_full, max_side)
     frames = frames_u8.astype(np.float32) / 255.0
     h, w = frames.shape[1:3]
 

@@ -173,18 +173,6 @@ def run_synthetic(config, workdir: str, refiner: tuple[Any, dict] | None = None
 # --------------------------------------------------------------------------- real data
 
 
-def _resize_video(frames: np.ndarray, labels: dict[int, np.ndarray], max_side: int | None):
-    import cv2
-    h, w = frames.shape[1:3]
-    if not max_side or max(h, w) <= max_side:
-        return frames, labels
-    s = max_side / max(h, w)
-    size = (max(1, round(w * s)), max(1, round(h * s)))
-    frames = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
-    labels = {t: cv2.resize(l, size, interpolation=cv2.INTER_NEAREST) for t, l in labels.items()}
-    return frames, labels
-
-
 def davis_videos(root: str, max_side: int | None = 256, max_frames: int | None = None):
     """(name, frames float [T,H,W,3], {t: 0/1 label}) per DAVIS 2016 sequence under root."""
     from vsegjax.data.video_datasets import list_images, read_frame, read_label_ids
@@ -199,7 +187,7 @@ def davis_videos(root: str, max_side: int | None = 256, max_frames: int | None =
         for t, p in enumerate(paths):
             mask = root / "Annotations" / "480p" / seq / (p.stem + ".png")
             labels[t] = (read_label_ids(mask) > 127).astype(np.uint8)
-        frames, labels = _resize_video(frames, labels, max_side)
+        frames, labels = prop.resize_video(frames, labels, max_side)
         yield seq, frames.astype(np.float32) / 255.0, labels
 
 
@@ -213,7 +201,7 @@ def camvid_val(root: str, max_side: int | None = 240):
     for t, p in enumerate(paths):
         lab = read_label_ids(root / "valannot" / p.name)
         labels[t] = np.where(lab >= 11, 255, lab).astype(np.uint8)
-    frames, labels = _resize_video(frames, labels, max_side)
+    frames, labels = prop.resize_video(frames, labels, max_side)
     return frames.astype(np.float32) / 255.0, labels
 
 

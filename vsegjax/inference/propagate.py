@@ -166,3 +166,19 @@ def label_video(frames: np.ndarray, labels: dict[int, np.ndarray],
     for anchor, targets in assign_anchors(len(frames), labels).items():
         out.update(propagate_labels(labels[anchor], anchor, flow_fwd, flow_bwd, targets))
     return out
+
+
+def resize_video(frames: np.ndarray, labels: dict[int, np.ndarray], max_side: int | None,
+                 min_side: int = 8) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """Frames (area) and labels (nearest) scaled so the longer side is ``max_side``
+    (no change when it already fits or ``max_side`` is None / 0)."""
+    import cv2
+    h, w = frames.shape[1:3]
+    if not max_side or max(h, w) <= max_side:
+        return frames, labels
+    s = max_side / max(h, w)
+    size = (max(min_side, round(w * s)), max(min_side, round(h * s)))
+    frames = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
+    labels = {t: cv2.resize(l, size, interpolation=cv2.INTER_NEAREST)
+              for t, l in labels.items()}
+    return frames, labels
