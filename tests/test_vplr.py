@@ -122,3 +122,12 @@ def test_relaxation_on_propagated_rows_only(tiny_data, tmp_path):
         loss, _ = task.loss_fn(params, v, b, jax.random.key(1))
         want = losses.segmentation_loss(logits, batch["labels"][:, 0], window)
         np.testing.assert_allclose(loss, want, rtol=1e-5)
+
+
+def test_open_split_keeps_the_first_n_records(tiny_data):
+    c = tiny(tiny_data, "a")
+    full, head = datasets.open_split(c.data, "train"), datasets.open_split(c.data, "train[:5]")
+    assert len(head) == 5 < len(full)
+    np.testing.assert_array_equal(head[4]["frames"], full[4]["frames"])
+    with pytest.raises(IndexError, match="outside"):
+        head[5]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import os
+import re
 from typing import Any, Callable
 
 import ml_collections
@@ -143,20 +144,24 @@ class NamedSource:
     rebuild.
     """
 
-    def __init__(self, source, filenames: list[str], shard_lengths: list[int], where: str):
+    def __init__(self, source, filenames: list[str], shard_lengths: list[int], where: str,
+                 limit: int | None = None):
         self._source = source
         self._files = filenames
         self._ends = list(itertools.accumulate(shard_lengths))
         self._where = where
+        self._len = len(source) if limit is None else min(int(limit), len(source))
 
     def __len__(self) -> int:
-        return len(self._source)
+        return self._len
 
     def _file_of(self, index: int) -> str:
         shard = bisect.bisect_right(self._ends, index)
         return self._files[min(shard, len(self._files) - 1)] if self._files else "?"
 
     def __getitem__(self, index: int):
+        if not -self._len <= int(index) < self._len:
+            raise IndexError(f"{self._where}: record {index} outside [0, {self._len})")
         try:
             return self._source[index]
         except Exception as e:  # noqa: BLE001 - re-raised with the file named
@@ -169,7 +174,14 @@ class NamedSource:
 
 
 def open_split(data: ml_collections.ConfigDict, split: str) -> NamedSource:
-    """The ``split`` of the configured dataset as a random-access source (built if allowed)."""
+    """The ``split`` of the configured dataset as a random-access source (built if allowed).
+
+    ``"train[:N]"`` keeps the first N records (e.g. fewer labelled snippets).
+    """
+    limit = None
+    head = re.fullmatch(r"(\w+)\[:(\d+)\]", split)
+    if head:
+        split, limit = head.group(1), int(head.group(2))
     builder = ensure_built(data)
     if split not in builder.info.splits:
         raise ValueError(f"dataset {data.name}: no split {split!r}; has "
@@ -183,4 +195,4 @@ def open_split(data: ml_collections.ConfigDict, split: str) -> NamedSource:
                       f"in {builder.data_dir} cannot be opened ({type(e).__name__}: {e}); "
                       f"files: {files}") from e
     return NamedSource(source, files, list(info.shard_lengths),
-                       f"{data.name}/{builder.builder_config.name} {split}")
+                       f"{data.name}/{builder.builder_config.name} {split}", limit)
