@@ -62,3 +62,19 @@ def test_segmentation_loss_without_window_is_cross_entropy():
     logits = jax.random.normal(jax.random.key(1), (2, 4, 4, 3))
     np.testing.assert_allclose(segmentation_loss(logits, labels, 0),
                                nll_loss(jax.nn.log_softmax(logits), labels), rtol=1e-6)
+
+
+def test_efc_and_grfp_losses_take_the_relaxation_window():
+    """Every segmentation task reads loss.relaxation_window (EFC's L_seg shown here; the
+    GRFP task routes the same window to relaxed_nll)."""
+    from vsegjax.losses import efc
+
+    labels = np.zeros((2, 8, 8), np.int32)
+    labels[:, :, 4:] = 1
+    logits = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
+    out = {"logits": logits}
+    plain = efc.joint_loss_terms(out, None, labels)["L_seg"]()
+    relaxed = efc.joint_loss_terms(out, None, labels, relaxation_window=3)["L_seg"]()
+    np.testing.assert_allclose(plain, segmentation_loss(logits, labels, 0), rtol=1e-6)
+    np.testing.assert_allclose(relaxed, segmentation_loss(logits, labels, 3), rtol=1e-6)
+    assert float(relaxed) < float(plain)

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from vsegjax import ops
-from vsegjax.losses.segmentation import cross_entropy
+from vsegjax.losses.relaxation import segmentation_loss
 
 # Eq. (9) and the text of the EFC paper: lambda_cons, lambda_occ, lambda_sm; L_pm has 1.
 DEFAULT_WEIGHTS = {"L_seg": 1.0, "L_cons": 10.0, "L_occ": 0.4, "L_sm": 0.5, "L_pm": 1.0}
@@ -130,7 +130,7 @@ def joint_loss_terms(out: Mapping, images: jax.Array, labels: jax.Array, *,
                      num_scales: int = 3, scale_weights: tuple = (1.0, 0.5, 0.25),
                      occlusion_in_cons: bool = True, occlusion_in_pm: bool = True,
                      seg_occlusion: bool = True, cons_occlusion_grad: bool = False,
-                     edge_alpha: float = 1.0,
+                     edge_alpha: float = 1.0, relaxation_window: int = 0,
                      alpha: float = ALPHA, beta: float = BETA
                      ) -> dict[str, Callable[[], jax.Array]]:
     """Eq. (9)'s terms as thunks for ``combine``, both directions and several scales.
@@ -155,13 +155,16 @@ def joint_loss_terms(out: Mapping, images: jax.Array, labels: jax.Array, *,
                          f"{num_scales} entries")
     w = jnp.asarray(scale_weights[:num_scales], jnp.float32)
     w = w / jnp.sum(w)
-    levels = scales(out, images, num_scales)
+    levels: list = []  # built on first use: only L_pm, L_sm and L_occ read the pyramid
 
     def over_scales(fn):
+        if not levels:
+            levels.extend(scales(out, images, num_scales))
         return sum(w[k] * fn(*lv) for k, lv in enumerate(levels))
 
     def l_seg():  # eq. (8); pairs without labels add nothing (cross_entropy: 0 pixels -> 0)
-        return cross_entropy(out["logits"], labels)
+        # relaxation_window > 0: VPLR's boundary label relaxation (losses/relaxation.py).
+        return segmentation_loss(out["logits"], labels, relaxation_window)
 
     def l_cons():
         feats = out["features"]

@@ -127,7 +127,8 @@ class EFCTask(Task):
             occlusion_in_pm=bool(self.e.occlusion_in_pm),
             seg_occlusion=bool(self.e.seg_occlusion),
             cons_occlusion_grad=bool(self.e.get("cons_occlusion_grad", False)),
-            edge_alpha=float(self.e.get("edge_alpha", 1.0)))
+            edge_alpha=float(self.e.get("edge_alpha", 1.0)),
+            relaxation_window=int(self.config.get("loss", {}).get("relaxation_window", 0)))
         total, values = efc_losses.combine(self.weights, terms)
         metrics = dict(values, occlusion_mean=jnp.mean(out["occlusion_full"]),
                        mean_dt=jnp.mean(dt.astype(jnp.float32)))

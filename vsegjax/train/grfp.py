@@ -160,7 +160,11 @@ class GRFPTask(Task):
     def loss_fn(self, params, model_state, batch, rng):
         out, model_state = self.apply(params, model_state, batch, True, rng)
         labels = batch["labels"][:, self.before]
-        terms = {k: losses.nll_loss(out[LOSS_KEYS[k]], labels) for k in self.weights}
+        # loss.relaxation_window > 0: VPLR's boundary label relaxation on every term.
+        window = int(self.config.get("loss", {}).get("relaxation_window", 0))
+        nll = (functools.partial(losses.relaxed_nll, window=window) if window
+               else losses.nll_loss)
+        terms = {k: nll(out[LOSS_KEYS[k]], labels) for k in self.weights}
         total = sum(self.weights[k] * terms[k] for k in terms)
         metrics = dict(terms, pixel_acc=losses.pixel_accuracy(out["logits"], labels),
                        static_pixel_acc=losses.pixel_accuracy(out["static_logits"], labels))
