@@ -142,3 +142,22 @@ def test_davis_flow_beats_copy(tmp_path):
                          ks=(5,), max_frames=6)
     assert result["miou"]["flow"][5] > result["miou"]["copy"][5]
     assert set(result["object_iou"]) == {"copy", "flow"}
+
+
+def test_cycle_windows_start_at_the_labelled_frame():
+    """The task's host batch_fn: forward when k frames follow the label, else backward,
+    with dataset flows re-indexed for the window's direction."""
+    from vsegjax.train.warp_refine import CycleWindows
+
+    frames, labels, fwd, bwd = _translation_video(n=5)
+    batch = {"frames": np.stack([frames, frames]), "labels": np.stack([labels, labels]),
+             "flow_fwd": np.stack([fwd, fwd]), "flow_bwd": np.stack([bwd, bwd]),
+             "label_pos": np.asarray([0, 4])}
+    out = CycleWindows(k=3, flow="dataset")(batch)
+    np.testing.assert_array_equal(out["frames"][0], frames[:4])
+    np.testing.assert_array_equal(out["frames"][1], frames[4:0:-1])
+    assert (out["flow_fwd"][0][..., 0] == 2).all() and (out["flow_fwd"][1][..., 0] == -2).all()
+    assert (out["labels"][:, 1:] == 255).all()
+    np.testing.assert_array_equal(out["labels"][1, 0], labels[4])
+    with pytest.raises(ValueError, match="warp_refine.k"):
+        CycleWindows(k=5, flow="dataset")(batch)
