@@ -78,12 +78,8 @@ class EFCTask(Task):
         self.flow_only = self.e.mode == "flow_only"
         self.weights = {k: float(v) for k, v in dict(self.e.loss_weights).items() if v}
 
-    def _shape(self) -> tuple[int, int]:
-        size = self.config.input.augment.get("crop_size") or self.config.input.augment.resize
-        return int(size[0]), int(size[1])
-
     def init_variables(self, rng):
-        h, w = self._shape()
+        h, w = self.input_shape()
         x = jnp.zeros((1, h, w, 3))
         # A flow-only separate FlowNetS has no segmenter variables (so a later run's
         # init_from copies only the flow branch).

@@ -133,12 +133,8 @@ class GRFPTask(Task):
     def window_len(self) -> int:
         return self.before + 1 + self.after
 
-    def _shape(self) -> tuple[int, int]:
-        size = self.config.input.augment.get("crop_size") or self.config.input.augment.resize
-        return int(size[0]), int(size[1])
-
     def init_variables(self, rng):
-        h, w = self._shape()
+        h, w = self.input_shape()
         t = self.window_len
         frames = jnp.zeros((1, t, h, w, 3))
         flows = jnp.zeros((1, t - 1, h, w, 2))

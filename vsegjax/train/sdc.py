@@ -92,12 +92,8 @@ class SDCTask(Task):
         self.model: SDCNet = make_sdc_model(config)
         self.weights = {k: float(v) for k, v in dict(self.s.loss_weights).items() if v}
 
-    def _shape(self) -> tuple[int, int]:
-        size = self.config.input.augment.get("crop_size") or self.config.input.augment.resize
-        return int(size[0]), int(size[1])
-
     def init_variables(self, rng):
-        h, w = self._shape()
+        h, w = self.input_shape()
         frames = jnp.zeros((1, self.model.num_inputs, h, w, 3))
         return dict(jax.jit(self.model.init)(rng, frames, jnp.zeros((1, h, w, 3))))
 

@@ -45,12 +45,8 @@ class StaticSegmentationTask(Task):
         self.model = StaticModel(static=make_segmenter(config.model))
         self.num_classes = config.model.num_classes
 
-    def _input_shape(self) -> tuple[int, int]:
-        size = self.config.input.augment.get("crop_size") or self.config.input.augment.resize
-        return int(size[0]), int(size[1])
-
     def init_variables(self, rng):
-        h, w = self._input_shape()
+        h, w = self.input_shape()
         return dict(self.model.init(rng, jnp.zeros((1, h, w, 3)), train=False))
 
     def loss_fn(self, params, model_state, batch, rng):

@@ -23,6 +23,11 @@ class Task(abc.ABC):
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
 
+    def input_shape(self) -> tuple[int, int]:
+        """(H, W) of training examples: the crop, else the resize of ``input.augment``."""
+        size = self.config.input.augment.get("crop_size") or self.config.input.augment.resize
+        return int(size[0]), int(size[1])
+
     @abc.abstractmethod
     def init_variables(self, rng: jax.Array) -> Variables:
         """Model variables (``params`` plus collections such as ``batch_stats``)."""

@@ -114,12 +114,8 @@ class WarpRefineTask(Task):
             raise ValueError(f"config field warp_refine.loss_weights: unknown terms "
                              f"{sorted(unknown)}; known: L_cycle, L_direct, L_prior")
 
-    def _shape(self) -> tuple[int, int]:
-        size = self.config.input.augment.get("crop_size") or self.config.input.augment.resize
-        return int(size[0]), int(size[1])
-
     def init_variables(self, rng):
-        h, w = self._shape()
+        h, w = self.input_shape()
         c = self.num_classes
         x = jnp.zeros((1, h, w, 3))
         p = jnp.full((1, h, w, c), 1.0 / c)
