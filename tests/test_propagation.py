@@ -161,3 +161,18 @@ def test_cycle_windows_start_at_the_labelled_frame():
     np.testing.assert_array_equal(out["labels"][1, 0], labels[4])
     with pytest.raises(ValueError, match="warp_refine.k"):
         CycleWindows(k=5, flow="dataset")(batch)
+
+
+def test_refiner_without_prior_trains_on_one_video_and_has_no_segmenter(tmp_path):
+    frames, labels, fwd, bwd = _translation_video(n=5)
+    task, variables = wr.train_on_video(frames, {0: labels[0]}, 3, (fwd, bwd), str(tmp_path),
+                                        steps=2, k=2, crop=(16, 24), prior="none")
+    assert "static" not in variables["params"] and "refiner" in variables["params"]
+    assert set(task.weights) == {"L_cycle", "L_direct"}  # L_prior dropped: nothing to train
+    logits, _ = task.priors(variables, jnp.asarray(frames[None]))
+    np.testing.assert_array_equal(logits, 0.0)  # uniform prior
+    probs = wr.label_video(task, variables, frames, {0: labels[0]}, (fwd, bwd))
+    assert len(probs) == 5 and np.allclose(probs[3].sum(-1), 1.0, atol=1e-5)
+    with pytest.raises(ValueError, match="warp_refine.prior"):
+        wr.train_on_video(frames, {0: labels[0]}, 3, (fwd, bwd), str(tmp_path / "b"),
+                          steps=1, k=2, crop=(16, 24), prior="static")

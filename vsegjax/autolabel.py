@@ -140,7 +140,7 @@ def flow_confidence(num_frames: int, anchors: dict[int, np.ndarray], flows,
 def autolabel(frames_dir: str, labels_dir: str, out: str, method: str, num_classes: int,
               flow: str = "dis", max_side: int | None = 320, min_confidence: float = 0.0,
               refiner: str | None = None, train_steps: int = 300, sdc: str | None = None,
-              k: int = 3, seed: int = 0) -> dict[str, Any]:
+              k: int = 3, seed: int = 0, prior: str = "segmenter") -> dict[str, Any]:
     """Labels every frame (see the module doc); returns the summary written as JSON."""
     from vsegjax import files, viz
     from vsegjax.inference import propagate as prop
@@ -186,7 +186,8 @@ def autolabel(frames_dir: str, labels_dir: str, out: str, method: str, num_class
                 raise AutolabelError(str(e)) from None
         else:
             task, variables = wr.train_on_video(frames, labels, num_classes, flows,
-                                                str(out_p), steps=train_steps, k=k, seed=seed)
+                                                str(out_p), steps=train_steps, k=k, seed=seed,
+                                                prior=prior)
         probs = wr.label_video(task, variables, frames, labels, flows)
         hard = {t: np.argmax(p, -1).astype(np.uint8) for t, p in probs.items()}
         conf = {t: p.max(-1) for t, p in probs.items()}
@@ -252,11 +253,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train_steps", type=int, default=300)
     p.add_argument("--sdc", default="", help="trained video reconstruction run (--method=sdc)")
     p.add_argument("--k", type=int, default=3, help="cycle length for refiner training")
+    p.add_argument("--prior", default="segmenter", choices=("segmenter", "none"),
+                   help="refiner's semantic prior: a segmenter trained on the labelled "
+                        "frames, or none")
     a = p.parse_args(argv)
     try:
         summary = autolabel(a.frames, a.labels, a.out, a.method, a.num_classes, a.flow,
                             a.max_side or None, a.min_confidence, a.refiner or None,
-                            a.train_steps, a.sdc or None, a.k)
+                            a.train_steps, a.sdc or None, a.k, prior=a.prior)
     except AutolabelError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ only has to learn where to deviate from the warp (occlusions, flow errors, drift
 
 ``WarpRefineModel`` pairs it with the prior segmenter (parameters under ``static``, the
 same key a static run uses, so ``train.init_from`` a segmentation run seeds the prior).
+With ``static=None`` the prior is uniform: the refiner sees only the frame and the warp.
 """
 
 from __future__ import annotations
@@ -73,11 +74,14 @@ def warp_probs(probs: jax.Array, flow: jax.Array) -> jax.Array:
 class WarpRefineModel(nn.Module):
     """The prior segmenter (``static``) and the refiner (``refiner``)."""
 
-    static: nn.Module
+    static: nn.Module | None
     refiner: Refiner
 
     def prior(self, frames: jax.Array, train: bool = False) -> jax.Array:
-        """Class logits of the segmenter on ``frames`` [B, H, W, 3]."""
+        """Class logits of the segmenter on ``frames`` [B, H, W, 3] (zeros, i.e. a uniform
+        prior, without a segmenter)."""
+        if self.static is None:
+            return jnp.zeros(frames.shape[:-1] + (self.refiner.num_classes,), jnp.float32)
         return self.static(frames, train=train)
 
     def step(self, frame: jax.Array, probs: jax.Array, flow: jax.Array,

@@ -92,9 +92,20 @@ class CycleWindows:
         return out
 
 
+PRIORS = ("segmenter", "none")
+
+
 def make_model(config: ml_collections.ConfigDict) -> WarpRefineModel:
+    """``warp_refine.prior``: "segmenter" (a static segmenter's probabilities, the paper's
+    semantic prior) or "none" (uniform). "none" is for a single video labelled on one
+    frame: a prior trained on that frame is exact at the frame where every training cycle
+    ends, so the refiner learns to trust it, and it is not exact anywhere else."""
     w = config.warp_refine
-    return WarpRefineModel(static=make_segmenter(config.model),
+    prior = w.get("prior", "segmenter")
+    if prior not in PRIORS:
+        raise ValueError(f"config field warp_refine.prior: one of {PRIORS}; got {prior!r}")
+    static = make_segmenter(config.model) if prior == "segmenter" else None
+    return WarpRefineModel(static=static,
                            refiner=Refiner(num_classes=int(config.model.num_classes),
                                            width=int(w.get("refiner_width", 32)),
                                            depth=int(w.get("refiner_depth", 2))))
@@ -113,6 +124,8 @@ class WarpRefineTask(Task):
         if unknown:
             raise ValueError(f"config field warp_refine.loss_weights: unknown terms "
                              f"{sorted(unknown)}; known: L_cycle, L_direct, L_prior")
+        if self.model.static is None:
+            self.weights.pop("L_prior", None)  # no segmenter to train
 
     def init_variables(self, rng):
         h, w = self.input_shape()
@@ -126,6 +139,8 @@ class WarpRefineTask(Task):
                rng: jax.Array | None = None) -> tuple[jax.Array, dict]:
         """(prior logits [B, L, H, W, C], new model_state) for windows [B, L, H, W, 3]."""
         b, l_, h, w = frames.shape[:4]
+        if self.model.static is None:
+            return jnp.zeros((b, l_, h, w, self.num_classes), jnp.float32), {}
         mutable = [k for k in variables if k != "params"] if train else False
         out = self.model.apply(variables, frames.reshape(b * l_, h, w, 3), train=train,
                                method=WarpRefineModel.prior, mutable=mutable,
@@ -190,12 +205,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     from vsegjax.train.segmentation import StaticSegmentationTask
     from vsegjax.train.trainer import train
 
-    static_dir = os.path.join(workdir, "static")
-    static_cfg = stage_config(config, config.static_stage)
-    train(static_cfg, static_dir, StaticSegmentationTask(static_cfg))
     cfg = ml_collections.ConfigDict(config.to_dict())
-    if not cfg.train.get("init_from"):
-        cfg.train.init_from = static_dir
+    if cfg.warp_refine.get("prior", "segmenter") == "segmenter":
+        static_dir = os.path.join(workdir, "static")
+        static_cfg = stage_config(config, config.static_stage)
+        train(static_cfg, static_dir, StaticSegmentationTask(static_cfg))
+        if not cfg.train.get("init_from"):
+            cfg.train.init_from = static_dir
     task = WarpRefineTask(cfg)
     result = train(cfg, os.path.join(workdir, "refiner"), task)
     variables = {"params": result.state.params, **result.state.model_state}
