@@ -78,6 +78,9 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
         # weight is ~1 everywhere and L_sm flattens the small synthetic motions).
         edge_alpha=10.0,
         num_scales=3, scale_weights=(1.0, 0.5, 0.25),
+        # Start EFC from the static stage's segmenter and compare it with that segmenter
+        # trained alone for as many more steps (train/efc.py: run).
+        init_from_static=False,
         # A stage run before the EFC stage (TCC_fix: the FlowNetS it then keeps fixed).
         flow_pretrain=ml_collections.ConfigDict()))
 

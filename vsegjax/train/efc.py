@@ -242,7 +242,11 @@ def stage_config(config: ml_collections.ConfigDict, stage: ml_collections.Config
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Static baseline, optional flow pre-training (TCC_fix), EFC, then the evaluation.
 
-    Every stage resumes or is skipped when its workdir already holds its last step.
+    ``efc.init_from_static`` (the paper fine-tunes a trained PSPNet): EFC starts from the
+    static stage's segmenter, and the baseline it is compared with is that segmenter
+    trained alone for as many more steps (``static_continued``), so both have seen the
+    same labelled frames for the same number of steps. Every stage resumes or is skipped
+    when its workdir already holds its last step.
     """
     import os
 
@@ -252,12 +256,21 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
     validate_config(config)
     static_task = static = None
+    efc_cfg = ml_collections.ConfigDict(config.to_dict())
     if config.efc.mode == "joint":
         static_cfg = stage_config(config, config.static_stage)
         static_cfg.input.label_frame = "annotated"  # the labelled frames EFC sees
         static_task = StaticSegmentationTask(static_cfg)
-        static = train(static_cfg, os.path.join(workdir, "static"), static_task).state
-    efc_cfg = ml_collections.ConfigDict(config.to_dict())
+        static_dir = os.path.join(workdir, "static")
+        static = train(static_cfg, static_dir, static_task).state
+        if config.efc.get("init_from_static"):
+            if not efc_cfg.train.get("init_from"):
+                efc_cfg.train.init_from = static_dir
+            cont_cfg = ml_collections.ConfigDict(static_cfg.to_dict())
+            cont_cfg.train.init_from = static_dir
+            cont_cfg.train.num_steps = int(config.train.num_steps)
+            static = train(cont_cfg, os.path.join(workdir, "static_continued"),
+                           static_task).state
     if config.efc.get("flow_pretrain") and len(config.efc.flow_pretrain):
         flow_cfg = stage_config(config, config.efc.flow_pretrain)
         flow_dir = os.path.join(workdir, "flow_pretrain")
