@@ -74,6 +74,7 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
         unlabelled_data=_data("extra"), unlabelled_batch_size=2,
         occlusion_in_cons=True, occlusion_in_pm=True, seg_occlusion=True,
         cons_occlusion_grad=False,  # True: O_est collapses to 1 (losses/efc.py)
+        cons_flow_grad=True,
         # exp(-10 |dI|) on [0, 1] images: smooth inside regions, free at edges (with 1 the
         # weight is ~1 everywhere and L_sm flattens the small synthetic motions).
         edge_alpha=10.0,

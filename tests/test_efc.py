@@ -228,6 +228,26 @@ def test_joint_terms_vanish_for_the_true_flow_both_ways():
     assert float(masked) < 1e-10 < float(direct)
 
 
+def test_cons_flow_grad_false_stops_l_cons_at_the_flow_but_not_the_features():
+    h, w = 32, 48
+    feats = jnp.asarray(np.stack([_textured(h // 4, w // 4, s) for s in (1, 2)]))
+    shift = jnp.full((1, h // 4, w // 4, 2), 0.3)
+    images = jnp.zeros((2, h, w, 3))
+
+    def l_cons(flow, feats, cons_flow_grad):
+        out = _fake_outputs(jnp.zeros((1, h, w, 2)), jnp.zeros((1, h, w, 2)), feats, h, w)
+        out["pyramid"][1] = flow
+        return efc_losses.joint_loss_terms(out, images, jnp.full((2, h, w), 255),
+                                           cons_flow_grad=cons_flow_grad)["L_cons"]()
+
+    flow = jnp.concatenate([shift, -shift])
+    for on in (True, False):
+        g_flow, g_feat = jax.grad(l_cons, argnums=(0, 1))(flow, feats, on)
+        assert (float(jnp.abs(g_flow).sum()) > 0) == on
+        assert float(jnp.abs(g_feat).sum()) > 0
+        assert float(l_cons(flow, feats, on)) == pytest.approx(float(l_cons(flow, feats, True)))
+
+
 def test_occlusion_target_and_seg_occlusion_change_the_photometric_weights():
     h, w = 16, 24
     img = jnp.asarray(_textured(h, w, 3))[None]

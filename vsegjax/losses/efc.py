@@ -130,6 +130,7 @@ def joint_loss_terms(out: Mapping, images: jax.Array, labels: jax.Array, *,
                      num_scales: int = 3, scale_weights: tuple = (1.0, 0.5, 0.25),
                      occlusion_in_cons: bool = True, occlusion_in_pm: bool = True,
                      seg_occlusion: bool = True, cons_occlusion_grad: bool = False,
+                     cons_flow_grad: bool = True,
                      edge_alpha: float = 1.0, relaxation_window: int = 0,
                      alpha: float = ALPHA, beta: float = BETA
                      ) -> dict[str, Callable[[], jax.Array]]:
@@ -149,6 +150,8 @@ def joint_loss_terms(out: Mapping, images: jax.Array, labels: jax.Array, *,
         lambda_cons = 10 it outweighs eq. (4)'s penalty and drives O_est to 1 on the whole
         feature grid (measured on the synthetic data: mean O_est 1.00 at the feature level
         after 700 steps, L_cons ~1e-4), which switches L_cons off.
+      cons_flow_grad: let L_cons's gradient reach the flow (eq. 9 as written). False
+        trains the flow by L_pm, L_sm and L_occ alone and L_cons only moves the features.
     """
     if len(scale_weights) < num_scales:
         raise ValueError(f"efc.scale_weights {scale_weights} has fewer than num_scales="
@@ -177,6 +180,8 @@ def joint_loss_terms(out: Mapping, images: jax.Array, labels: jax.Array, *,
             occ = _resize(out["occlusion_full"][..., None], h, w_)[..., 0]
         if not cons_occlusion_grad:
             occ = jax.lax.stop_gradient(occ)
+        if not cons_flow_grad:
+            flow = jax.lax.stop_gradient(flow)
         return consistency_loss(feats, _swap_halves(feats), flow,
                                 occ if occlusion_in_cons else None)
 
