@@ -14,7 +14,8 @@ the same segmenter for the same steps on 8 examples per step:
      objects such as poles whole, so relaxing the true labels too costs them)
 
 Propagation: DIS flow (``vplr.motion``; "sdc" with ``vplr.sdc_workdir`` uses a trained
-video reconstruction model's motion), k <= 3 frames from the labelled frame.
+video reconstruction model's motion), k <= 3 frames from the labelled frame, at the
+dataset's 128x256 (``vplr.propagate_at``), the pairs then resized to 64x128.
 """
 
 import ml_collections
@@ -47,7 +48,9 @@ def get_config(variant: str = "d") -> ml_collections.ConfigDict:
         width=32, dtype="float32"))
     c.vplr = ml_collections.ConfigDict(dict(
         mode={"a": "none", "b": "label"}.get(variant, "joint"), k=3, motion="dis",
-        sdc_workdir="", propagated_batch_size=4))
+        sdc_workdir="", propagated_batch_size=4,
+        # Move labels at the stored 128x256, then resize: sharper pairs (train/vplr.py).
+        propagate_at="native"))
     c.loss = ml_collections.ConfigDict(dict(
         relaxation_window=3 if variant in ("d", "e") else 0,
         relaxation_on="propagated" if variant == "e" else "all"))

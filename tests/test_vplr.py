@@ -73,6 +73,39 @@ def test_label_and_joint_pairs_from_the_labelled_frame(tiny_data, tmp_path):
     np.testing.assert_array_equal(again["labels"], joint["labels"])
 
 
+def test_native_propagation_moves_labels_at_the_stored_size(tmp_path, monkeypatch):
+    # A bar moving 1 px per frame at the stored 16x64, trained at 8x32 (0.5 px per frame).
+    t_len, anchor = 7, 3
+    frames = np.zeros((t_len, 16, 64, 3), np.uint8)
+    labels = np.zeros((t_len, 16, 64), np.uint8)
+    for t in range(t_len):
+        labels[t, :, 10 + t:14 + t] = 1
+        frames[t, :, 10 + t:14 + t] = 200
+    example = {"frames": frames, "labels": labels, "label_index": anchor}
+    monkeypatch.setattr(vplr.datasets, "open_split", lambda data, split: [example])
+
+    def exact_flow(video, source):  # the true motion at whatever size it is asked for
+        step = np.zeros((len(video) - 1,) + video.shape[1:3] + (2,), np.float32)
+        step[..., 0] = video.shape[2] / 64
+        return step, -step
+
+    monkeypatch.setattr(vplr.prop, "video_flows", exact_flow)
+    c = load_config("vplr_synthetic", "b")
+    c.input.augment.resize = (8, 32)
+    c.vplr.propagate_at = "native"
+    native = vplr.propagated_pairs(c, str(tmp_path))
+    targets = [0, 1, 2, 4, 5, 6]
+    assert native["labels"].shape == (6, 8, 32) and native["frames"].shape == (6, 8, 32, 3)
+    truth = vplr._resize_frames(frames[targets], labels[targets], (8, 32))[1]
+    np.testing.assert_array_equal(native["labels"], truth)  # exact at every k
+    c.vplr.propagate_at = "train"
+    small = vplr.propagated_pairs(c, str(tmp_path))
+    assert (small["labels"] != truth).any()  # half-pixel motion rounds at the small size
+    c.vplr.propagate_at = "full"
+    with pytest.raises(ValueError, match="vplr.propagate_at"):
+        vplr.propagated_pairs(c, str(tmp_path))
+
+
 def test_training_mixes_both_streams_and_writes_metrics(tiny_data, tmp_path):
     c = tiny(tiny_data, "d")
     task = vplr.VPLRTask(c, str(tmp_path))
