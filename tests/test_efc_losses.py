@@ -51,6 +51,27 @@ def test_consistency_loss_is_zero_for_warped_copies_outside_occlusion():
     np.testing.assert_allclose(efc.consistency_loss(noisy, feat_j, flow), 3 / 12, rtol=1e-5)
 
 
+def test_normalized_consistency_cannot_be_lowered_by_shrinking_the_features():
+    feat_j = jax.random.normal(jax.random.PRNGKey(1), (2, 10, 12, 6))
+    flow = jnp.zeros((2, 10, 12, 2)).at[..., 1].set(-1.0)
+    feat_i = jax.random.normal(jax.random.PRNGKey(2), (2, 10, 12, 6))
+    raw = efc.consistency_loss(feat_i, feat_j, flow)
+    norm = efc.consistency_loss(feat_i, feat_j, flow, normalize=True)
+    # Scaling both frames' features by 0.1 cuts the raw MSE 100x, the normalised not at all.
+    np.testing.assert_allclose(efc.consistency_loss(0.1 * feat_i, 0.1 * feat_j, flow),
+                               raw / 100, rtol=1e-4)
+    np.testing.assert_allclose(efc.consistency_loss(0.1 * feat_i, 0.1 * feat_j, flow,
+                                                    normalize=True), norm, rtol=1e-2)  # eps
+    # Per pixel it is 2 (1 - Pearson correlation) between S_i and the warped S_j.
+    a = efc.standardize(feat_i)
+    b = ops.warp(efc.standardize(feat_j), flow)
+    corr = jnp.mean(a * b, axis=-1)
+    np.testing.assert_allclose(norm, jnp.mean(2 * (1 - corr)), rtol=1e-4)
+    # Zero for warped copies up to a per-pixel affine change of the features.
+    copy = 3.0 * ops.warp(efc.standardize(feat_j), flow) + 1.0
+    assert float(efc.consistency_loss(copy, feat_j, flow, normalize=True)) < 1e-6
+
+
 def test_occlusion_loss_matches_eq4_by_hand():
     p = jnp.asarray([[0.9, 0.2], [0.5, 0.01]])
     target = jnp.asarray([[1.0, 0.0], [1.0, 0.0]])

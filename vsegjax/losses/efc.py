@@ -23,15 +23,28 @@ ALPHA = 0.2  # eq. (4)
 BETA = 0.85  # eq. (6)
 
 
+def standardize(feat: jax.Array, eps: float = 1e-5) -> jax.Array:
+    """Each pixel's feature vector with zero mean and unit variance over its channels."""
+    mean = jnp.mean(feat, axis=-1, keepdims=True)
+    var = jnp.var(feat, axis=-1, keepdims=True)
+    return (feat - mean) * jax.lax.rsqrt(var + eps)
+
+
 def consistency_loss(feat_i: jax.Array, feat_j: jax.Array, flow_ij: jax.Array,
-                     occ_i: jax.Array | None = None) -> jax.Array:
+                     occ_i: jax.Array | None = None, normalize: bool = False) -> jax.Array:
     """L_cons, eq. (2): ``(1 - O_i) ||warp(S_j, F_ij) - S_i||^2 / C``, averaged over pixels.
 
     The squared norm is divided by the channel count C (a mean squared error, as an
     ``MSELoss`` would compute it), so lambda_cons = 10 means the same for 64 or 1024
     channels; with the plain sum, 10 x L_cons made up 90% of the synthetic run's loss and
     swamped L_seg. ``flow_ij`` must have the features' resolution (``ops.resize_flow``).
+
+    ``normalize``: compare per-pixel standardised features (``standardize``), so the
+    loss is ``2 (1 - correlation)`` and cannot be lowered by shrinking or flattening
+    the features' scale, only by making their pattern agree along the flow.
     """
+    if normalize:
+        feat_i, feat_j = standardize(feat_i), standardize(feat_j)
     warped = ops.warp(feat_j, flow_ij)
     err = jnp.mean(jnp.square(warped - feat_i), axis=-1)
     if occ_i is not None:
@@ -130,7 +143,7 @@ def joint_loss_terms(out: Mapping, images: jax.Array, labels: jax.Array, *,
                      num_scales: int = 3, scale_weights: tuple = (1.0, 0.5, 0.25),
                      occlusion_in_cons: bool = True, occlusion_in_pm: bool = True,
                      seg_occlusion: bool = True, cons_occlusion_grad: bool = False,
-                     cons_flow_grad: bool = True,
+                     cons_flow_grad: bool = True, cons_normalize: bool = False,
                      edge_alpha: float = 1.0, relaxation_window: int = 0,
                      alpha: float = ALPHA, beta: float = BETA
                      ) -> dict[str, Callable[[], jax.Array]]:
@@ -152,6 +165,7 @@ def joint_loss_terms(out: Mapping, images: jax.Array, labels: jax.Array, *,
         after 700 steps, L_cons ~1e-4), which switches L_cons off.
       cons_flow_grad: let L_cons's gradient reach the flow (eq. 9 as written). False
         trains the flow by L_pm, L_sm and L_occ alone and L_cons only moves the features.
+      cons_normalize: L_cons on per-pixel standardised features (``consistency_loss``).
     """
     if len(scale_weights) < num_scales:
         raise ValueError(f"efc.scale_weights {scale_weights} has fewer than num_scales="
@@ -183,7 +197,7 @@ def joint_loss_terms(out: Mapping, images: jax.Array, labels: jax.Array, *,
         if not cons_flow_grad:
             flow = jax.lax.stop_gradient(flow)
         return consistency_loss(feats, _swap_halves(feats), flow,
-                                occ if occlusion_in_cons else None)
+                                occ if occlusion_in_cons else None, cons_normalize)
 
     def l_occ():
         return over_scales(lambda f, o, _: occlusion_loss(

@@ -14,6 +14,7 @@ every computed term logged. Config fields (``config.efc``; see configs/efc_synth
   labels: "annotated" | "all": which frames of a snippet keep their labels.
   unlabelled_data / unlabelled_batch_size: extra unlabelled snippets per batch (+UD).
   occlusion_in_cons, occlusion_in_pm, seg_occlusion, cons_occlusion_grad, cons_flow_grad,
+  cons_normalize,
   num_scales, scale_weights: see ``losses.efc.joint_loss_terms``.
 """
 
@@ -124,6 +125,7 @@ class EFCTask(Task):
             seg_occlusion=bool(self.e.seg_occlusion),
             cons_occlusion_grad=bool(self.e.get("cons_occlusion_grad", False)),
             cons_flow_grad=bool(self.e.get("cons_flow_grad", True)),
+            cons_normalize=bool(self.e.get("cons_normalize", False)),
             edge_alpha=float(self.e.get("edge_alpha", 1.0)),
             relaxation_window=int(self.config.get("loss", {}).get("relaxation_window", 0)))
         total, values = efc_losses.combine(self.weights, terms)
