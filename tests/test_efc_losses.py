@@ -62,11 +62,14 @@ def test_normalized_consistency_cannot_be_lowered_by_shrinking_the_features():
                                raw / 100, rtol=1e-4)
     np.testing.assert_allclose(efc.consistency_loss(0.1 * feat_i, 0.1 * feat_j, flow,
                                                     normalize=True), norm, rtol=1e-2)  # eps
-    # Per pixel it is 2 (1 - Pearson correlation) between S_i and the warped S_j.
+    # Per pixel it is 2 (1 - Pearson correlation) between S_i and the warped S_j (row 0
+    # samples outside the image, so it is masked as occluded).
+    occ = jnp.zeros((2, 10, 12)).at[:, 0].set(1.0)
     a = efc.standardize(feat_i)
     b = ops.warp(efc.standardize(feat_j), flow)
     corr = jnp.mean(a * b, axis=-1)
-    np.testing.assert_allclose(norm, jnp.mean(2 * (1 - corr)), rtol=1e-4)
+    np.testing.assert_allclose(efc.consistency_loss(feat_i, feat_j, flow, occ, True),
+                               jnp.sum(2 * (1 - corr[:, 1:])) / corr.size, rtol=1e-4)
     # Zero for warped copies up to a per-pixel affine change of the features.
     copy = 3.0 * ops.warp(efc.standardize(feat_j), flow) + 1.0
     assert float(efc.consistency_loss(copy, feat_j, flow, normalize=True)) < 1e-6
