@@ -81,7 +81,7 @@ def test_min_confidence_and_max_side(video, tmp_path):
     assert summary["ignored_share"] > 0
 
 
-def test_bad_inputs_are_named(video, tmp_path):
+def test_bad_inputs_are_named(video, tmp_path, capsys):
     root, _ = video
     bad = tmp_path / "bad_labels"
     bad.mkdir()
@@ -107,6 +107,10 @@ def test_bad_inputs_are_named(video, tmp_path):
         autolabel.autolabel(str(frames), str(root / "labels"), str(tmp_path / "o"), "copy", C)
     assert autolabel.main(["--frames=/nonexistent", f"--labels={root / 'labels'}",
                            f"--out={tmp_path / 'o'}", "--method=copy", "--num_classes=3"]) == 2
+    assert autolabel.main([f"--frames={root / 'frames'}", f"--labels={root / 'labels'}",
+                           f"--out={tmp_path / 'o'}", "--method=warp_refine", "--num_classes=3",
+                           "--strides=1,x"]) == 2
+    assert "--strides=1,x" in capsys.readouterr().err
 
 
 def test_warp_refine_trains_then_reuses_its_refiner(video, tmp_path):

@@ -127,6 +127,27 @@ def test_video_windows_reindex_flows_for_backward_windows():
     np.testing.assert_array_equal(next(it)["frames"], again["frames"])
 
 
+def test_strided_windows_skip_frames_with_composed_flows():
+    frames, labels, fwd, bwd = _translation_video(n=9)
+    it = wr.VideoWindows(frames, {0: labels[0]}, (fwd, bwd), k=3, batch_size=16,
+                         crop=(16, 24), seed=0, strides=(1, 2, 3))
+    # Stride 3 needs frame 9 of a 9-frame video: only strides 1 and 2 fit, forward.
+    assert sorted(it.windows) == [(0, 1, 1), (0, 1, 2)]
+    batch = next(it)
+    for row in range(16):
+        dx = batch["flow_fwd"][row, 0, 0, 0, 0]
+        s = int(round(dx / 2))  # 2 px per frame, composed over s frames
+        assert s in (1, 2)
+        np.testing.assert_allclose(batch["flow_fwd"][row], np.float32([2 * s, 0]) +
+                                   0 * batch["flow_fwd"][row], atol=1e-4)
+        np.testing.assert_allclose(batch["flow_bwd"][row][..., 0], -2 * s, atol=1e-4)
+        np.testing.assert_array_equal(batch["frames"][row], frames[0:3 * s + 1:s])
+    assert {int(round(x / 2)) for x in batch["flow_fwd"][:, 0, 0, 0, 0]} == {1, 2}
+    with pytest.raises(ValueError, match="strides"):
+        wr.VideoWindows(frames, {0: labels[0]}, (fwd, bwd), k=3, batch_size=2,
+                        crop=(16, 24), strides=(0,))
+
+
 def test_report_writes_json_and_chart(tmp_path):
     result = {"dataset": "x", "ks": [1, 2], "miou": {"copy": {1: 0.9, 2: 0.8},
                                                        "flow": {1: 0.95, 2: 0.9}}}

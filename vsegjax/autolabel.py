@@ -85,6 +85,16 @@ def _read_inputs(frames_dir: str, labels_dir: str, num_classes: int):
     return frame_paths, np.stack(frames), labels
 
 
+def _strides(text: str) -> tuple[int, ...]:
+    try:
+        strides = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        strides = ()
+    if not strides or min(strides) < 1:
+        raise AutolabelError(f"--strides={text}: give positive integers, e.g. 1,2,3")
+    return strides
+
+
 def _check_out(out: str, *inputs: str) -> pathlib.Path:
     out_p = pathlib.Path(out).expanduser().resolve()
     for d in inputs:
@@ -140,7 +150,8 @@ def flow_confidence(num_frames: int, anchors: dict[int, np.ndarray], flows,
 def autolabel(frames_dir: str, labels_dir: str, out: str, method: str, num_classes: int,
               flow: str = "dis", max_side: int | None = 320, min_confidence: float = 0.0,
               refiner: str | None = None, train_steps: int = 300, sdc: str | None = None,
-              k: int = 3, seed: int = 0, prior: str = "segmenter") -> dict[str, Any]:
+              k: int = 3, seed: int = 0, prior: str = "segmenter",
+              strides: tuple[int, ...] = (1,)) -> dict[str, Any]:
     """Labels every frame (see the module doc); returns the summary written as JSON."""
     from vsegjax import files, viz
     from vsegjax.inference import propagate as prop
@@ -187,7 +198,7 @@ def autolabel(frames_dir: str, labels_dir: str, out: str, method: str, num_class
         else:
             task, variables = wr.train_on_video(frames, labels, num_classes, flows,
                                                 str(out_p), steps=train_steps, k=k, seed=seed,
-                                                prior=prior)
+                                                prior=prior, strides=strides)
         probs = wr.label_video(task, variables, frames, labels, flows)
         hard = {t: np.argmax(p, -1).astype(np.uint8) for t, p in probs.items()}
         conf = {t: p.max(-1) for t, p in probs.items()}
@@ -256,11 +267,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prior", default="segmenter", choices=("segmenter", "none"),
                    help="refiner's semantic prior: a segmenter trained on the labelled "
                         "frames, or none")
+    p.add_argument("--strides", default="1",
+                   help="comma-separated frame steps a refiner training cycle may take "
+                        "(e.g. 1,2,3 reaches 3k frames from a labelled frame)")
     a = p.parse_args(argv)
     try:
         summary = autolabel(a.frames, a.labels, a.out, a.method, a.num_classes, a.flow,
                             a.max_side or None, a.min_confidence, a.refiner or None,
-                            a.train_steps, a.sdc or None, a.k, prior=a.prior)
+                            a.train_steps, a.sdc or None, a.k, prior=a.prior,
+                            strides=_strides(a.strides))
     except AutolabelError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

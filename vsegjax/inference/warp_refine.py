@@ -12,30 +12,34 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from vsegjax import files
+from vsegjax.ops import compose_flow
 from vsegjax.inference import propagate as prop
 from vsegjax.train.warp_refine import IGNORE_LABEL, WarpRefineTask
 
 
 def video_config(num_classes: int, crop: tuple[int, int], steps: int, k: int = 3,
-                 batch_size: int = 2, seed: int = 0, prior: str = "segmenter"
-                 ) -> ml_collections.ConfigDict:
+                 batch_size: int = 2, seed: int = 0, prior: str = "segmenter",
+                 strides: Sequence[int] = (1,)) -> ml_collections.ConfigDict:
     """A small refiner + prior for one video (CPU-sized: a few hundred steps).
 
     ``prior``: "segmenter" trains a prior on the video's labelled frames with the refiner;
-    "none" gives the refiner a uniform prior (``train.warp_refine.make_model``)."""
+    "none" gives the refiner a uniform prior (``train.warp_refine.make_model``).
+    ``strides``: frame steps a training cycle may take (``VideoWindows``)."""
     return ml_collections.ConfigDict(dict(
         seed=seed, mesh=dict(num_devices=1),
         model=dict(backbone="small", head="simple", num_classes=int(num_classes),
                    output_stride=8, width=32, dtype="float32"),
         input=dict(batch_size=batch_size, augment=dict(crop_size=tuple(crop))),
         warp_refine=dict(k=k, refiner_width=24, refiner_depth=2, prior=prior,
+                         strides=[int(x) for x in strides],
                          loss_weights=dict(L_cycle=1.0, L_direct=1.0, L_prior=1.0)),
         train=dict(num_steps=int(steps), log_every=25, checkpoint_every=max(50, steps // 4),
                    eval_every=0, keep_checkpoints=1, init_from="", async_checkpoints=False,
@@ -47,24 +51,31 @@ def video_config(num_classes: int, crop: tuple[int, int], steps: int, k: int = 3
 class VideoWindows:
     """Checkpointable iterator of cycle windows cut from one in-memory video.
 
-    Each example: a labelled frame, a direction with ``k`` frames of room (``k`` is cut to
-    what the video allows), the same random crop of frames, labels and the video's
-    precomputed flows. State = the batch count, so a resumed run draws the same batches.
+    Each example: a labelled frame, a direction and a stride s (from ``strides``) with
+    ``k`` steps of room (``k`` is cut to what the video allows), frames a, a +- s, ...,
+    the same random crop of frames, labels and the flows between them (the video's
+    step flows composed over s frames). Strides above 1 let cycles from one labelled
+    frame reach frames up to ``k * max(strides)`` away; s = 1 gives consecutive frames.
+    State = the batch count, so a resumed run draws the same batches.
     """
 
     def __init__(self, frames: np.ndarray, labels: Mapping[int, np.ndarray],
                  flows: tuple[np.ndarray, np.ndarray], k: int, batch_size: int,
-                 crop: tuple[int, int], seed: int = 0):
+                 crop: tuple[int, int], seed: int = 0, strides: Sequence[int] = (1,)):
         self.frames = np.asarray(frames, np.float32)
         self.labels = {int(t): np.asarray(l) for t, l in labels.items()}
-        self.fwd, self.bwd = (np.asarray(f, np.float32) for f in flows)
+        fwd, bwd = (np.asarray(f, np.float32) for f in flows)
         t = len(self.frames)
         self.k = max(1, min(int(k), t - 1))
-        self.anchors = [a for a in sorted(self.labels)
-                        if a + self.k < t or a - self.k >= 0]
-        if not self.anchors:
+        if not strides or any(int(s_) < 1 for s_ in strides):
+            raise ValueError(f"warp_refine.strides must be positive integers; got {strides}")
+        # (anchor, direction, stride) triples with room for k steps.
+        self.windows = [(a, d, int(s_)) for a in sorted(self.labels) for s_ in strides
+                        for d in (1, -1) if 0 <= a + d * int(s_) * self.k < t]
+        if not self.windows:
             raise ValueError(f"no labelled frame has {self.k} frames on either side in a "
                              f"video of {t} frames")
+        self.flows = {s_: _strided_flows(fwd, bwd, s_) for s_ in {w[2] for w in self.windows}}
         self.batch_size, self.seed, self.count = int(batch_size), int(seed), 0
         h, w = self.frames.shape[1:3]
         self.crop = (min(int(crop[0]), h), min(int(crop[1]), w))
@@ -73,19 +84,22 @@ class VideoWindows:
         return self
 
     def _example(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        t = len(self.frames)
-        a = int(rng.choice(self.anchors))
-        dirs = [d for d in (1, -1) if 0 <= a + d * self.k < t]
-        d = int(rng.choice(dirs))
-        idx = np.arange(a, a + d * (self.k + 1), d)
+        # Anchor, then direction, then stride: with strides (1,) the same draws as before
+        # strides existed, so earlier runs reproduce.
+        a = int(rng.choice(sorted({w[0] for w in self.windows})))
+        d = int(rng.choice([d for d in (1, -1) if any(w[:2] == (a, d) for w in self.windows)]))
+        options = [w[2] for w in self.windows if w[:2] == (a, d)]
+        stride = options[0] if len(options) == 1 else int(rng.choice(options))
+        idx = np.arange(a, a + d * stride * (self.k + 1), d * stride)
         lab = np.full((len(idx),) + self.frames.shape[1:3], IGNORE_LABEL, np.uint8)
         for j, f in enumerate(idx):
             if int(f) in self.labels:
                 lab[j] = self.labels[int(f)]
-        if d == 1:  # window frame j -> j+1 is video frame idx[j] -> idx[j] + 1
-            fwd, bwd = self.fwd[idx[:-1]], self.bwd[idx[:-1]]
-        else:       # window frame j -> j+1 is video frame idx[j] -> idx[j] - 1
-            fwd, bwd = self.bwd[idx[1:]], self.fwd[idx[1:]]
+        ahead, back = self.flows[stride]  # p -> p + s and p + s -> p, at index p
+        if d == 1:  # window frame j -> j+1 is video frame idx[j] -> idx[j] + s
+            fwd, bwd = ahead[idx[:-1]], back[idx[:-1]]
+        else:       # window frame j -> j+1 is video frame idx[j] -> idx[j] - s
+            fwd, bwd = back[idx[1:]], ahead[idx[1:]]
         h, w = self.frames.shape[1:3]
         y = int(rng.integers(0, h - self.crop[0] + 1))
         x = int(rng.integers(0, w - self.crop[1] + 1))
@@ -106,6 +120,30 @@ class VideoWindows:
         self.count = int(state["count"])
 
 
+_compose = jax.jit(compose_flow)
+
+
+def _strided_flows(fwd: np.ndarray, bwd: np.ndarray, stride: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(F_{p -> p+s}, F_{p+s -> p}) for every p, from step flows fwd[p]: p -> p+1 and
+    bwd[p]: p+1 -> p, by composing s steps (``compose_flow(x -> y, y -> z) = x -> z``)."""
+    if stride == 1:
+        return fwd, bwd
+    n = len(fwd) + 1 - stride
+    ahead, back = [], []
+    for p in range(max(n, 0)):
+        acc_f = jnp.asarray(fwd[p + stride - 1])      # p+s-1 -> p+s
+        acc_b = jnp.asarray(bwd[p])                   # p+1 -> p
+        for j in range(1, stride):
+            acc_f = _compose(jnp.asarray(fwd[p + stride - 1 - j]), acc_f)
+            acc_b = _compose(jnp.asarray(bwd[p + j]), acc_b)
+        ahead.append(np.asarray(acc_f))
+        back.append(np.asarray(acc_b))
+    shape = (0,) + fwd.shape[1:]
+    return (np.stack(ahead) if ahead else np.zeros(shape, np.float32),
+            np.stack(back) if back else np.zeros(shape, np.float32))
+
+
 class _VideoTask(WarpRefineTask):
     def __init__(self, config: ml_collections.ConfigDict, windows: VideoWindows):
         super().__init__(config)
@@ -119,16 +157,18 @@ class _VideoTask(WarpRefineTask):
 def train_on_video(frames: np.ndarray, labels: Mapping[int, np.ndarray], num_classes: int,
                    flows: tuple[np.ndarray, np.ndarray], workdir: str, steps: int = 300,
                    k: int = 3, crop: tuple[int, int] = (128, 128), seed: int = 0,
-                   config: ml_collections.ConfigDict | None = None, prior: str = "segmenter"
-                   ) -> tuple[WarpRefineTask, dict]:
+                   config: ml_collections.ConfigDict | None = None, prior: str = "segmenter",
+                   strides: Sequence[int] = (1,)) -> tuple[WarpRefineTask, dict]:
     """Trains prior + refiner on one video's sparse labels; (task, variables)."""
     from vsegjax.train.trainer import train
 
     h, w = np.asarray(frames).shape[1:3]
     crop = (min(crop[0], h), min(crop[1], w))
-    cfg = config or video_config(num_classes, crop, steps, k, seed=seed, prior=prior)
+    cfg = config or video_config(num_classes, crop, steps, k, seed=seed, prior=prior,
+                                 strides=strides)
     windows = VideoWindows(frames, labels, flows, int(cfg.warp_refine.k),
-                           int(cfg.input.batch_size), tuple(cfg.input.augment.crop_size), seed)
+                           int(cfg.input.batch_size), tuple(cfg.input.augment.crop_size), seed,
+                           strides=tuple(cfg.warp_refine.get("strides", (1,))))
     task = _VideoTask(cfg, windows)
     run_dir = os.path.join(workdir, "refiner")
     result = train(cfg, run_dir, task)
