@@ -20,8 +20,8 @@ import ml_collections
 import numpy as np
 
 from vsegjax import files
-from vsegjax.ops import compose_flow
 from vsegjax.inference import propagate as prop
+from vsegjax.ops import compose_flow
 from vsegjax.train.warp_refine import IGNORE_LABEL, WarpRefineTask
 
 
