@@ -76,6 +76,10 @@ class VideoWindows:
             raise ValueError(f"no labelled frame has {self.k} frames on either side in a "
                              f"video of {t} frames")
         self.flows = {s_: _strided_flows(fwd, bwd, s_) for s_ in {w[2] for w in self.windows}}
+        # anchor -> direction -> strides, built once (drawn from in that order).
+        self.choices: dict[int, dict[int, list[int]]] = {}
+        for a, d, s_ in self.windows:
+            self.choices.setdefault(a, {}).setdefault(d, []).append(s_)
         self.batch_size, self.seed, self.count = int(batch_size), int(seed), 0
         h, w = self.frames.shape[1:3]
         self.crop = (min(int(crop[0]), h), min(int(crop[1]), w))
@@ -86,9 +90,9 @@ class VideoWindows:
     def _example(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
         # Anchor, then direction, then stride: with strides (1,) the same draws as before
         # strides existed, so earlier runs reproduce.
-        a = int(rng.choice(sorted({w[0] for w in self.windows})))
-        d = int(rng.choice([d for d in (1, -1) if any(w[:2] == (a, d) for w in self.windows)]))
-        options = [w[2] for w in self.windows if w[:2] == (a, d)]
+        a = int(rng.choice(sorted(self.choices)))
+        d = int(rng.choice([d for d in (1, -1) if d in self.choices[a]]))
+        options = self.choices[a][d]
         stride = options[0] if len(options) == 1 else int(rng.choice(options))
         idx = np.arange(a, a + d * stride * (self.k + 1), d * stride)
         lab = np.full((len(idx),) + self.frames.shape[1:3], IGNORE_LABEL, np.uint8)
