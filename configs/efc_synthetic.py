@@ -78,6 +78,8 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
         # L_cons on per-pixel standardised features (losses/efc.py: consistency_loss);
         # measured: worse at step 500 (mIoU 0.364 vs 0.399, README).
         cons_normalize=False,
+        # L_cons on the shared features (eq. 2) or on the class probabilities (README).
+        cons_on="features",
         # exp(-10 |dI|) on [0, 1] images: smooth inside regions, free at edges (with 1 the
         # weight is ~1 everywhere and L_sm flattens the small synthetic motions).
         edge_alpha=10.0,

@@ -248,6 +248,31 @@ def test_cons_flow_grad_false_stops_l_cons_at_the_flow_but_not_the_features():
         assert float(l_cons(flow, feats, on)) == pytest.approx(float(l_cons(flow, feats, True)))
 
 
+def test_cons_on_probabilities_compares_class_probabilities_along_the_full_flow():
+    h, w, dx = 32, 48, 2.0
+    logits2 = jnp.asarray(_textured(h, w, 5))[None] * 8.0  # 3 "classes", varied everywhere
+    fwd = jnp.broadcast_to(jnp.asarray([dx, 0.0]), (1, h, w, 2))
+    logits1 = ops.warp(logits2, fwd, padding="border")  # frame 1's = frame 2's moved
+    images = jnp.zeros((2, h, w, 3))
+    labels = jnp.full((2, h, w), 255)
+
+    def l_cons(flow_1to2, flow_2to1, feats, **kw):
+        out = _fake_outputs(flow_1to2, flow_2to1, feats, h, w)
+        out["logits"] = jnp.concatenate([logits1, logits2])
+        return float(efc_losses.joint_loss_terms(out, images, labels, **kw)["L_cons"]())
+
+    junk = jnp.asarray(np.random.default_rng(0).normal(size=(2, h // 4, w // 4, 3)))
+    # Probabilities: zero along the true flow (outside O_est), whatever the features are.
+    true = l_cons(fwd, -fwd, junk, cons_on="probabilities")
+    wrong = l_cons(0 * fwd, 0 * fwd, junk, cons_on="probabilities")
+    assert true < 1e-8 < wrong
+    assert l_cons(fwd, -fwd, 2 * junk, cons_on="probabilities") == pytest.approx(true, abs=1e-9)
+    # The default compares the features, which these are not consistent in.
+    assert l_cons(fwd, -fwd, junk) > 1e-3
+    with pytest.raises(ValueError, match="efc.cons_on"):
+        l_cons(fwd, -fwd, junk, cons_on="logits")
+
+
 def test_occlusion_target_and_seg_occlusion_change_the_photometric_weights():
     h, w = 16, 24
     img = jnp.asarray(_textured(h, w, 3))[None]
@@ -325,6 +350,10 @@ def test_bad_efc_fields_are_named():
         efc.validate_config(c)
     with pytest.raises(ValueError, match="unknown variant"):
         load_config("efc_synthetic", "tcc_bogus")
+    c = load_config("efc_synthetic")
+    c.efc.cons_on = "logits"
+    with pytest.raises(ValueError, match="efc.cons_on.*'logits'"):
+        efc.validate_config(c)
 
 
 @pytest.fixture(scope="module")

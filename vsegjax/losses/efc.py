@@ -21,6 +21,7 @@ from vsegjax.losses.relaxation import segmentation_loss
 DEFAULT_WEIGHTS = {"L_seg": 1.0, "L_cons": 10.0, "L_occ": 0.4, "L_sm": 0.5, "L_pm": 1.0}
 ALPHA = 0.2  # eq. (4)
 BETA = 0.85  # eq. (6)
+CONS_ON = ("features", "probabilities")  # what L_cons compares (joint_loss_terms)
 
 
 def standardize(feat: jax.Array, eps: float = 1e-5) -> jax.Array:
@@ -144,7 +145,7 @@ def joint_loss_terms(out: Mapping, images: jax.Array, labels: jax.Array, *,
                      occlusion_in_cons: bool = True, occlusion_in_pm: bool = True,
                      seg_occlusion: bool = True, cons_occlusion_grad: bool = False,
                      cons_flow_grad: bool = True, cons_normalize: bool = False,
-                     edge_alpha: float = 1.0, relaxation_window: int = 0,
+                     cons_on: str = "features", edge_alpha: float = 1.0, relaxation_window: int = 0,
                      alpha: float = ALPHA, beta: float = BETA
                      ) -> dict[str, Callable[[], jax.Array]]:
     """Eq. (9)'s terms as thunks for ``combine``, both directions and several scales.
@@ -166,7 +167,14 @@ def joint_loss_terms(out: Mapping, images: jax.Array, labels: jax.Array, *,
       cons_flow_grad: let L_cons's gradient reach the flow (eq. 9 as written). False
         trains the flow by L_pm, L_sm and L_occ alone and L_cons only moves the features.
       cons_normalize: L_cons on per-pixel standardised features (``consistency_loss``).
+      cons_on: "features" compares the shared encoder's features S at the correlation
+        level (eq. 2 as written); "probabilities" compares the segmentation's class
+        probabilities at full resolution along the full-resolution flow and O_est (not
+        the paper's; measured in the README because eq. 2 on a small encoder trained from
+        scratch costs it both segmentation and flow here).
     """
+    if cons_on not in CONS_ON:
+        raise ValueError(f"config field efc.cons_on: {cons_on!r}; choose from {list(CONS_ON)}")
     if len(scale_weights) < num_scales:
         raise ValueError(f"efc.scale_weights {scale_weights} has fewer than num_scales="
                          f"{num_scales} entries")
@@ -187,7 +195,10 @@ def joint_loss_terms(out: Mapping, images: jax.Array, labels: jax.Array, *,
         feats = out["features"]
         h, w_ = feats.shape[1:3]
         level = out.get("corr_level")
-        if level is not None:
+        if cons_on == "probabilities":
+            feats = jax.nn.softmax(out["logits"], -1)
+            flow, occ = out["flow"], out["occlusion_full"]
+        elif level is not None:
             flow, occ = out["pyramid"][level], out["occlusion"][level]
         else:  # separate flow network: its flow brought to the feature grid
             flow = ops.resize_flow(out["flow"], h, w_)

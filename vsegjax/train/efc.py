@@ -14,7 +14,7 @@ every computed term logged. Config fields (``config.efc``; see configs/efc_synth
   labels: "annotated" | "all": which frames of a snippet keep their labels.
   unlabelled_data / unlabelled_batch_size: extra unlabelled snippets per batch (+UD).
   occlusion_in_cons, occlusion_in_pm, seg_occlusion, cons_occlusion_grad, cons_flow_grad,
-  cons_normalize,
+  cons_normalize, cons_on,
   num_scales, scale_weights: see ``losses.efc.joint_loss_terms``.
 """
 
@@ -60,6 +60,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if e.mode == "flow_only" and e.flow_branch == "shared" and e.fixed_flow:
         raise ValueError("config field efc.fixed_flow: a fixed flow branch leaves nothing to "
                          "train in mode 'flow_only'")
+    if e.get("cons_on", "features") not in efc_losses.CONS_ON:
+        raise ValueError(f"config field efc.cons_on: {e.cons_on!r}; choose from "
+                         f"{list(efc_losses.CONS_ON)}")
     if not isinstance(e.pairs_per_snippet, int) or e.pairs_per_snippet < 1:
         raise ValueError(f"config field efc.pairs_per_snippet: must be >= 1; got "
                          f"{e.pairs_per_snippet!r}")
@@ -126,6 +129,7 @@ class EFCTask(Task):
             cons_occlusion_grad=bool(self.e.get("cons_occlusion_grad", False)),
             cons_flow_grad=bool(self.e.get("cons_flow_grad", True)),
             cons_normalize=bool(self.e.get("cons_normalize", False)),
+            cons_on=str(self.e.get("cons_on", "features")),
             edge_alpha=float(self.e.get("edge_alpha", 1.0)),
             relaxation_window=int(self.config.get("loss", {}).get("relaxation_window", 0)))
         total, values = efc_losses.combine(self.weights, terms)
