@@ -13,6 +13,12 @@ the same segmenter for the same steps on 8 examples per step:
   e  c + relaxation on the propagated pairs only (at 64x128 a 3x3 window covers thin
      objects such as poles whole, so relaxing the true labels too costs them)
 
+A ``_nogeom`` suffix (``:d_nogeom``) turns the geometric augmentation off (no random scale
+or flip; colour jitter stays). The synthetic camera moves about 1.4 px per frame at
+128x256, so frames +-3 from a label are nearly the view random scaling and flipping
+already give: with that augmentation the propagated pairs add nothing here, without it
+they add what the paper reports (README, VPLR table).
+
 Propagation: DIS flow (``vplr.motion``; "sdc" with ``vplr.sdc_workdir`` uses a trained
 video reconstruction model's motion), k <= 3 frames from the labelled frame, at the
 dataset's 128x256 (``vplr.propagate_at``), the pairs then resized to 64x128.
@@ -26,9 +32,11 @@ VARIANTS = ("a", "b", "c", "d", "e")
 
 
 def get_config(variant: str = "d") -> ml_collections.ConfigDict:
+    variant, nogeom = (variant[:-len("_nogeom")], True) if variant.endswith("_nogeom") \
+        else (variant, False)
     if variant not in VARIANTS:
         raise ValueError(f"configs/vplr_synthetic.py: unknown variant {variant!r}; choose "
-                         f"from {list(VARIANTS)}")
+                         f"from {list(VARIANTS)}, each optionally with '_nogeom'")
     c = ml_collections.ConfigDict()
     c.task = "vplr"
     c.variant = variant
@@ -43,6 +51,8 @@ def get_config(variant: str = "d") -> ml_collections.ConfigDict:
     c.input.augment = ml_collections.ConfigDict(dict(
         resize=(64, 128), scale_range=(0.8, 1.25), crop_size=(64, 128), hflip=True,
         color=(0.1, 0.1, 0.1)))
+    if nogeom:
+        c.input.augment.update(dict(scale_range=(1.0, 1.0), hflip=False))
     c.model = ml_collections.ConfigDict(dict(
         backbone="small", head="simple", num_classes=len(synthetic.CLASSES), output_stride=8,
         width=32, dtype="float32"))

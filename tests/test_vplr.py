@@ -49,6 +49,14 @@ def test_variants_are_the_paper_rows():
             for r in rows.values()} == {8}
     with pytest.raises(ValueError, match="unknown variant"):
         load_config("vplr_synthetic", "f")
+    # "_nogeom": the same row without random scale and flip, nothing else changed.
+    plain, nogeom = load_config("vplr_synthetic", "d"), load_config("vplr_synthetic", "d_nogeom")
+    assert tuple(nogeom.input.augment.scale_range) == (1.0, 1.0)
+    assert nogeom.input.augment.hflip is False and plain.input.augment.hflip is True
+    nogeom.input.augment.update(dict(plain.input.augment))
+    assert nogeom.to_dict() == plain.to_dict()
+    with pytest.raises(ValueError, match="unknown variant"):
+        load_config("vplr_synthetic", "f_nogeom")
 
 
 def test_label_and_joint_pairs_from_the_labelled_frame(tiny_data, tmp_path):
