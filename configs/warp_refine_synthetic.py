@@ -45,7 +45,8 @@ def get_config() -> ml_collections.ConfigDict:
         flow="dis",       # host flow for training and evaluation (not the exact flow)
         labels="annotated",  # sparse: only the window's first frame keeps its label
         refiner_width=32, refiner_depth=2,
-        loss_weights=dict(L_cycle=1.0, L_direct=1.0, L_prior=0.0)))
+        # L_warp > 0 pulls the refiner towards plain soft warping (off, as in the paper).
+        loss_weights=dict(L_cycle=1.0, L_direct=1.0, L_warp=0.0, L_prior=0.0)))
     c.train = ml_collections.ConfigDict(_train(800))
     # The prior is the static run's segmenter, kept fixed while the refiner learns.
     c.optimizer = ml_collections.ConfigDict(_adam(1e-3, frozen=("static",)))

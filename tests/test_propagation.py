@@ -197,3 +197,32 @@ def test_refiner_without_prior_trains_on_one_video_and_has_no_segmenter(tmp_path
     with pytest.raises(ValueError, match="warp_refine.prior"):
         wr.train_on_video(frames, {0: labels[0]}, 3, (fwd, bwd), str(tmp_path / "b"),
                           steps=1, k=2, crop=(16, 24), prior="static")
+
+
+def test_warp_term_is_zero_at_the_warp_and_pulls_a_drifted_refiner_back():
+    """L_warp (KL from plain soft warping to the refined chain) is ~0 for the untrained
+    refiner (which is the warp), positive once the refiner deviates, its gradient points
+    back towards the warp, and weight 0 leaves the term out."""
+    frames, labels, fwd, bwd = _translation_video(n=5)
+    windows = wr.VideoWindows(frames, {0: labels[0]}, (fwd, bwd), k=3, batch_size=2,
+                              crop=(16, 24), seed=0)
+    batch = {k: jnp.asarray(v) for k, v in next(windows).items()}
+    cfg = wr.video_config(3, (16, 24), steps=1, k=3, prior="none", warp_weight=1.0)
+    task = wr.WarpRefineTask(cfg)
+    assert set(task.weights) == {"L_cycle", "L_direct", "L_warp"}
+    v = task.init_variables(jax.random.key(0))
+    _, (terms, _) = task.loss_fn(v["params"], {}, batch, jax.random.key(1))
+    assert float(terms["L_warp"]) < 1e-2  # only the log's eps floor separates them
+    # A refiner that pushes every pixel towards class 2 has drifted from the warp.
+    params = jax.tree_util.tree_map(lambda x: x, v["params"])
+    params["refiner"]["delta"]["bias"] = jnp.float32([0.0, 0.0, 3.0])
+    _, (drift, _) = task.loss_fn(params, {}, batch, jax.random.key(1))
+    assert float(drift["L_warp"]) > 0.1 > 10 * float(terms["L_warp"])
+
+    def warp_only(p):
+        return task.loss_fn(p, {}, batch, jax.random.key(1))[1][0]["L_warp"]
+    g = jax.grad(warp_only)(params)["refiner"]["delta"]["bias"]
+    assert float(g[2]) > 0 and float(g[0]) < 0 and float(g[1]) < 0  # descent lowers class 2
+    off = wr.WarpRefineTask(wr.video_config(3, (16, 24), steps=1, k=3, prior="none"))
+    assert "L_warp" not in off.weights
+    assert "L_warp" not in off.loss_fn(v["params"], {}, batch, jax.random.key(1))[1][0]

@@ -151,7 +151,7 @@ def autolabel(frames_dir: str, labels_dir: str, out: str, method: str, num_class
               flow: str = "dis", max_side: int | None = 320, min_confidence: float = 0.0,
               refiner: str | None = None, train_steps: int = 300, sdc: str | None = None,
               k: int = 3, seed: int = 0, prior: str = "segmenter",
-              strides: tuple[int, ...] = (1,)) -> dict[str, Any]:
+              strides: tuple[int, ...] = (1,), warp_weight: float = 0.0) -> dict[str, Any]:
     """Labels every frame (see the module doc); returns the summary written as JSON."""
     from vsegjax import files, viz
     from vsegjax.inference import propagate as prop
@@ -198,7 +198,8 @@ def autolabel(frames_dir: str, labels_dir: str, out: str, method: str, num_class
         else:
             task, variables = wr.train_on_video(frames, labels, num_classes, flows,
                                                 str(out_p), steps=train_steps, k=k, seed=seed,
-                                                prior=prior, strides=strides)
+                                                prior=prior, strides=strides,
+                                                warp_weight=warp_weight)
         probs = wr.label_video(task, variables, frames, labels, flows)
         hard = {t: np.argmax(p, -1).astype(np.uint8) for t, p in probs.items()}
         conf = {t: p.max(-1) for t, p in probs.items()}
@@ -270,12 +271,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--strides", default="1",
                    help="comma-separated frame steps a refiner training cycle may take "
                         "(e.g. 1,2,3 reaches 3k frames from a labelled frame)")
+    p.add_argument("--warp_weight", type=float, default=0.0,
+                   help="weight of L_warp: keeps the refiner close to plain soft warping")
     a = p.parse_args(argv)
     try:
         summary = autolabel(a.frames, a.labels, a.out, a.method, a.num_classes, a.flow,
                             a.max_side or None, a.min_confidence, a.refiner or None,
                             a.train_steps, a.sdc or None, a.k, prior=a.prior,
-                            strides=_strides(a.strides))
+                            strides=_strides(a.strides), warp_weight=a.warp_weight)
     except AutolabelError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

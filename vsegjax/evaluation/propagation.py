@@ -209,7 +209,7 @@ def run_real(dataset: str, data: str, out: str, methods: Iterable[str] = ("copy"
              flow: str = "dis", max_side: int | None = 256, ks: Iterable[int] | None = None,
              train_steps: int = 300, max_frames: int | None = None,
              sdc_workdir: str | None = None, cycle_k: int = 3, prior: str = "segmenter",
-             strides: Iterable[int] = (1,)) -> dict[str, Any]:
+             strides: Iterable[int] = (1,), warp_weight: float = 0.0) -> dict[str, Any]:
     """DAVIS (first frame labelled, object/background) or CamVid val (anchors every 25
     val frames); ``warp_refine`` trains a refiner on each video's anchor labels first."""
     from vsegjax.inference import warp_refine
@@ -248,14 +248,14 @@ def run_real(dataset: str, data: str, out: str, methods: Iterable[str] = ("copy"
                 task, variables = warp_refine.train_on_video(
                     frames, {a: labels[a] for a in anchors}, num_classes, flows,
                     os.path.join(out, "refiners", name), steps=train_steps, k=cycle_k,
-                    prior=prior, strides=tuple(strides))
+                    prior=prior, strides=tuple(strides), warp_weight=warp_weight)
                 fns[m] = warp_refine_method(task, variables)
         for a in anchors:
             score_video(scores, fns, frames, labels, a, ks, flows)
     miou = {m: {k * step: v for k, v in by_k.items()} for m, by_k in scores.miou().items()}
     result = {"dataset": dataset, "ks_video_frames": [k * step for k in ks], "flow": flow,
               "max_side": max_side, "train_steps": train_steps, "cycle_k": cycle_k,
-              "prior": prior, "strides": list(strides), "videos": [v[0] for v in videos],
+              "prior": prior, "strides": list(strides), "warp_weight": warp_weight, "videos": [v[0] for v in videos],
               "miou": miou}
     if dataset == "davis":
         result["object_iou"] = {m: {k * step: v for k, v in by_k.items()}
@@ -283,11 +283,13 @@ def main(argv: list[str] | None = None) -> None:
                    help="the refiner's semantic prior (warp_refine.prior)")
     p.add_argument("--strides", default="1",
                    help="comma-separated frame steps of the refiner's training cycles")
+    p.add_argument("--warp_weight", type=float, default=0.0,
+                   help="weight of L_warp, the refiner's pull towards plain soft warping")
     a = p.parse_args(argv)
     ks = [int(k) for k in a.ks.split(",") if k] or None
     run_real(a.dataset, a.data, a.out, [m for m in a.methods.split(",") if m], a.flow,
              a.max_side or None, ks, a.train_steps, a.max_frames or None, a.sdc or None,
-             a.cycle_k, a.prior, [int(x) for x in a.strides.split(",") if x])
+             a.cycle_k, a.prior, [int(x) for x in a.strides.split(",") if x], a.warp_weight)
 
 
 if __name__ == "__main__":

@@ -27,12 +27,14 @@ from vsegjax.train.warp_refine import IGNORE_LABEL, WarpRefineTask
 
 def video_config(num_classes: int, crop: tuple[int, int], steps: int, k: int = 3,
                  batch_size: int = 2, seed: int = 0, prior: str = "segmenter",
-                 strides: Sequence[int] = (1,)) -> ml_collections.ConfigDict:
+                 strides: Sequence[int] = (1,), warp_weight: float = 0.0
+                 ) -> ml_collections.ConfigDict:
     """A small refiner + prior for one video (CPU-sized: a few hundred steps).
 
     ``prior``: "segmenter" trains a prior on the video's labelled frames with the refiner;
     "none" gives the refiner a uniform prior (``train.warp_refine.make_model``).
-    ``strides``: frame steps a training cycle may take (``VideoWindows``)."""
+    ``strides``: frame steps a training cycle may take (``VideoWindows``).
+    ``warp_weight``: weight of L_warp, the pull towards plain soft warping."""
     return ml_collections.ConfigDict(dict(
         seed=seed, mesh=dict(num_devices=1),
         model=dict(backbone="small", head="simple", num_classes=int(num_classes),
@@ -40,7 +42,8 @@ def video_config(num_classes: int, crop: tuple[int, int], steps: int, k: int = 3
         input=dict(batch_size=batch_size, augment=dict(crop_size=tuple(crop))),
         warp_refine=dict(k=k, refiner_width=24, refiner_depth=2, prior=prior,
                          strides=[int(x) for x in strides],
-                         loss_weights=dict(L_cycle=1.0, L_direct=1.0, L_prior=1.0)),
+                         loss_weights=dict(L_cycle=1.0, L_direct=1.0, L_prior=1.0,
+                                           L_warp=float(warp_weight))),
         train=dict(num_steps=int(steps), log_every=25, checkpoint_every=max(50, steps // 4),
                    eval_every=0, keep_checkpoints=1, init_from="", async_checkpoints=False,
                    report_every_secs=60.0),
@@ -162,14 +165,15 @@ def train_on_video(frames: np.ndarray, labels: Mapping[int, np.ndarray], num_cla
                    flows: tuple[np.ndarray, np.ndarray], workdir: str, steps: int = 300,
                    k: int = 3, crop: tuple[int, int] = (128, 128), seed: int = 0,
                    config: ml_collections.ConfigDict | None = None, prior: str = "segmenter",
-                   strides: Sequence[int] = (1,)) -> tuple[WarpRefineTask, dict]:
+                   strides: Sequence[int] = (1,), warp_weight: float = 0.0
+                   ) -> tuple[WarpRefineTask, dict]:
     """Trains prior + refiner on one video's sparse labels; (task, variables)."""
     from vsegjax.train.trainer import train
 
     h, w = np.asarray(frames).shape[1:3]
     crop = (min(crop[0], h), min(crop[1], w))
     cfg = config or video_config(num_classes, crop, steps, k, seed=seed, prior=prior,
-                                 strides=strides)
+                                 strides=strides, warp_weight=warp_weight)
     windows = VideoWindows(frames, labels, flows, int(cfg.warp_refine.k),
                            int(cfg.input.batch_size), tuple(cfg.input.augment.crop_size), seed,
                            strides=tuple(cfg.warp_refine.get("strides", (1,))))

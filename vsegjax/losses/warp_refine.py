@@ -85,6 +85,18 @@ def cycle_terms(step: StepFn, labels0: jax.Array, frames: jax.Array, flow_fwd: j
     return probs_nll(back[:, -1], labels0), fwd
 
 
+def warp_term(probs: jax.Array, warped: jax.Array) -> jax.Array:
+    """Mean KL(warped || probs) over pixels: how far the refined chain ``probs`` has moved
+    from ``warped``, the same label carried by soft warping alone (no refiner), both
+    [B, L, H, W, C]. A regulariser towards the warp (L_warp): with one labelled frame per
+    video the cycles cover a few frames, and unchecked corrections learnt there drift at
+    longer range. ``warped`` is a target (no gradient)."""
+    q = jax.lax.stop_gradient(warped)
+    kl = jnp.sum(q * (jnp.log(jnp.maximum(q, PROB_FLOOR))
+                      - jnp.log(jnp.maximum(probs, PROB_FLOOR))), -1)
+    return jnp.mean(kl)
+
+
 def direct_term(probs: jax.Array, labels: jax.Array) -> jax.Array:
     """NLL of the propagated ``probs`` [B, L, H, W, C] where frames carry labels
     [B, L, H, W] (255 elsewhere): direct supervision wherever a label exists."""

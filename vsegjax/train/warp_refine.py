@@ -7,6 +7,8 @@ has, not the synthetic ground truth). Loss terms (weights in ``warp_refine.loss_
 
   L_cycle   label -> k steps forward -> k steps back, NLL of the true label (sec. 3.2)
   L_direct  NLL of the forward propagation wherever the window carries a label
+  L_warp    KL from the label carried by soft warping alone to the refined chain, along
+            the forward propagation (a regulariser towards the warp; off by default)
   L_prior   cross-entropy of the prior segmenter on the labelled frames (0 when the prior
             comes frozen from a static run, the default ``run`` does)
 
@@ -28,7 +30,7 @@ import numpy as np
 from vsegjax import losses
 from vsegjax.losses import warp_refine as wr_losses
 from vsegjax.models.flow_providers import OpenCVFlow
-from vsegjax.models.refiner import Refiner, WarpRefineModel
+from vsegjax.models.refiner import Refiner, WarpRefineModel, warp_probs
 from vsegjax.models.segmenter import make_segmenter
 from vsegjax.train import data
 from vsegjax.train.task import Task
@@ -93,6 +95,7 @@ class CycleWindows:
 
 
 PRIORS = ("segmenter", "none")
+TERMS = ("L_cycle", "L_direct", "L_warp", "L_prior")
 
 
 def make_model(config: ml_collections.ConfigDict) -> WarpRefineModel:
@@ -120,10 +123,10 @@ class WarpRefineTask(Task):
         self.model = make_model(config)
         self.num_classes = int(config.model.num_classes)
         self.weights = {k: float(v) for k, v in dict(self.w.loss_weights).items() if v}
-        unknown = set(self.weights) - {"L_cycle", "L_direct", "L_prior"}
+        unknown = set(self.weights) - set(TERMS)
         if unknown:
             raise ValueError(f"config field warp_refine.loss_weights: unknown terms "
-                             f"{sorted(unknown)}; known: L_cycle, L_direct, L_prior")
+                             f"{sorted(unknown)}; known: {', '.join(TERMS)}")
         if self.model.static is None:
             self.weights.pop("L_prior", None)  # no segmenter to train
 
@@ -166,6 +169,11 @@ class WarpRefineTask(Task):
             terms["L_cycle"] = cycle
         if "L_direct" in self.weights:
             terms["L_direct"] = wr_losses.direct_term(fwd[:, 1:], labels[:, 1:])
+        if "L_warp" in self.weights:
+            warped = wr_losses.chain(lambda f, p, fl, pr: warp_probs(p, fl),
+                                     wr_losses.label_probs(labels[:, 0], self.num_classes),
+                                     frames, batch["flow_bwd"], prior, unroll=True)
+            terms["L_warp"] = wr_losses.warp_term(fwd[:, 1:], warped[:, 1:])
         if train_prior:
             terms["L_prior"] = losses.cross_entropy(logits, labels)
         total = sum(self.weights[k] * v for k, v in terms.items())
