@@ -226,3 +226,5 @@ def test_warp_term_is_zero_at_the_warp_and_pulls_a_drifted_refiner_back():
     off = wr.WarpRefineTask(wr.video_config(3, (16, 24), steps=1, k=3, prior="none"))
     assert "L_warp" not in off.weights
     assert "L_warp" not in off.loss_fn(v["params"], {}, batch, jax.random.key(1))[1][0]
+    with pytest.raises(ValueError, match=r"loss_weights: \['L_warp'\] must be >= 0"):
+        wr.WarpRefineTask(wr.video_config(3, (16, 24), steps=1, k=3, warp_weight=-1.0))

@@ -255,8 +255,8 @@ def run_real(dataset: str, data: str, out: str, methods: Iterable[str] = ("copy"
     miou = {m: {k * step: v for k, v in by_k.items()} for m, by_k in scores.miou().items()}
     result = {"dataset": dataset, "ks_video_frames": [k * step for k in ks], "flow": flow,
               "max_side": max_side, "train_steps": train_steps, "cycle_k": cycle_k,
-              "prior": prior, "strides": list(strides), "warp_weight": warp_weight, "videos": [v[0] for v in videos],
-              "miou": miou}
+              "prior": prior, "strides": list(strides), "warp_weight": warp_weight,
+              "videos": [v[0] for v in videos], "miou": miou}
     if dataset == "davis":
         result["object_iou"] = {m: {k * step: v for k, v in by_k.items()}
                                 for m, by_k in scores.class_iou(1).items()}

@@ -127,6 +127,9 @@ class WarpRefineTask(Task):
         if unknown:
             raise ValueError(f"config field warp_refine.loss_weights: unknown terms "
                              f"{sorted(unknown)}; known: {', '.join(TERMS)}")
+        negative = sorted(k for k, v in self.weights.items() if v < 0)
+        if negative:
+            raise ValueError(f"config field warp_refine.loss_weights: {negative} must be >= 0")
         if self.model.static is None:
             self.weights.pop("L_prior", None)  # no segmenter to train
 
