@@ -3,6 +3,7 @@
     python -m vsegjax.autolabel --frames=DIR --labels=DIR --out=DIR --method=flow \
         --num_classes=C [--flow=dis|farneback|<FlowNetS run>] [--max_side=320]
         [--min_confidence=0.0] [--refiner=<run>] [--train_steps=300] [--sdc=<run>]
+        [--prior=segmenter|none] [--strides=1] [--warp_weight=0.0]
 
 ``--frames`` holds the video's frames sorted by file name (PNG / JPEG); ``--labels`` holds
 class-id PNGs (255 = ignore) for some of them, with the same file stems. Every frame gets
