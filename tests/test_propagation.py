@@ -228,3 +228,21 @@ def test_warp_term_is_zero_at_the_warp_and_pulls_a_drifted_refiner_back():
     assert "L_warp" not in off.loss_fn(v["params"], {}, batch, jax.random.key(1))[1][0]
     with pytest.raises(ValueError, match=r"loss_weights: \['L_warp'\] must be >= 0"):
         wr.WarpRefineTask(wr.video_config(3, (16, 24), steps=1, k=3, warp_weight=-1.0))
+
+
+def test_uniform_prior_is_not_a_softmax_of_constants():
+    """Inference with ``prior="none"`` must not take the softmax of a constant zero prior:
+    XLA constant-folds it over the whole video (77 s instead of 6 s to compile 76 frames at
+    180x240: benchmarks/propagate_compile.py)."""
+    frames, labels, _, bwd = _translation_video(n=4)
+    p0 = wrl.label_probs(jnp.asarray(labels[:1]), 3)
+    args = (jnp.asarray(frames[None]), jnp.asarray(bwd[None]))
+    softmaxes = {}
+    for prior in ("none", "segmenter"):
+        task = wr.WarpRefineTask(wr.video_config(3, (16, 24), steps=1, prior=prior))
+        v = task.init_variables(jax.random.key(0))
+        softmaxes[prior] = str(jax.make_jaxpr(task._propagate)(v, p0, *args)).count(
+            "reduce_max")
+    # One softmax per refined step (inside the scan body) in both; one more over the
+    # segmenter's logits, and none over a uniform prior.
+    assert softmaxes["none"] == 1 and softmaxes["segmenter"] == 2, softmaxes

@@ -194,8 +194,13 @@ class WarpRefineTask(Task):
     def _propagate(self):
         @jax.jit
         def propagate(variables, probs0, frames, flows):
-            logits, _ = self.priors(variables, frames)
-            prior = jax.nn.softmax(logits, -1)
+            if self.model.static is None:
+                # Uniform: the softmax of a constant would be constant-folded by XLA, which
+                # takes seconds for a long video.
+                c = self.num_classes
+                prior = jnp.full(frames.shape[:-1] + (c,), 1.0 / c, jnp.float32)
+            else:
+                prior = jax.nn.softmax(self.priors(variables, frames)[0], -1)
             return wr_losses.chain(self.step_fn(variables), probs0, frames, flows, prior)
         return propagate
 
