@@ -195,8 +195,8 @@ class WarpRefineTask(Task):
         @jax.jit
         def propagate(variables, probs0, frames, flows):
             if self.model.static is None:
-                # Uniform: the softmax of a constant would be constant-folded by XLA, which
-                # takes seconds for a long video.
+                # Uniform, built directly: XLA constant-folds a softmax of constant zeros,
+                # 77 s for 76 frames at 180x240 (benchmarks/propagate_compile.py).
                 c = self.num_classes
                 prior = jnp.full(frames.shape[:-1] + (c,), 1.0 / c, jnp.float32)
             else:
