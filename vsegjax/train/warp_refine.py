@@ -154,6 +154,14 @@ class WarpRefineTask(Task):
         logits, state = out if train else (out, {})
         return logits.reshape(b, l_, h, w, -1), state
 
+    def prior_probs(self, logits: jax.Array) -> jax.Array:
+        """Prior probabilities from ``priors``' logits. Without a segmenter the uniform
+        prior is built directly: XLA constant-folds a softmax of constant zeros, 77 s for
+        76 frames at 180x240 (benchmarks/propagate_compile.py)."""
+        if self.model.static is None:
+            return jnp.full(logits.shape, 1.0 / self.num_classes, jnp.float32)
+        return jax.nn.softmax(logits, -1)
+
     def step_fn(self, variables: dict) -> wr_losses.StepFn:
         return lambda frame, probs, flow, prior: self.model.apply(
             variables, frame, probs, flow, prior, method=WarpRefineModel.step)
@@ -163,7 +171,7 @@ class WarpRefineTask(Task):
         frames, labels = batch["frames"], batch["labels"]
         train_prior = "L_prior" in self.weights
         logits, new_state = self.priors(variables, frames, train=train_prior, rng=rng)
-        prior = jax.lax.stop_gradient(jax.nn.softmax(logits, -1))
+        prior = jax.lax.stop_gradient(self.prior_probs(logits))
         terms = {}
         cycle, fwd = wr_losses.cycle_terms(self.step_fn(variables), labels[:, 0], frames,
                                            batch["flow_fwd"], batch["flow_bwd"], prior,
@@ -194,13 +202,7 @@ class WarpRefineTask(Task):
     def _propagate(self):
         @jax.jit
         def propagate(variables, probs0, frames, flows):
-            if self.model.static is None:
-                # Uniform, built directly: XLA constant-folds a softmax of constant zeros,
-                # 77 s for 76 frames at 180x240 (benchmarks/propagate_compile.py).
-                c = self.num_classes
-                prior = jnp.full(frames.shape[:-1] + (c,), 1.0 / c, jnp.float32)
-            else:
-                prior = jax.nn.softmax(self.priors(variables, frames)[0], -1)
+            prior = self.prior_probs(self.priors(variables, frames)[0])
             return wr_losses.chain(self.step_fn(variables), probs0, frames, flows, prior)
         return propagate
 
