@@ -60,8 +60,12 @@ def main(argv=None) -> None:
     if not os.path.exists(path):
         raise SystemExit(f"{path} not found: --workdir must be an EFC run's workdir")
     config = ml_collections.ConfigDict(json.load(open(path)))
+    if config.get("task") != "efc":
+        raise SystemExit(f"{path}: task is {config.get('task')!r}, not 'efc'")
     for item in filter(None, args.weights.split(",")):
-        name, value = item.split("=")
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--weights: {item!r} is not term=weight")
         config.efc.loss_weights[name] = float(value)
     task = EFCTask(config)
     if args.init:
