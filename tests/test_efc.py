@@ -150,6 +150,36 @@ def test_model_predicts_both_directions_with_one_set_of_weights(branch):
         assert hidden.shape[:2] == (3, 3) and hidden.shape[-1] == 32  # 3x3, 32 channels
 
 
+def test_private_level_refines_the_flow_at_stride_2_and_the_segmenter_never_reads_it():
+    config = small_config()
+    config.efc.flow.private_channels = 8
+    model = make_efc_model(config)
+    rng = np.random.default_rng(1)
+    a = jnp.asarray(rng.uniform(size=(2, 32, 48, 3)), jnp.float32)
+    b = jnp.asarray(rng.uniform(size=(2, 32, 48, 3)), jnp.float32)
+    variables = model.init(jax.random.key(0), a, b)
+    out = model.apply(variables, a, b)
+    assert out["pyramid"][0].shape == (4, 16, 24, 2)  # the private level, stride 2
+    assert out["pyramid"][1].shape == (4, 8, 12, 2)   # layer1, stride 4
+    assert out["pyramid"][out["corr_level"]].shape[1:3] == out["features"].shape[1:3]
+    # Forward and backward flows still come from the pair stacked both ways.
+    ba = model.apply(variables, b, a)
+    np.testing.assert_allclose(out["flow"][2:], ba["flow"][:2], atol=1e-5)
+    # Moving the private weights moves the flow but not one logit (training or inference).
+    moved = jax.tree.map(lambda x: x, variables)
+    moved["params"]["private"] = jax.tree.map(lambda x: x + 0.3, variables["params"]["private"])
+    # The residual predictions start at zero: give the finest one weights so it reads them.
+    for v in (variables, moved):
+        k = v["params"]["flow"]["predict_flow0"]["kernel"]
+        v["params"]["flow"]["predict_flow0"]["kernel"] = jnp.full_like(k, 0.01)
+    out, out_moved = model.apply(variables, a, b), model.apply(moved, a, b)
+    np.testing.assert_array_equal(out["logits"], out_moved["logits"])
+    assert float(jnp.max(jnp.abs(out["flow"] - out_moved["flow"]))) > 1e-3
+    np.testing.assert_array_equal(
+        model.apply(variables, a, method=type(model).segment),
+        model.apply(moved, a, method=type(model).segment))
+
+
 def test_inference_is_the_plain_segmenter_with_no_flow_cost():
     config = small_config()
     task = efc.EFCTask(config)
@@ -354,6 +384,14 @@ def test_bad_efc_fields_are_named():
     c.efc.cons_on = "logits"
     with pytest.raises(ValueError, match="efc.cons_on.*'logits'"):
         efc.validate_config(c)
+    c = load_config("efc_synthetic")
+    c.efc.flow.private_channels = -1
+    with pytest.raises(ValueError, match="efc.flow.private_channels"):
+        make_efc_model(c)
+    c = load_config("efc_synthetic", "tcc_fix")
+    c.efc.flow.private_channels = 8
+    with pytest.raises(ValueError, match="efc.flow.private_channels.*shared"):
+        make_efc_model(c)
 
 
 @pytest.fixture(scope="module")

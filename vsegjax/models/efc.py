@@ -14,6 +14,11 @@ Layout (section "Network" of the paper and METHODS.md section 2):
   frame as skip connections, and refines flow and occlusion from its coarsest level down
   to the finest skip level. Forward and backward flow come from one decoder call on the
   pair stacked both ways (shared weights).
+* ``flow.private_channels > 0`` adds a flow-only input level: two 3x3 convs on the frames
+  at stride 2 (FlowNetS's conv1, parameters under ``private``), the decoder's finest skip
+  and refinement level. The shared encoder's features are shaped by L_seg and lose the
+  texture that sub-pixel flow needs (README, "Why the joint flow lags"); the segmentation
+  never reads this level, so inference costs the same.
 * ``flow_branch="separate"`` replaces the shared-encoder decoder with a standalone
   FlowNetS (own encoder, parameters under ``flownet``): the paper's TCC_fix ablation, where
   a fixed pretrained FlowNetS supplies the flow.
@@ -31,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from vsegjax.models.flownet import FlowDecoder, FlowNetS
+from vsegjax.models.flownet import FlowDecoder, FlowEncoder, FlowNetS
 from vsegjax.models.segmenter import make_segmenter
 
 FLOW_BRANCHES = ("shared", "separate")
@@ -47,6 +52,8 @@ class EFCModel(nn.Module):
       corr_feature: backbone feature correlated between the frames (the shared encoder's
         output S of eq. 1-2).
       skip_features: finer backbone features used as flow-refinement skips, finest first.
+      private: optional flow-only encoder on the frames (a ``FlowEncoder``); its levels
+        become the finest skips, below ``skip_features``.
     """
 
     static: nn.Module
@@ -54,6 +61,7 @@ class EFCModel(nn.Module):
     flow_branch: str = "shared"
     corr_feature: str = "layer3"
     skip_features: Sequence[str] = ("layer1",)
+    private: nn.Module | None = None
 
     def segment(self, images: jax.Array, train: bool = False) -> jax.Array:
         """Logits [B, H, W, C] of the segmentation branch alone (the inference model)."""
@@ -94,9 +102,11 @@ class EFCModel(nn.Module):
                 raise ValueError(f"EFCModel: backbone has no feature {missing}; it has "
                                  f"{sorted(feats)}")
             firsts = [feats[n] for n in names]
-            second = [_swap_halves(feats[n], b) for n in names]
+            if self.private is not None:  # finest first, like the backbone's skips
+                firsts = list(self.private(both - 0.5, train=train)) + firsts
+            second = [_swap_halves(f, b) for f in firsts]
             flow_out = self.flow(firsts, second, (h, w), train=train)
-            corr_level = len(self.skip_features)
+            corr_level = len(firsts) - 1
         else:
             flow_out = self.flow(both, swapped, train=train)
             corr_level = None
@@ -118,6 +128,8 @@ def flow_decoder_config() -> ml_collections.ConfigDict:
         refine_displacement=2,
         # Finer levels correct the upsampled coarser flow; zero-initialised predictions.
         residual=True,
+        # > 0: a flow-only stride-2 level of this many channels on the frames (EFCModel).
+        private_channels=0,
         # separate branch (FlowNetS) only:
         width=0.25, num_levels=5))
 
@@ -148,6 +160,15 @@ def make_efc_model(config: ml_collections.ConfigDict) -> EFCModel:
         flow = FlowNetS(width=float(f.width), num_levels=int(f.num_levels),
                         max_displacement=int(f.max_displacement), occlusion=True,
                         flow_scale=float(f.flow_scale), residual=bool(f.get("residual", False)))
+    private = None
+    channels = int(f.get("private_channels", 0))
+    if channels < 0:
+        raise ValueError(f"config field efc.flow.private_channels must be >= 0; got {channels}")
+    if channels and branch != "shared":
+        raise ValueError("config field efc.flow.private_channels: only the shared flow branch "
+                         "takes a private level (a separate FlowNetS has its own encoder)")
+    if channels:
+        private = FlowEncoder(channels=(channels,))
     return EFCModel(static=make_segmenter(config.model), flow=flow, flow_branch=branch,
                     corr_feature=e.get("corr_feature", "layer3"),
-                    skip_features=tuple(e.get("skip_features", ("layer1",))))
+                    skip_features=tuple(e.get("skip_features", ("layer1",))), private=private)
