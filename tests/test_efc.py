@@ -150,6 +150,44 @@ def test_model_predicts_both_directions_with_one_set_of_weights(branch):
         assert hidden.shape[:2] == (3, 3) and hidden.shape[-1] == 32  # 3x3, 32 channels
 
 
+def test_deeper_private_levels_join_the_shared_features_on_their_grid():
+    config = small_config()
+    config.efc.flow.private_channels = 8
+    config.efc.flow.private_levels = 3  # strides 2, 4 (with layer1) and 8 (with layer3)
+    model = make_efc_model(config)
+    rng = np.random.default_rng(2)
+    a = jnp.asarray(rng.uniform(size=(2, 32, 48, 3)), jnp.float32)
+    b = jnp.asarray(rng.uniform(size=(2, 32, 48, 3)), jnp.float32)
+    variables = model.init(jax.random.key(0), a, b)
+    private = variables["params"]["private"]
+    assert [private[f"conv{i}"]["kernel"].shape[-1] for i in (1, 2, 3)] == [8, 16, 32]
+    out = model.apply(variables, a, b)
+    # Same levels as with one private level: stride 2, layer1 (4), layer3 (8), extras.
+    assert [p.shape[1:3] for p in out["pyramid"][:3]] == [(16, 24), (8, 12), (4, 6)]
+    assert out["corr_level"] == 2
+    # L_cons still sees the shared feature alone (64 channels at width 32), not the concat.
+    assert out["features"].shape[-1] == 2 * config.model.width
+    # The correlation now reads the stride-8 private level: moving only its weights moves
+    # the flow even where every residual prediction but the coarsest starts at zero.
+    moved = jax.tree.map(lambda x: x, variables)
+    moved["params"]["private"]["conv3"] = jax.tree.map(lambda x: x + 0.3,
+                                                       private["conv3"])
+    for v in (variables, moved):
+        for name in [n for n in v["params"]["flow"] if n.startswith("predict_flow")]:
+            k = v["params"]["flow"][name]["kernel"]
+            v["params"]["flow"][name]["kernel"] = jnp.full_like(k, 0.01)
+    out, out_moved = model.apply(variables, a, b), model.apply(moved, a, b)
+    np.testing.assert_array_equal(out["logits"], out_moved["logits"])
+    assert float(jnp.max(jnp.abs(out["flow"] - out_moved["flow"]))) > 1e-3
+    np.testing.assert_array_equal(
+        model.apply(variables, a, method=type(model).segment),
+        model.apply(moved, a, method=type(model).segment))
+    # A private level on no shared grid (stride 16 here) is refused with the field's name.
+    config.efc.flow.private_levels = 4
+    with pytest.raises(ValueError, match="efc.flow.private_levels"):
+        make_efc_model(config).init(jax.random.key(0), a, b)
+
+
 def test_private_level_refines_the_flow_at_stride_2_and_the_segmenter_never_reads_it():
     config = small_config()
     config.efc.flow.private_channels = 8
@@ -387,6 +425,14 @@ def test_bad_efc_fields_are_named():
     c = load_config("efc_synthetic")
     c.efc.flow.private_channels = -1
     with pytest.raises(ValueError, match="efc.flow.private_channels"):
+        make_efc_model(c)
+    c.efc.flow.private_channels = 8
+    c.efc.flow.private_levels = 0
+    with pytest.raises(ValueError, match="efc.flow.private_levels must be >= 1"):
+        make_efc_model(c)
+    c.efc.flow.private_channels = 0
+    c.efc.flow.private_levels = 2
+    with pytest.raises(ValueError, match="efc.flow.private_levels = 2 needs"):
         make_efc_model(c)
     c = load_config("efc_synthetic", "tcc_fix")
     c.efc.flow.private_channels = 8

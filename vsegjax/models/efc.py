@@ -18,7 +18,12 @@ Layout (section "Network" of the paper and METHODS.md section 2):
   at stride 2 (FlowNetS's conv1, parameters under ``private``), the decoder's finest skip
   and refinement level. The shared encoder's features are shaped by L_seg and lose the
   texture that sub-pixel flow needs (README, "Why the joint flow lags"); the segmentation
-  never reads this level, so inference costs the same.
+  never reads this level, so inference costs the same. ``flow.private_levels = n > 1``
+  continues that private pyramid to stride ``2**n`` (channels doubling per level); each
+  deeper private level is concatenated with the shared features on its grid (stride 4:
+  layer1, whose cost volume refines the flow; stride 8: layer3, the correlation), so the
+  flow decoder still reads the shared encoder but also matches on features L_seg never
+  shapes.
 * ``flow_branch="separate"`` replaces the shared-encoder decoder with a standalone
   FlowNetS (own encoder, parameters under ``flownet``): the paper's TCC_fix ablation, where
   a fixed pretrained FlowNetS supplies the flow.
@@ -52,8 +57,9 @@ class EFCModel(nn.Module):
       corr_feature: backbone feature correlated between the frames (the shared encoder's
         output S of eq. 1-2).
       skip_features: finer backbone features used as flow-refinement skips, finest first.
-      private: optional flow-only encoder on the frames (a ``FlowEncoder``); its levels
-        become the finest skips, below ``skip_features``.
+      private: optional flow-only encoder on the frames (a ``FlowEncoder``); a level on
+        the grid of a shared feature is concatenated with it, a finer one becomes a skip
+        below ``skip_features`` (``_merge_private``).
     """
 
     static: nn.Module
@@ -102,8 +108,8 @@ class EFCModel(nn.Module):
                 raise ValueError(f"EFCModel: backbone has no feature {missing}; it has "
                                  f"{sorted(feats)}")
             firsts = [feats[n] for n in names]
-            if self.private is not None:  # finest first, like the backbone's skips
-                firsts = list(self.private(both - 0.5, train=train)) + firsts
+            if self.private is not None:
+                firsts = _merge_private(list(self.private(both - 0.5, train=train)), firsts)
             second = [_swap_halves(f, b) for f in firsts]
             flow_out = self.flow(firsts, second, (h, w), train=train)
             corr_level = len(firsts) - 1
@@ -113,6 +119,30 @@ class EFCModel(nn.Module):
         out.update(flow_out)
         out["corr_level"] = corr_level
         return out
+
+
+def _merge_private(private: list[jax.Array], shared: list[jax.Array]) -> list[jax.Array]:
+    """Private levels (finest first) into the shared pyramid (finest first).
+
+    A private level on a shared feature's grid is concatenated with it (channels last);
+    one finer than every shared feature becomes a new finest skip.
+    """
+    merged = list(shared)
+    finer = []
+    for p in private:
+        grid = p.shape[1:3]
+        hits = [i for i, f in enumerate(merged) if f.shape[1:3] == grid]
+        for i in hits:
+            merged[i] = jnp.concatenate([merged[i], p.astype(merged[i].dtype)], axis=-1)
+        if hits:
+            continue
+        if grid[0] <= shared[0].shape[1] or grid[1] <= shared[0].shape[2]:
+            raise ValueError(f"EFCModel: private flow level of grid {tuple(grid)} matches no "
+                             f"shared feature (grids {[tuple(f.shape[1:3]) for f in shared]}) "
+                             f"and is not finer than all of them; lower "
+                             f"efc.flow.private_levels")
+        finer.append(p)
+    return finer + merged
 
 
 def _swap_halves(x: jax.Array, b: int) -> jax.Array:
@@ -130,6 +160,9 @@ def flow_decoder_config() -> ml_collections.ConfigDict:
         residual=True,
         # > 0: a flow-only stride-2 level of this many channels on the frames (EFCModel).
         private_channels=0,
+        # Private pyramid depth: levels at strides 2, 4, .. 2**n, channels doubling; the
+        # levels past the first are concatenated with the shared features on their grid.
+        private_levels=1,
         # separate branch (FlowNetS) only:
         width=0.25, num_levels=5))
 
@@ -167,8 +200,14 @@ def make_efc_model(config: ml_collections.ConfigDict) -> EFCModel:
     if channels and branch != "shared":
         raise ValueError("config field efc.flow.private_channels: only the shared flow branch "
                          "takes a private level (a separate FlowNetS has its own encoder)")
+    levels = int(f.get("private_levels", 1))
+    if levels < 1:
+        raise ValueError(f"config field efc.flow.private_levels must be >= 1; got {levels}")
+    if levels > 1 and not channels:
+        raise ValueError(f"config field efc.flow.private_levels = {levels} needs "
+                         f"efc.flow.private_channels > 0")
     if channels:
-        private = FlowEncoder(channels=(channels,))
+        private = FlowEncoder(channels=tuple(channels * 2**i for i in range(levels)))
     return EFCModel(static=make_segmenter(config.model), flow=flow, flow_branch=branch,
                     corr_feature=e.get("corr_feature", "layer3"),
                     skip_features=tuple(e.get("skip_features", ("layer1",))), private=private)
