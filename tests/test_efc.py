@@ -218,8 +218,10 @@ def test_private_level_refines_the_flow_at_stride_2_and_the_segmenter_never_read
         model.apply(moved, a, method=type(model).segment))
 
 
-def test_inference_is_the_plain_segmenter_with_no_flow_cost():
+@pytest.mark.parametrize("private", [(0, 1), (8, 3)])  # (channels, levels)
+def test_inference_is_the_plain_segmenter_with_no_flow_cost(private):
     config = small_config()
+    config.efc.flow.private_channels, config.efc.flow.private_levels = private
     task = efc.EFCTask(config)
     variables = task.init_variables(jax.random.key(0))
     images = jnp.asarray(np.random.default_rng(0).uniform(size=(2, 64, 128, 3)), jnp.float32)
