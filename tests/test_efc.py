@@ -165,23 +165,15 @@ def test_deeper_private_levels_join_the_shared_features_on_their_grid():
     # Same levels as with one private level: stride 2, layer1 (4), layer3 (8), extras.
     assert [p.shape[1:3] for p in out["pyramid"][:3]] == [(16, 24), (8, 12), (4, 6)]
     assert out["corr_level"] == 2
-    # L_cons still sees the shared feature alone (64 channels at width 32), not the concat.
+    # L_cons still sees the shared feature alone (2 x width channels), not the concat.
     assert out["features"].shape[-1] == 2 * config.model.width
     # The correlation now reads the stride-8 private level: moving only its weights moves
     # the flow even where every residual prediction but the coarsest starts at zero.
     moved = jax.tree.map(lambda x: x, variables)
     moved["params"]["private"]["conv3"] = jax.tree.map(lambda x: x + 0.3,
                                                        private["conv3"])
-    for v in (variables, moved):
-        for name in [n for n in v["params"]["flow"] if n.startswith("predict_flow")]:
-            k = v["params"]["flow"][name]["kernel"]
-            v["params"]["flow"][name]["kernel"] = jnp.full_like(k, 0.01)
-    out, out_moved = model.apply(variables, a, b), model.apply(moved, a, b)
-    np.testing.assert_array_equal(out["logits"], out_moved["logits"])
-    assert float(jnp.max(jnp.abs(out["flow"] - out_moved["flow"]))) > 1e-3
-    np.testing.assert_array_equal(
-        model.apply(variables, a, method=type(model).segment),
-        model.apply(moved, a, method=type(model).segment))
+    predictions = [n for n in variables["params"]["flow"] if n.startswith("predict_flow")]
+    _assert_moves_flow_not_logits(model, variables, moved, a, b, predictions)
     # A private level on no shared grid (stride 16 here) is refused with the field's name.
     config.efc.flow.private_levels = 4
     with pytest.raises(ValueError, match="efc.flow.private_levels"):
@@ -206,10 +198,16 @@ def test_private_level_refines_the_flow_at_stride_2_and_the_segmenter_never_read
     # Moving the private weights moves the flow but not one logit (training or inference).
     moved = jax.tree.map(lambda x: x, variables)
     moved["params"]["private"] = jax.tree.map(lambda x: x + 0.3, variables["params"]["private"])
-    # The residual predictions start at zero: give the finest one weights so it reads them.
+    _assert_moves_flow_not_logits(model, variables, moved, a, b, ["predict_flow0"])
+
+
+def _assert_moves_flow_not_logits(model, variables, moved, a, b, predictions):
+    """``moved`` (private weights changed) moves the flow but no logit, in training or
+    inference. The residual predictions start at zero: the named ones get weights first."""
     for v in (variables, moved):
-        k = v["params"]["flow"]["predict_flow0"]["kernel"]
-        v["params"]["flow"]["predict_flow0"]["kernel"] = jnp.full_like(k, 0.01)
+        for name in predictions:
+            k = v["params"]["flow"][name]["kernel"]
+            v["params"]["flow"][name]["kernel"] = jnp.full_like(k, 0.01)
     out, out_moved = model.apply(variables, a, b), model.apply(moved, a, b)
     np.testing.assert_array_equal(out["logits"], out_moved["logits"])
     assert float(jnp.max(jnp.abs(out["flow"] - out_moved["flow"]))) > 1e-3
