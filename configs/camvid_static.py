@@ -6,21 +6,22 @@
 ``data.manual_dir`` is the SegNet-style CamVid folder (train/ trainannot/ val/ valannot/
 [test/ testannot/] and the *.txt lists); it is prepared into ``data.data_dir`` on first
 use. The evaluation split is ``eval.split`` (validation, or test when the folder has it).
+SmallSegNet from scratch, class-uniform sampling, 5000 steps of batch 8: it should reach
+a CamVid val mIoU of about 0.54 (docs/camvid.md), in about 10 minutes on 2 CPU cores.
 """
 
 import os
 
 import ml_collections
 
+from configs import common
+
 CAMVID_CLASSES = ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence",
                   "Car", "Pedestrian", "Bicyclist")
 
 
 def get_config() -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    c.task = "static"
-    c.seed = 0
-    c.mesh = ml_collections.ConfigDict(dict(num_devices=0))
+    c = common.base(num_steps=5000)
     # The development checkout keeps a copy of CamVid beside the repository.
     shared = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared",
                           "data", "camvid")
@@ -28,21 +29,13 @@ def get_config() -> ml_collections.ConfigDict:
         name="camvid", config="default", data_dir="~/tensorflow_datasets",
         manual_dir=os.path.normpath(shared) if os.path.isdir(shared) else "",
         build_if_missing=True, class_names=list(CAMVID_CLASSES)))
-    c.input = ml_collections.ConfigDict(dict(
-        batch_size=8, label_frame="annotated", worker_count=0, class_uniform=True,
-        train_split="train"))
-    c.input.augment = ml_collections.ConfigDict(dict(
-        resize=(180, 240), scale_range=(0.75, 1.5), crop_size=(176, 240), hflip=True,
-        color=(0.2, 0.2, 0.2), occlusion_out_of_view=False))
-    c.model = ml_collections.ConfigDict(dict(
-        backbone="small", head="simple", num_classes=len(CAMVID_CLASSES), output_stride=8,
-        width=32, dtype="float32"))
-    c.train = ml_collections.ConfigDict(dict(
-        num_steps=5000, log_every=100, checkpoint_every=1000, eval_every=2500,
-        keep_checkpoints=2, init_from="", async_checkpoints=True, report_every_secs=60.0))
-    c.optimizer = ml_collections.ConfigDict(dict(
-        name="adam", learning_rate=3e-3, schedule="cosine", warmup_steps=100,
-        weight_decay=1e-5))
-    c.eval = ml_collections.ConfigDict(dict(split="validation", num_snippets=0, batch_size=8,
-                                            num_panels=6))
-    return c
+    c.input.class_uniform = True
+    c.input.augment = common.augment(resize=(180, 240), scale_range=(0.75, 1.5),
+                                     crop_size=(176, 240), color=(0.2, 0.2, 0.2),
+                                     occlusion_out_of_view=False)
+    c.model.num_classes = len(CAMVID_CLASSES)
+    c.train.update(dict(log_every=100, checkpoint_every=1000, eval_every=2500,
+                        report_every_secs=60.0))
+    c.optimizer.warmup_steps = 100
+    c.eval.num_panels = 6
+    return common.set_stages(c, ("static", common.stage("static")))

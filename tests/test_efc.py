@@ -14,7 +14,7 @@ from vsegjax import ops
 from vsegjax.data import synthetic_tfds
 from vsegjax.losses import efc as efc_losses
 from vsegjax.models.efc import make_efc_model
-from vsegjax.train import efc, efc_pairs
+from vsegjax.train import efc, efc_pairs, experiment
 from vsegjax.train.segmentation import StaticModel
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -461,10 +461,9 @@ def tiny_config(data_dir, variant="full"):
     c.efc.pairs_per_snippet = 1
     c.efc.flow.joint_channels = 16
     c.efc.flow.extra_channels = (16,)
-    for block in (c, c.static_stage):
-        block.train.num_steps, block.train.log_every, block.train.eval_every = 4, 2, 0
-    if len(c.efc.flow_pretrain):
-        c.efc.flow_pretrain.train.num_steps = 3
+    c.train.num_steps, c.train.log_every, c.train.eval_every = 4, 2, 0
+    if "flow_pretrain" in c.stages:
+        c.stages.flow_pretrain.train.num_steps = 3
     c.eval.num_snippets = 3
     c.eval.num_panels = 2
     return c
@@ -473,8 +472,9 @@ def tiny_config(data_dir, variant="full"):
 def test_efc_run_writes_the_metrics_json_and_panels(tiny_data, tmp_path):
     from vsegjax.train import checkpoint
     c = tiny_config(tiny_data)
-    c.efc.init_from_static = True
-    results = efc.run(c, str(tmp_path))
+    c.stages.static_continued.enabled = True
+    c.stages.efc.init_from = "static"
+    results = experiment.run(c, str(tmp_path))
     # EFC began at the static stage's weights (4 Adam steps at 3e-4 move one by < 1.2e-3)
     # and the baseline is that segmenter trained alone for as many more steps.
     static = checkpoint.load_state_tree(str(tmp_path / "static"))["params"]["static"]
@@ -500,7 +500,7 @@ def test_efc_run_writes_the_metrics_json_and_panels(tiny_data, tmp_path):
 
 def test_tcc_fix_pretrains_a_flownet_and_keeps_it_fixed(tiny_data, tmp_path):
     from vsegjax.train import checkpoint
-    efc.run(tiny_config(tiny_data, "tcc_fix"), str(tmp_path))
+    experiment.run(tiny_config(tiny_data, "tcc_fix"), str(tmp_path))
     pre = checkpoint.load_state_tree(str(tmp_path / "flow_pretrain"))
     joint = checkpoint.load_state_tree(str(tmp_path / "efc"))
     assert set(pre["params"]) == {"flow"}  # flow-only: no segmenter was trained or stored
@@ -510,7 +510,7 @@ def test_tcc_fix_pretrains_a_flownet_and_keeps_it_fixed(tiny_data, tmp_path):
 
 
 def test_flow_only_mode_trains_the_flow_branch(tiny_data, tmp_path):
-    results = efc.run(tiny_config(tiny_data, "ul"), str(tmp_path))
+    results = experiment.run(tiny_config(tiny_data, "ul"), str(tmp_path))
     assert "miou" not in results["efc"] and "static" not in results
     assert np.isfinite(results["efc"]["epe_all"])
 

@@ -9,9 +9,14 @@ import numpy as np
 import pytest
 
 from vsegjax.data import synthetic_tfds
-from vsegjax.train import grfp
+from vsegjax.train import experiment, grfp
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def grfp_stage(config):
+    """The GRFP stage's resolved config (what the runner trains it with)."""
+    return experiment.resolve_stages(config, "/tmp/unused")[-1].config
 
 
 def load_config(name):
@@ -37,10 +42,10 @@ def tiny_config(data_dir, flow="dataset"):
     c.input.augment.resize = (48, 64)
     c.input.augment.crop_size = (48, 64)
     c.flow.source = flow
-    c.static_stage.train.num_steps = 6
-    c.static_stage.train.log_every = 3
-    c.grfp_stage.train.num_steps = 4
-    c.grfp_stage.train.log_every = 2
+    c.train.num_steps = 6
+    c.train.log_every = 3
+    c.stages.grfp.train.num_steps = 4
+    c.stages.grfp.train.log_every = 2
     c.grfp.kernel_size = 3
     c.eval.num_snippets = 5
     c.eval.num_panels = 2
@@ -49,7 +54,7 @@ def tiny_config(data_dir, flow="dataset"):
 
 def test_grfp_runs_both_stages_and_writes_metrics(tiny_data, tmp_path):
     config = tiny_config(tiny_data, flow="farneback")
-    results = grfp.run(config, str(tmp_path))
+    results = experiment.run(config, str(tmp_path))
     saved = json.loads((tmp_path / "eval_metrics.json").read_text())
     assert set(saved) >= {"static", "grfp", "grfp_fwbw"}
     for method in ("static", "grfp", "grfp_fwbw"):
@@ -70,7 +75,7 @@ def test_grfp_runs_both_stages_and_writes_metrics(tiny_data, tmp_path):
 def test_grfp_stage_starts_from_static_and_keeps_it_frozen(tiny_data, tmp_path):
     from vsegjax.train import checkpoint
     config = tiny_config(tiny_data)
-    grfp.run(config, str(tmp_path))
+    experiment.run(config, str(tmp_path))
     static = checkpoint.load_state_tree(str(tmp_path / "static"))
     video = checkpoint.load_state_tree(str(tmp_path / "grfp"))
     for a, b in zip(jax.tree.leaves(static["params"]["static"]),
@@ -80,7 +85,7 @@ def test_grfp_stage_starts_from_static_and_keeps_it_frozen(tiny_data, tmp_path):
 
 
 def test_loss_terms_follow_weights(tiny_data):
-    config = grfp.stage_config(tiny_config(tiny_data), "grfp_stage")
+    config = grfp_stage(tiny_config(tiny_data))
     config.grfp.loss_weights = {"L_fwbw": 1.0, "L_fwd": 0.0}
     task = grfp.GRFPTask(config)
     assert task.weights == {"L_fwbw": 1.0}  # a zero weight is not computed
@@ -92,7 +97,7 @@ def test_loss_terms_follow_weights(tiny_data):
 @pytest.mark.parametrize("name", ["grfp_synthetic", "grfp_cityscapes"])
 def test_configs_build_their_models(name):
     config = load_config(name)
-    stage = grfp.stage_config(config, "grfp_stage")
+    stage = grfp_stage(config)
     task = grfp.GRFPTask(stage)
     shapes = jax.eval_shape(task.init_variables, jax.random.PRNGKey(0))
     assert "static" in shapes["params"] and "grfp" in shapes["params"]
@@ -100,16 +105,15 @@ def test_configs_build_their_models(name):
         assert stage.optimizer.b1 == 0.95 and stage.optimizer.b2 == 0.99
         assert tuple(config.input.augment.crop_size) == (512, 512)
         assert task.window_len == 5 and "flow" in shapes["params"]
-        assert set(stage.optimizer.frozen) == {"flow"}
+        assert set(task.frozen_params()) == {"flow"}
 
 
 def test_learned_flow_is_computed_in_the_model_and_frozen(tiny_data):
     config = tiny_config(tiny_data, flow="flownet")
     config.flow.width = 0.125
     config.flow.num_levels = 4
-    stage = grfp.stage_config(config, "grfp_stage")
-    assert set(stage.optimizer.frozen) == {"flow", "static"}
-    task = grfp.GRFPTask(stage)
+    task = grfp.GRFPTask(grfp_stage(config))
+    assert set(task.frozen_params()) == {"flow", "static"}
     variables = task.init_variables(jax.random.PRNGKey(0))
     params = variables.pop("params")
     batch = next(task.train_iterator(0))
@@ -129,10 +133,10 @@ def test_backward_mode_with_learned_flow_evaluates(tiny_data, tmp_path):
     config.flow.num_levels = 4
     config.grfp.mode = "backward"
     config.grfp.loss_weights = {"L_bwd": 1.0}
-    config.static_stage.train.num_steps = 2
-    config.grfp_stage.train.num_steps = 2
+    config.train.num_steps = 2
+    config.stages.grfp.train.num_steps = 2
     config.eval.num_snippets = 3
-    results = grfp.run(config, str(tmp_path))
+    results = experiment.run(config, str(tmp_path))
     # The backward pass reaches every frame, so its whole-snippet labelling is its own.
     assert results["grfp"]["temporal_consistency"] != results["static"]["temporal_consistency"]
     assert results["grfp_miou_by_num_frames"] == {}
@@ -147,11 +151,10 @@ def test_bad_grfp_fields_are_named(tiny_data, tmp_path, field, value, message):
     section, key = field.split(".")
     config[section][key] = value
     with pytest.raises(ValueError, match=message):
-        grfp.run(config, str(tmp_path))
+        experiment.run(config, str(tmp_path))
 
 
 def test_static_task_runs_and_reports_the_positional_baseline(tiny_data, tmp_path):
-    from vsegjax.train import segmentation
     config = load_config("static_synthetic")
     config.data.data_dir = tiny_data
     config.data.config = "tiny"
@@ -161,7 +164,7 @@ def test_static_task_runs_and_reports_the_positional_baseline(tiny_data, tmp_pat
     config.train.num_steps = 4
     config.eval.num_snippets = 4
     config.eval.num_panels = 1
-    results = segmentation.run(config, str(tmp_path))
+    results = experiment.run(config, str(tmp_path))
     saved = json.loads((tmp_path / "eval_metrics.json").read_text())
     assert saved["static"]["miou"] == results["static"]["miou"]
     assert 0.0 < saved["positional_prior"]["miou"] < 1.0 and saved["resolution"] == [48, 64]

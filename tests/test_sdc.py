@@ -15,7 +15,7 @@ from vsegjax.losses import sdc as sdc_losses
 from vsegjax.models.sdc import SDCFlow, SDCNet, load_sdc_flow, make_sdc_model
 from vsegjax.ops import pixel_grid, sample, warp
 from vsegjax.ops.sdc import delta_kernel, kernel_offsets, sdc_sample, sdc_sample_labels
-from vsegjax.train import sdc
+from vsegjax.train import experiment, sdc
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -271,8 +271,8 @@ def test_sdc_run_writes_metrics_and_a_panel(tiny_data, tmp_path):
     c.sdc.width, c.sdc.depth = 8, 1
     c.train.num_steps, c.train.log_every, c.train.eval_every = 3, 1, 0
     c.eval.num_snippets, c.eval.num_panels = 3, 1
-    results = sdc.run(c, str(tmp_path))
-    saved = json.loads((tmp_path / "sdc_metrics.json").read_text())
+    results = experiment.run(c, str(tmp_path))
+    saved = json.loads((tmp_path / "eval_metrics.json").read_text())
     assert saved["sdc"] == results["sdc"] and set(saved["copy"]) == {"psnr", "l1"}
     values = [saved[m][k] for m in ("sdc", "copy") for k in ("psnr", "l1")]
     assert all(np.isfinite(values))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from vsegjax.data import datasets, synthetic_tfds
-from vsegjax.train import vplr
+from vsegjax.train import experiment, vplr
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -121,7 +121,7 @@ def test_training_mixes_both_streams_and_writes_metrics(tiny_data, tmp_path):
     assert batch["frames"].shape[:2] == (16, 1)
     assert set(batch) == {"frames", "labels", "propagated"}
     assert batch["propagated"].tolist() == [False] * 8 + [True] * 8
-    out = vplr.run(c, str(tmp_path / "run"))
+    out = experiment.run(c, str(tmp_path / "run"))
     saved = json.loads((tmp_path / "run" / "eval_metrics.json").read_text())
     assert saved == out and saved["relaxation_window"] == 3 and 0.0 <= saved["miou"] <= 1.0
 
@@ -133,8 +133,11 @@ def test_cityscapes_configs_hold_the_papers_setup():
         assert c.input.class_uniform and c.optimizer.name == "sgd"
         assert c.vplr.motion == "sdc" and c.loss.relaxation_window == (3 if v == "d" else 0)
     w = load_config("warp_refine_cityscapes")
-    assert w.task == "warp_refine" and w.optimizer.frozen == ("static",)
-    assert w.static_stage.optimizer.frozen == () and w.warp_refine.k == 5
+    static, refiner = experiment.resolve_stages(w, "/tmp/unused")
+    assert refiner.task_name == "warp_refine" and refiner.config.optimizer.frozen == ("static",)
+    assert static.config.optimizer.frozen == () and refiner.config.warp_refine.k == 5
+    assert static.config.train.num_steps == 90_000 and refiner.config.train.num_steps == 40_000
+    assert static.config.optimizer.name == refiner.config.optimizer.name == "sgd"
     s = load_config("warp_refine_synthetic")
     assert s.warp_refine.labels == "annotated" and s.warp_refine.loss_weights.L_cycle == 1.0
 

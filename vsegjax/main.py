@@ -1,29 +1,40 @@
-"""Entry point: ``python -m vsegjax.main --config=configs/<file>.py --workdir=DIR``.
+"""Entry point: ``python -m vsegjax.main --config=configs/<file>.py[:variant] --workdir=DIR``.
 
-Every field of the config can be overridden, e.g. ``--config.data.data_dir=/data``;
-an unknown field is rejected by ml_collections with its name.
+A config with ``stages`` runs through the one experiment runner
+(``vsegjax.train.experiment``); ``configs/synthetic_preview.py`` (``task="preview"``)
+only builds the dataset and draws its snippets. Every config field can be overridden,
+e.g. ``--config.data.data_dir=/data``; an unknown field is rejected with its name.
+
+Only absl and ml_collections are imported before the flags are parsed, so ``--help``
+answers at once; the configs and tasks it lists are read from the files and the registry.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pathlib
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from vsegjax.data import preview
-from vsegjax.train import efc, grfp, sdc, segmentation, vplr, warp_refine
+from vsegjax.train.experiment import TASKS
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).",
-                                          lock_config=True)
+CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
+
+
+def _configs_help() -> str:
+    names = sorted(p.name for p in CONFIG_DIR.glob("*.py")
+                   if p.name not in ("__init__.py", "common.py")) if CONFIG_DIR.is_dir() else []
+    return (f"Configs in {CONFIG_DIR}: {', '.join(names) or '(none found)'}. "
+            f"Tasks a stage can name: {', '.join(sorted(TASKS))}.")
+
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file (configs/*.py, optionally :variant). " + _configs_help(),
+    lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for outputs and checkpoints.")
 flags.mark_flags_as_required(["config", "workdir"])
-
-# config.task -> runner(config, workdir); the training tasks join here as they land.
-RUNNERS = {"preview": preview.run, "grfp": grfp.run, "static": segmentation.run,
-           "efc": efc.run, "sdc": sdc.run, "warp_refine": warp_refine.run,
-           "vplr": vplr.run}
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -48,13 +59,22 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config, workdir = _CONFIG.value, os.path.expanduser(_WORKDIR.value)
-    if config.task not in RUNNERS:
-        raise app.UsageError(f"config field task: unknown task {config.task!r}; "
-                             f"known: {sorted(RUNNERS)}")
+    if "stages" not in config and config.get("task") != "preview":
+        raise app.UsageError("the config declares no stages (config.stages) and is not the "
+                             "preview job (task='preview'); build it with configs/common.py")
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:
         json.dump(json.loads(config.to_json_best_effort()), f, indent=2)
-    RUNNERS[config.task](config, workdir)
+    if "stages" in config:
+        from vsegjax.train import experiment  # the heavy imports come with the run
+        try:
+            prepared = experiment.prepare(config, workdir)
+        except ValueError as e:
+            raise SystemExit(f"error: {e}") from None
+        experiment.run(config, workdir, prepared)
+    else:
+        from vsegjax.data import preview
+        preview.run(config, workdir)
 
 
 if __name__ == "__main__":

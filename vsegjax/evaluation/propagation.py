@@ -2,10 +2,10 @@
 
 Every method labels frame ``anchor + k`` from the anchor's label alone; scores pool one
 confusion matrix per (method, k) over all videos. Writes ``propagation.json``
-(``{"dataset", "ks", "miou": {method: {k: value}}, ...}``) and ``propagation.png`` (a line
-chart per method). Datasets:
+(``{"dataset", "ks", "miou": {method: {k: value}}, ...}``; a training run's
+``eval_metrics.json`` instead) and ``propagation.png`` (a line chart per method). Datasets:
 
-  synthetic  rendered videos with every frame labelled (``run_synthetic``, used by
+  synthetic  rendered videos with every frame labelled (``run_synthetic``, the report of
              ``configs/warp_refine_synthetic.py``)
   davis      DAVIS 2016 sequences, object vs background, label of the first frame only
   camvid     CamVid val (every 2nd video frame, all labelled), anchors every 25 frames
@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import tqdm
@@ -99,6 +99,12 @@ def write_report(result: dict[str, Any], out_dir: str, title: str) -> None:
     os.makedirs(out_dir, exist_ok=True)
     files.atomic_write_text(os.path.join(out_dir, "propagation.json"),
                             json.dumps(result, indent=2))
+    draw_chart(result, os.path.join(out_dir, "propagation.png"), title)
+
+
+def draw_chart(result: dict[str, Any], path: str, title: str) -> None:
+    """mIoU vs k, one line per method, as a PNG."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -113,7 +119,7 @@ def write_report(result: dict[str, Any], out_dir: str, title: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "propagation.png"))
+    fig.savefig(path)
     plt.close(fig)
 
 
@@ -138,11 +144,20 @@ def synthetic_videos(num_videos: int, num_frames: int, size: tuple[int, int], se
         yield ex["frames"], dict(enumerate(ex["labels"]))
 
 
+def report(config, workdir: str, stages: Sequence[Any]) -> dict[str, Any]:
+    """The runner's report for a Warp-Refine run: its refiner (the last stage) against copy
+    and flow on rendered videos (``run_synthetic``)."""
+    result = stages[-1]
+    variables = {"params": result.state.params, **result.state.model_state}
+    return run_synthetic(config, workdir, refiner=(result.task, variables))
+
+
 def run_synthetic(config, workdir: str, refiner: tuple[Any, dict] | None = None
                   ) -> dict[str, Any]:
     """copy / flow / (sdc) / (warp_refine) on ``eval.num_videos`` rendered videos of
     ``eval.num_frames`` frames, propagated from frame 0 (config: a warp_refine config;
-    ``eval.sdc_workdir`` adds the video reconstruction model's motion as ``sdc``)."""
+    ``eval.sdc_workdir`` adds the video reconstruction model's motion as ``sdc``). Draws
+    ``workdir/propagation.png``; the results are the run's ``eval_metrics.json``."""
     e = config.eval
     sdc = None
     if e.get("sdc_workdir"):
@@ -165,7 +180,8 @@ def run_synthetic(config, workdir: str, refiner: tuple[Any, dict] | None = None
         score_video(scores, methods, frames, labels, 0, ks, flows)
     result = {"dataset": "synthetic", "ks": ks, "flow": flow_source,
               "num_videos": int(e.num_videos), "miou": scores.miou()}
-    write_report(result, workdir, f"synthetic: {e.num_videos} videos, anchor = frame 0")
+    draw_chart(result, os.path.join(workdir, "propagation.png"),
+               f"synthetic: {e.num_videos} videos, anchor = frame 0")
     print(format_table(result["miou"]))
     return result
 

@@ -184,26 +184,33 @@ class SDCFlow(FlowProvider):
         return fwd, bwd
 
 
-MODEL_FILE = "model.json"  # config.sdc of a run, written beside its checkpoints
+# Beside an SDC stage's checkpoints: the stage's config (vsegjax.train.experiment);
+# runs trained before the one runner have only their ``sdc`` block, in model.json.
+CONFIG_FILES = ("config.json", "model.json")
 
 
 def load_sdc_flow(workdir: str) -> SDCFlow:
     """``SDCFlow`` of a trained SDC run: ``workdir`` is the run's folder (with ``sdc/``) or
-    its training folder (with ``checkpoints/`` and ``model.json``)."""
+    its training folder (with ``checkpoints/`` and ``config.json``)."""
     import json
     import os
 
     from vsegjax.train import checkpoint  # train depends on models, not the reverse
 
     root = os.path.abspath(os.path.expanduser(workdir))
-    if not os.path.isfile(os.path.join(root, MODEL_FILE)):
+    if not any(os.path.isfile(os.path.join(root, n)) for n in CONFIG_FILES):
         root = os.path.join(root, "sdc")
-    path = os.path.join(root, MODEL_FILE)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"SDC run {workdir!r}: no {MODEL_FILE} in it or in its sdc/ "
-                                f"folder; train one with configs/sdc_synthetic.py")
-    with open(path) as f:
-        config = ml_collections.ConfigDict({"sdc": json.load(f)})
+    found = [os.path.join(root, n) for n in CONFIG_FILES if os.path.isfile(os.path.join(root, n))]
+    if not found:
+        raise FileNotFoundError(f"SDC run {workdir!r}: no {' or '.join(CONFIG_FILES)} in it or "
+                                f"in its sdc/ folder; train one with configs/sdc_synthetic.py")
+    with open(found[0]) as f:
+        saved = json.load(f)
+    if os.path.basename(found[0]) == "config.json":
+        if "sdc" not in saved:
+            raise ValueError(f"{found[0]}: not the config of an SDC run (no 'sdc' block)")
+        saved = saved["sdc"]
+    config = ml_collections.ConfigDict({"sdc": saved})
     model = make_sdc_model(config)
     state = checkpoint.load_state_tree(root)
     return SDCFlow(model, {"params": state["params"], **state.get("model_state", {})})

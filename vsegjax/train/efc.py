@@ -74,8 +74,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 class EFCTask(Task):
     """The EFC joint model trained on pairs from whole snippets."""
 
-    def __init__(self, config: ml_collections.ConfigDict):
-        super().__init__(config)
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str | None = None):
+        super().__init__(config, workdir)
         validate_config(config)
         self.e = config.efc
         self.model: EFCModel = make_efc_model(config)
@@ -230,61 +230,3 @@ def consecutive_pairs(batch: dict) -> tuple[np.ndarray, ...]:
     occ = None if occ is None else occ[v].reshape((-1,) + occ.shape[2:])
     assert gt.shape[0] == f1.shape[0] == (t - 1) * frames.shape[0]
     return f1, f2, gt, occ
-
-
-def stage_config(config: ml_collections.ConfigDict, stage: ml_collections.ConfigDict
-                 ) -> ml_collections.ConfigDict:
-    """``config`` with a stage's blocks (``train``, ``optimizer``, fields of ``efc``) merged."""
-    cfg = ml_collections.ConfigDict(config.to_dict())
-    for key, value in stage.items():
-        if key == "efc":  # fields replaced whole (a stage's loss_weights drop the others)
-            block = cfg.efc.to_dict()
-            block.update(value.to_dict())
-            cfg.efc = ml_collections.ConfigDict(block)
-        else:
-            cfg[key] = ml_collections.ConfigDict(dict(value))
-    return cfg
-
-
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Static baseline, optional flow pre-training (TCC_fix), EFC, then the evaluation.
-
-    ``efc.init_from_static`` (the paper fine-tunes a trained PSPNet): EFC starts from the
-    static stage's segmenter, and the baseline it is compared with is that segmenter
-    trained alone for as many more steps (``static_continued``), so both have seen the
-    same labelled frames for the same number of steps. Every stage resumes or is skipped
-    when its workdir already holds its last step.
-    """
-    import os
-
-    from vsegjax.train import efc_eval
-    from vsegjax.train.segmentation import StaticSegmentationTask
-    from vsegjax.train.trainer import train
-
-    validate_config(config)
-    static_task = static = None
-    efc_cfg = ml_collections.ConfigDict(config.to_dict())
-    if config.efc.mode == "joint":
-        static_cfg = stage_config(config, config.static_stage)
-        static_cfg.input.label_frame = "annotated"  # the labelled frames EFC sees
-        static_task = StaticSegmentationTask(static_cfg)
-        static_dir = os.path.join(workdir, "static")
-        static = train(static_cfg, static_dir, static_task).state
-        if config.efc.get("init_from_static"):
-            if not efc_cfg.train.get("init_from"):
-                efc_cfg.train.init_from = static_dir
-            cont_cfg = ml_collections.ConfigDict(static_cfg.to_dict())
-            cont_cfg.train.init_from = static_dir
-            cont_cfg.train.num_steps = int(config.train.num_steps)
-            static = train(cont_cfg, os.path.join(workdir, "static_continued"),
-                           static_task).state
-    if config.efc.get("flow_pretrain") and len(config.efc.flow_pretrain):
-        flow_cfg = stage_config(config, config.efc.flow_pretrain)
-        flow_dir = os.path.join(workdir, "flow_pretrain")
-        train(flow_cfg, flow_dir, EFCTask(flow_cfg))
-        if not efc_cfg.train.get("init_from"):
-            efc_cfg.train.init_from = flow_dir
-    task = EFCTask(efc_cfg)
-    result = train(efc_cfg, os.path.join(workdir, "efc"), task)
-    return efc_eval.evaluate_and_report(efc_cfg, workdir, task, result.state, static,
-                                        static_task)

@@ -15,18 +15,17 @@ the ground truth.
 
 from __future__ import annotations
 
-import json
 import os
-from typing import Any
+from typing import Any, Sequence
 
 import ml_collections
 import numpy as np
 import tqdm
 
-from vsegjax import evaluation, files, viz
+from vsegjax import evaluation, viz
 from vsegjax.data import datasets
 from vsegjax.models.flow_providers import OpenCVFlow
-from vsegjax.train import data
+from vsegjax.train import data, experiment
 from vsegjax.train.efc import EFCTask, consecutive_pairs
 
 FLOW_KEYS = ("epe_all", "epe_noc", "fl_all")
@@ -36,10 +35,21 @@ def _flow_scores(acc: evaluation.FlowErrorAccumulator) -> dict[str, float]:
     return {k: v for k, v in acc.compute().items() if k in FLOW_KEYS}
 
 
-def evaluate_and_report(config: ml_collections.ConfigDict, workdir: str, task: EFCTask,
-                        efc_state: Any, static_state: Any | None,
-                        static_task: Any | None = None) -> dict[str, Any]:
-    """Scores EFC, the static baseline and the flow baselines; writes JSON and panels."""
+def report(config: ml_collections.ConfigDict, workdir: str,
+           stages: Sequence[experiment.StageResult]) -> dict[str, Any]:
+    """The runner's report: the EFC stage against the last static stage, if any
+    (``static_continued`` when enabled: the segmenter EFC started from, trained on)."""
+    joint = stages[-1]
+    static = experiment.find_stage(stages, "static")
+    return evaluate(config, workdir, joint.task, joint.state,
+                    static.state if static else None, static.task if static else None)
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str, task: EFCTask,
+             efc_state: Any, static_state: Any | None,
+             static_task: Any | None = None) -> dict[str, Any]:
+    """Scores EFC, the static baseline and the flow baselines (the results for
+    ``eval_metrics.json``); writes the panels."""
     c = config.model.num_classes
     palette = viz.palette_for(datasets.palette_name(config.data))
     segments = not task.flow_only
@@ -99,9 +109,7 @@ def evaluate_and_report(config: ml_collections.ConfigDict, workdir: str, task: E
         if farneback is not None:
             results["flow_baselines"]["farneback"] = _flow_scores(flows["farneback"])
     results["resolution"] = list(frames.shape[1:3])
-    path = os.path.join(workdir, "eval_metrics.json")
-    files.atomic_write_text(path, json.dumps(results, indent=2))
-    print(summary(results) + f"\nwrote {path}")
+    print(summary(results))
     return results
 
 

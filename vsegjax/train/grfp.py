@@ -13,8 +13,6 @@ default model) and gives the fusion two trained inputs.
 from __future__ import annotations
 
 import functools
-import os
-from typing import Any
 
 import flax.linen as nn
 import jax
@@ -22,15 +20,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from vsegjax import losses, viz
-from vsegjax.data import datasets
+from vsegjax import evaluation, losses
 from vsegjax.models import flow_providers
 from vsegjax.models.segmenter import make_segmenter
 from vsegjax.models.stgru import GRFP
 from vsegjax.train import data
-from vsegjax.train.segmentation import StaticSegmentationTask
 from vsegjax.train.task import Task
-from vsegjax.train.trainer import train
 
 LOSS_KEYS = {"L_fwbw": "logits", "L_fwd": "logits_fwd", "L_bwd": "logits_bwd"}
 
@@ -109,8 +104,9 @@ def flow_batch_fn(provider: flow_providers.FlowProvider):
 class GRFPTask(Task):
     """Stage 2 of GRFP: the STGRU (and optionally the static net) on labelled windows."""
 
-    def __init__(self, config: ml_collections.ConfigDict):
-        super().__init__(config)
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str | None = None):
+        super().__init__(config, workdir)
+        validate_config(config)
         self.provider = flow_providers.make_flow_provider(config)
         self.model = make_video_model(config, self.provider)
         self.before, self.after = (int(v) for v in config.input.window)
@@ -128,6 +124,13 @@ class GRFPTask(Task):
         self.weights = {k: float(v) for k, v in weights.items() if v and k in usable}
         if not self.weights:
             raise ValueError(f"config field grfp.loss_weights: no term with a weight for mode {mode!r}")
+
+    def frozen_params(self) -> tuple[str, ...]:
+        """The static net unless ``grfp.train_static``; a learned flow unless trainable."""
+        frozen = [] if self.train_static else ["static"]
+        if self.model.flow is not None and not self.model.flow_trainable:
+            frozen.append("flow")
+        return tuple(frozen)
 
     @property
     def window_len(self) -> int:
@@ -175,7 +178,6 @@ class GRFPTask(Task):
         return jax.jit(lambda p, s, b: self.apply(p, s, b, False)[0]["logits"])
 
     def evaluate(self, params, model_state, step) -> dict[str, float]:
-        from vsegjax import evaluation
         del step
         c = self.config.model.num_classes
         cm = np.zeros((c, c), np.int64)
@@ -185,23 +187,6 @@ class GRFPTask(Task):
             v = batch["valid"]
             cm += np.asarray(evaluation.confusion_matrix(pred[v], batch["labels"][v, self.before], c))
         return {"miou": float(evaluation.iou_from_confusion(cm)[0])}
-
-
-def stage_config(config: ml_collections.ConfigDict, stage: str) -> ml_collections.ConfigDict:
-    """The config of one stage: its ``train`` and ``optimizer`` blocks moved to the top."""
-    cfg = ml_collections.ConfigDict(config.to_dict())
-    block = config[stage]
-    cfg.train = ml_collections.ConfigDict(block.train.to_dict())
-    cfg.optimizer = ml_collections.ConfigDict(block.optimizer.to_dict())
-    if stage == "grfp_stage":
-        # Parts that get no gradient get no optimiser state either.
-        frozen = set(cfg.optimizer.get("frozen", ()))
-        if not config.grfp.train_static:
-            frozen.add("static")
-        if config.flow.source == "flownet" and not config.flow.get("trainable", False):
-            frozen.add("flow")
-        cfg.optimizer.frozen = tuple(sorted(frozen))
-    return cfg
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -219,33 +204,3 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if g.mode == "forward" and window[0] == 0 or g.mode == "backward" and window[1] == 0:
         raise ValueError(f"config field input.window: {window} gives the {g.mode} model no "
                          f"frame to propagate from")
-    for stage in ("static_stage", "grfp_stage"):
-        steps = config[stage].train.num_steps
-        if not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"config field {stage}.train.num_steps: must be >= 1; got {steps!r}")
-
-
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Both stages and the evaluation; each stage resumes or is skipped when already done.
-
-    A picture of a few dataset snippets goes to ``workdir/preview`` first, so the data a
-    run trained on can be looked at.
-    """
-    from vsegjax.data import preview
-    from vsegjax.train import grfp_eval
-
-    validate_config(config)
-    source = datasets.open_split(config.data, config.eval.split)
-    preview.write_previews(source, os.path.join(workdir, "preview"),
-                           range(min(2, len(source))),
-                           viz.palette_for(datasets.palette_name(config.data)))
-    static_dir = os.path.join(workdir, "static")
-    static_cfg = stage_config(config, "static_stage")
-    static = train(static_cfg, static_dir, StaticSegmentationTask(static_cfg))
-
-    grfp_cfg = stage_config(config, "grfp_stage")
-    if not grfp_cfg.train.get("init_from"):
-        grfp_cfg.train.init_from = static_dir
-    task = GRFPTask(grfp_cfg)
-    video = train(grfp_cfg, os.path.join(workdir, "grfp"), task)
-    return grfp_eval.evaluate_and_report(grfp_cfg, workdir, task, video.state, static.state)

@@ -9,9 +9,8 @@ example like Figs. 3-4 of the GRFP paper.
 from __future__ import annotations
 
 import functools
-import json
 import os
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -19,9 +18,9 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from vsegjax import evaluation, files, viz
+from vsegjax import evaluation, viz
 from vsegjax.data import datasets
-from vsegjax.train import data
+from vsegjax.train import data, experiment
 from vsegjax.train.segmentation import StaticModel, apply_static
 
 METHODS = ("static", "grfp", "grfp_fwbw")
@@ -147,9 +146,21 @@ def _panel(batch: dict, i: int, preds: dict, lp: int, palette: np.ndarray) -> np
     return viz.make_panel(tiles, titles, ncols=3)
 
 
-def evaluate_and_report(config: ml_collections.ConfigDict, workdir: str, task, video_state,
-                        static_state) -> dict[str, Any]:
-    """Runs the comparison and writes ``eval_metrics.json`` and ``panels/*.png``."""
+def report(config: ml_collections.ConfigDict, workdir: str,
+           stages: Sequence[experiment.StageResult]) -> dict[str, Any]:
+    """The runner's report: the GRFP stage against the static stage it started from."""
+    video = stages[-1]
+    static = experiment.find_stage(stages, "static")
+    if static is None:
+        raise ValueError("config field stages: GRFP's report compares with a 'static' "
+                         "stage, and the config has none")
+    return evaluate(config, workdir, video.task, video.state, static.state)
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str, task, video_state,
+             static_state) -> dict[str, Any]:
+    """Runs the comparison (the results for ``eval_metrics.json``) and writes
+    ``panels/*.png``."""
     c = config.model.num_classes
     lp = task.before
     predictor = Predictor(task, video_state, static_state)
@@ -210,12 +221,10 @@ def evaluate_and_report(config: ml_collections.ConfigDict, workdir: str, task, v
         str(n): float(evaluation.iou_from_confusion(cm)[0]) for n, cm in cms_by_length.items()}
     results["num_snippets"] = index
     results["flow_source"] = config.flow.source
-    path = os.path.join(workdir, "eval_metrics.json")
-    files.atomic_write_text(path, json.dumps(results, indent=2))
     summary = "  ".join(f"{m}: mIoU {results[m]['miou']:.4f} TC {results[m]['temporal_consistency']:.4f}"
                         for m in METHODS)
     print(f"GRFP evaluation on {index} snippets ({config.flow.source} flow): {summary}")
     print("GRFP forward mIoU by frames seen: " + "  ".join(
         f"T={n}: {v:.4f}" for n, v in results["grfp_miou_by_num_frames"].items()))
-    print(f"wrote {path} and {min(index, num_panels)} panels in {panel_dir}")
+    print(f"wrote {min(index, num_panels)} panels in {panel_dir}")
     return results

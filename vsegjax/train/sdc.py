@@ -18,19 +18,19 @@ baseline (frame t as the guess for t+1): PSNR (dB, mean over frames) and L1.
 from __future__ import annotations
 
 import functools
-import json
 import os
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from vsegjax import viz
 from vsegjax.losses import efc as efc_losses
 from vsegjax.losses import sdc as sdc_losses
-from vsegjax.models.sdc import MODEL_FILE, SDCNet, make_sdc_model
-from vsegjax.train import data
+from vsegjax.models.sdc import SDCNet, make_sdc_model
+from vsegjax.train import data, experiment
 from vsegjax.train.task import Task
 
 
@@ -85,8 +85,8 @@ def all_windows(frames: np.ndarray, num_inputs: int) -> tuple[np.ndarray, np.nda
 class SDCTask(Task):
     """Trains ``SDCNet`` to synthesise frame t+1 (L1 + image-gradient loss)."""
 
-    def __init__(self, config: ml_collections.ConfigDict):
-        super().__init__(config)
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str | None = None):
+        super().__init__(config, workdir)
         validate_config(config)
         self.s = config.sdc
         self.model: SDCNet = make_sdc_model(config)
@@ -181,8 +181,6 @@ def frames_only_eval(batch: dict[str, Any]) -> dict[str, Any]:
 
 def panel(example: dict[str, np.ndarray]) -> np.ndarray:
     """frame t | frame t+1 | synthesised / |error| x4 of SDC and of the copy | motion."""
-    from vsegjax import viz
-
     err = lambda a: np.clip(4.0 * np.mean(np.abs(a - example["target"]), -1), 0, 1)  # noqa: E731
     motion = example["motion"]
     peak = float(np.max(np.hypot(motion[..., 0], motion[..., 1])))
@@ -197,36 +195,24 @@ def panel(example: dict[str, np.ndarray]) -> np.ndarray:
     return viz.make_panel(tiles, titles, ncols=3)
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Trains the SDC model, then writes ``workdir/sdc_metrics.json`` and panels.
-
-    The JSON holds {"sdc": {"psnr", "l1"}, "copy": {"psnr", "l1"}} on ``eval.split``
-    (every window of every snippet), with the mode and the number of windows. Training
-    resumes (or is skipped) from ``workdir/sdc``, which also gets ``model.json`` so
-    ``models.sdc.load_sdc_flow(workdir)`` can serve the motion to VPLR's propagation.
-    """
-    from vsegjax import files, viz
-    from vsegjax.train.trainer import train
-
-    validate_config(config)
-    task = SDCTask(config)
-    train_dir = os.path.join(workdir, "sdc")
-    # The model's fields beside its checkpoints, for ``models.sdc.load_sdc_flow``.
-    files.atomic_write_text(os.path.join(train_dir, MODEL_FILE),
-                            json.dumps(config.sdc.to_dict(), indent=2))
-    result = train(config, train_dir, task)
-    scores, examples = task.evaluate_windows(result.state.params, result.state.model_state,
-                                             int(config.eval.get("num_panels", 4)))
+def report(config: ml_collections.ConfigDict, workdir: str,
+           stages: Sequence[experiment.StageResult]) -> dict[str, Any]:
+    """{"sdc": {"psnr", "l1"}, "copy": {"psnr", "l1"}} on ``eval.split`` (every window of
+    every snippet), with the mode and the number of windows, and panels. The stage's
+    folder holds the config ``models.sdc.load_sdc_flow`` rebuilds the model from, so the
+    run can serve its motion to VPLR's propagation."""
+    result = stages[-1]
+    scores, examples = result.task.evaluate_windows(result.state.params,
+                                                    result.state.model_state,
+                                                    int(config.eval.get("num_panels", 4)))
     results = {"sdc": {"psnr": scores["psnr"], "l1": scores["l1"]},
                "copy": {"psnr": scores["copy_psnr"], "l1": scores["copy_l1"]},
                "mode": config.sdc.mode, "split": config.eval.split,
                "num_windows": int(scores["num_windows"]), "steps": result.step}
-    path = os.path.join(workdir, "sdc_metrics.json")
-    files.atomic_write_text(path, json.dumps(results, indent=2))
     for k, example in enumerate(examples):
         viz.save_png(os.path.join(workdir, "panels", f"sdc_{k:03d}.png"), panel(example))
     print(f"SDC ({config.sdc.mode}) on {config.data.name} {config.eval.split}, "
           f"{results['num_windows']} windows: PSNR {results['sdc']['psnr']:.2f} dB, "
           f"L1 {results['sdc']['l1']:.4f}; copy-last-frame PSNR {results['copy']['psnr']:.2f} "
-          f"dB, L1 {results['copy']['l1']:.4f}; wrote {path}")
+          f"dB, L1 {results['copy']['l1']:.4f}")
     return results

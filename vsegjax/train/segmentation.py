@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from typing import Any
+import os
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -11,9 +12,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from vsegjax import evaluation, losses
+from vsegjax import evaluation, losses, viz
+from vsegjax.data import datasets
 from vsegjax.models.segmenter import make_segmenter
-from vsegjax.train import data
+from vsegjax.train import data, experiment
 from vsegjax.train.task import Task
 
 
@@ -40,8 +42,8 @@ def apply_static(model: nn.Module, params: Any, model_state: dict, images: jax.A
 class StaticSegmentationTask(Task):
     """Trains a segmenter on single labelled frames (``input.label_frame`` of each snippet)."""
 
-    def __init__(self, config: ml_collections.ConfigDict):
-        super().__init__(config)
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str | None = None):
+        super().__init__(config, workdir)
         self.model = StaticModel(static=make_segmenter(config.model))
         self.num_classes = config.model.num_classes
 
@@ -85,22 +87,13 @@ class StaticSegmentationTask(Task):
         return {"miou": float(miou)}
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Trains the static segmenter and evaluates it against the positional-prior baseline.
-
-    Writes ``workdir/eval_metrics.json`` ({"static": {...}, "positional_prior": {...}})
-    and a few panels (frame, prediction, ground truth) in ``workdir/panels``.
-    """
-    import json
-    import os
-
-    from vsegjax import files, viz
-    from vsegjax.data import datasets
-    from vsegjax.evaluation import PositionalPrior
-    from vsegjax.train.trainer import train
-
-    task = StaticSegmentationTask(config)
-    result = train(config, os.path.join(workdir, "static"), task)
+def report(config: ml_collections.ConfigDict, workdir: str,
+           stages: Sequence[experiment.StageResult]) -> dict[str, Any]:
+    """The static segmenter against the positional-prior baseline (``eval_metrics.json``:
+    {"static": {...}, "positional_prior": {...}}) and a few panels (frame, prediction,
+    ground truth) in ``workdir/panels``."""
+    result = stages[-1]
+    task = result.task
     c = config.model.num_classes
     palette = viz.palette_for(datasets.palette_name(config.data))
     names = list(config.data.get("class_names", [])) or [str(k) for k in range(c)]
@@ -111,7 +104,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     prior = None
     for batch in data.eval_batches(train_cfg, window=(0, 0)):
         labels = batch["labels"][batch["valid"], 0]
-        prior = prior or PositionalPrior(c, labels.shape[1:])
+        prior = prior or evaluation.PositionalPrior(c, labels.shape[1:])
         prior.update(labels)
     prior_map = prior.predict()
 
@@ -140,9 +133,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                                         for n, v in zip(names, per_class)}}
     results["split"] = config.eval.split
     results["resolution"] = list(prior_map.shape)
-    path = os.path.join(workdir, "eval_metrics.json")
-    files.atomic_write_text(path, json.dumps(results, indent=2))
     print(f"{config.data.name} {config.eval.split} at {prior_map.shape[0]}x{prior_map.shape[1]}: "
           f"static mIoU {results['static']['miou']:.4f}, positional prior "
-          f"{results['positional_prior']['miou']:.4f}; wrote {path}")
+          f"{results['positional_prior']['miou']:.4f}")
     return results

@@ -20,8 +20,16 @@ class Task(abc.ABC):
     everything that differs between GRFP, EFC, VPLR and Warp-Refine.
     """
 
-    def __init__(self, config: ml_collections.ConfigDict):
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str | None = None):
         self.config = config
+        # The stage's folder (the runner sets it), for files a task caches beside its
+        # checkpoints; None where a task is built outside a run.
+        self.workdir = workdir
+
+    def frozen_params(self) -> tuple[str, ...]:
+        """Top-level parameter groups that get no gradient, so no optimiser state either
+        (joined with ``optimizer.frozen`` by the trainer)."""
+        return ()
 
     def input_shape(self) -> tuple[int, int]:
         """(H, W) of training examples: the crop, else the resize of ``input.augment``."""

@@ -80,7 +80,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
     root = jax.random.PRNGKey(config.seed)
     init_key, state_key = jax.random.split(root)
     abstract_vars = jax.eval_shape(task.init_variables, init_key)
-    tx = optim.make_optimizer(config.optimizer, num_steps, abstract_vars["params"])
+    opt_cfg = ml_collections.ConfigDict(config.optimizer.to_dict())
+    opt_cfg.frozen = tuple(sorted(set(opt_cfg.get("frozen", ())) | set(task.frozen_params())))
+    tx = optim.make_optimizer(opt_cfg, num_steps, abstract_vars["params"])
 
     def create_state(key):
         params, model_state = _split_variables(task.init_variables(key))

@@ -21,17 +21,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Any
+from typing import Any, Sequence
 
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tqdm
 
-from vsegjax import files, losses
+from vsegjax import losses
 from vsegjax.data import datasets, pipeline
 from vsegjax.inference import propagate as prop
-from vsegjax.train import data
+from vsegjax.train import data, experiment
 from vsegjax.train.efc_pairs import MixedIterator
 from vsegjax.losses.segmentation import IGNORE_LABEL
 from vsegjax.train.segmentation import StaticSegmentationTask, apply_static
@@ -127,12 +127,14 @@ class PairSource:
 class VPLRTask(StaticSegmentationTask):
     """``StaticSegmentationTask`` whose batches mix in propagated pairs."""
 
-    def __init__(self, config: ml_collections.ConfigDict, cache_dir: str):
-        super().__init__(config)
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str | None = None):
+        super().__init__(config, workdir)
         v = config.vplr
         if v.mode not in MODES:
             raise ValueError(f"config field vplr.mode: {v.mode!r}; choose from {list(MODES)}")
-        self.cache_dir = cache_dir
+        if v.mode != "none" and not workdir:
+            raise ValueError("VPLRTask needs a workdir to cache the propagated pairs in")
+        self.cache_dir = workdir
         where = config.get("loss", {}).get("relaxation_on", "all")
         if where not in ("all", "propagated"):
             raise ValueError(f"config field loss.relaxation_on: 'all' or 'propagated'; got "
@@ -188,16 +190,15 @@ class _Tagged:
                 "propagated": np.full(n, self.propagated)}
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Trains one row of the VPLR table and writes ``<workdir>/eval_metrics.json``."""
-    from vsegjax.train.trainer import train
-    task = VPLRTask(config, workdir)
-    result = train(config, workdir, task)
-    scores = task.evaluate(result.state.params, result.state.model_state, result.step)
+def report(config: ml_collections.ConfigDict, workdir: str,
+           stages: Sequence[experiment.StageResult]) -> dict[str, Any]:
+    """One row of the VPLR table: the segmenter's mIoU with the variant that trained it."""
+    del workdir
+    result = stages[-1]
+    scores = result.task.evaluate(result.state.params, result.state.model_state, result.step)
     out = {"variant": config.get("variant", ""), "seed": int(config.seed),
            "mode": config.vplr.mode,
            "relaxation_window": int(config.get("loss", {}).get("relaxation_window", 0)),
            "steps": result.step, **scores}
-    files.atomic_write_text(os.path.join(workdir, "eval_metrics.json"), json.dumps(out, indent=2))
     print(json.dumps(out))
     return out

@@ -10,10 +10,11 @@ has, not the synthetic ground truth). Loss terms (weights in ``warp_refine.loss_
   L_warp    KL from the label carried by soft warping alone to the refined chain, along
             the forward propagation (a regulariser towards the warp; off by default)
   L_prior   cross-entropy of the prior segmenter on the labelled frames (0 when the prior
-            comes frozen from a static run, the default ``run`` does)
+            comes frozen from a static stage, as in configs/warp_refine_synthetic.py)
 
-``run`` trains the static segmenter (the semantic prior) first, then the refiner with the
-prior frozen, then evaluates propagation against copy and flow (``evaluation.propagation``).
+The configs train the static segmenter (the semantic prior) as a first stage, then the
+refiner with the prior frozen; ``evaluation.propagation.report`` scores propagation
+against copy and flow.
 """
 
 from __future__ import annotations
@@ -117,8 +118,8 @@ def make_model(config: ml_collections.ConfigDict) -> WarpRefineModel:
 class WarpRefineTask(Task):
     """The prior segmenter (``static``) and the refiner, trained on cycle windows."""
 
-    def __init__(self, config: ml_collections.ConfigDict):
-        super().__init__(config)
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str | None = None):
+        super().__init__(config, workdir)
         self.w = config.warp_refine
         self.model = make_model(config)
         self.num_classes = int(config.model.num_classes)
@@ -214,23 +215,3 @@ class WarpRefineTask(Task):
         out = self._propagate(variables, p0, jnp.asarray(frames, jnp.float32)[None],
                               jnp.asarray(flows_to_prev)[None])
         return np.asarray(out[0])
-
-
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Static prior, then the refiner (prior frozen), then the propagation evaluation."""
-    from vsegjax.evaluation import propagation
-    from vsegjax.train.efc import stage_config
-    from vsegjax.train.segmentation import StaticSegmentationTask
-    from vsegjax.train.trainer import train
-
-    cfg = ml_collections.ConfigDict(config.to_dict())
-    if cfg.warp_refine.get("prior", "segmenter") == "segmenter":
-        static_dir = os.path.join(workdir, "static")
-        static_cfg = stage_config(config, config.static_stage)
-        train(static_cfg, static_dir, StaticSegmentationTask(static_cfg))
-        if not cfg.train.get("init_from"):
-            cfg.train.init_from = static_dir
-    task = WarpRefineTask(cfg)
-    result = train(cfg, os.path.join(workdir, "refiner"), task)
-    variables = {"params": result.state.params, **result.state.model_state}
-    return propagation.run_synthetic(cfg, workdir, refiner=(task, variables))

@@ -1,0 +1,226 @@
+"""The one experiment runner: how stages resolve, and every config end to end."""
+
+import importlib
+import json
+import pathlib
+import subprocess
+import sys
+
+import jax
+import ml_collections
+import pytest
+
+from configs import common
+from vsegjax.data import synthetic_tfds
+from vsegjax.train import checkpoint, experiment
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("*.py")
+                 if p.stem not in ("__init__", "common", "synthetic_preview"))
+
+
+def config_variants() -> list[tuple[str, str | None]]:
+    out = []
+    for name in CONFIGS:
+        module = importlib.import_module(f"configs.{name}")
+        out += [(name, v) for v in getattr(module, "VARIANTS", (None,))]
+    out.append(("vplr_synthetic", "d_nogeom"))
+    return out
+
+
+def load(name: str, variant: str | None = None) -> ml_collections.ConfigDict:
+    module = importlib.import_module(f"configs.{name}")
+    return module.get_config(variant) if variant else module.get_config()
+
+
+def two_stages(**b_overrides) -> ml_collections.ConfigDict:
+    c = common.base(num_steps=10)
+    return common.set_stages(c, ("a", common.stage("static")),
+                             ("b", common.stage("static", **b_overrides)))
+
+
+# --------------------------------------------------------------------------- resolution
+
+
+def test_stage_overrides_merge_into_the_top_level_blocks():
+    c = two_stages(train=dict(num_steps=3), optimizer=dict(learning_rate=1e-4))
+    a, b = experiment.resolve_stages(c, "/w")
+    assert (a.config.train.num_steps, b.config.train.num_steps) == (10, 3)
+    # Fields a stage does not set are the top-level ones.
+    assert b.config.train.log_every == a.config.train.log_every == c.train.log_every
+    assert b.config.optimizer.learning_rate == 1e-4
+    assert b.config.optimizer.warmup_steps == c.optimizer.warmup_steps
+    assert a.config.optimizer.learning_rate == c.optimizer.learning_rate
+    assert (a.workdir, b.workdir) == ("/w/a", "/w/b")
+    assert "stages" not in b.config and "stage_order" not in b.config
+
+
+def test_top_level_num_steps_sets_every_stage_that_does_not_override_it():
+    c = two_stages(train=dict(num_steps=3))
+    c.train.num_steps = 7
+    a, b = experiment.resolve_stages(c, "/w")
+    assert (a.config.train.num_steps, b.config.train.num_steps) == (7, 3)
+
+
+def test_a_dict_field_of_an_override_replaces_the_old_one_whole():
+    stages = {s.name: s for s in experiment.resolve_stages(load("efc_synthetic", "tcc_fix"), "/w")}
+    assert set(stages["flow_pretrain"].config.efc.loss_weights) == {"L_occ", "L_pm", "L_sm"}
+    assert stages["flow_pretrain"].config.efc.mode == "flow_only"
+    assert stages["efc"].config.efc.mode == "joint"  # the override is the stage's alone
+    assert stages["efc"].init_from == "/w/flow_pretrain"
+    assert tuple(stages["efc"].config.optimizer.frozen) == ("flow",)
+    assert tuple(stages["flow_pretrain"].config.optimizer.get("frozen", ())) == ()
+
+
+@pytest.mark.parametrize("value,want", [("previous", "/w/a"), ("", ""), ("a", "/w/a"),
+                                        ("/runs/other", "/runs/other")])
+def test_init_from_is_the_previous_stage_a_named_one_a_path_or_nothing(value, want):
+    a, b = experiment.resolve_stages(two_stages(init_from=value), "/w")
+    assert a.init_from == "" and b.init_from == want == b.config.train.init_from
+
+
+def test_an_explicit_train_init_from_wins():
+    c = two_stages()
+    c.train.init_from = "/runs/mine"
+    a, b = experiment.resolve_stages(c, "/w")
+    assert a.init_from == b.init_from == "/runs/mine"
+
+
+def test_a_disabled_stage_is_skipped_and_cannot_be_started_from():
+    c = common.set_stages(common.base(num_steps=4), ("a", common.stage("static")),
+                          ("b", common.stage("static", enabled=False)),
+                          ("c", common.stage("static")))
+    assert [s.name for s in experiment.resolve_stages(c, "/w")] == ["a", "c"]
+    assert experiment.resolve_stages(c, "/w")[1].init_from == "/w/a"
+    c.stages.c.init_from = "b"
+    with pytest.raises(ValueError, match="stages.c.init_from: stage 'b' is disabled"):
+        experiment.resolve_stages(c, "/w")
+
+
+def test_a_stage_cannot_start_from_a_later_one():
+    c = two_stages()
+    c.stages.a.init_from = "b"
+    with pytest.raises(ValueError, match="stages.a.init_from: stage 'b' runs after 'a'"):
+        experiment.resolve_stages(c, "/w")
+
+
+@pytest.mark.parametrize("steps", [0, -5, 2.5])
+def test_bad_num_steps_are_named_before_anything_runs(steps):
+    c = two_stages(train=dict(num_steps=steps))
+    with pytest.raises(ValueError, match=r"stages\.b\.train\.num_steps: an int >= 1"):
+        experiment.resolve_stages(c, "/w")
+    if isinstance(steps, int):  # the top-level field is typed int by ml_collections
+        c = two_stages()
+        c.train.num_steps = steps
+        with pytest.raises(ValueError, match=r"config field train\.num_steps"):
+            experiment.resolve_stages(c, "/w")
+
+
+def test_unknown_task_and_a_wrong_stage_order_are_named():
+    c = two_stages()
+    c.stages.b.task = "nope"
+    with pytest.raises(ValueError, match="stages.b.task: 'nope'"):
+        experiment.resolve_stages(c, "/w")
+    c = two_stages()
+    c.stage_order = ("a",)
+    with pytest.raises(ValueError, match="stage_order"):
+        experiment.resolve_stages(c, "/w")
+
+
+def test_help_imports_no_jax_and_lists_configs_and_tasks():
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys, vsegjax.main; "
+         "print(sorted(m for m in ('jax', 'tensorflow', 'orbax') if m in sys.modules))"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    assert probe.stdout.strip() == "[]"
+    out = subprocess.run([sys.executable, "-m", "vsegjax.main", "--help"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert "grfp_synthetic.py" in out.stdout and "warp_refine" in out.stdout
+
+
+def test_main_names_a_bad_stage_field_in_one_line(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "vsegjax.main",
+                          "--config=configs/grfp_synthetic.py", f"--workdir={tmp_path}",
+                          "--config.stages.grfp.train.num_steps=0"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0
+    assert "stages.grfp.train.num_steps" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("name,variant", config_variants())
+def test_every_config_resolves_and_builds_its_models(name, variant):
+    """Every stage of every config (and variant) builds its task and its variables."""
+    for stage in experiment.resolve_stages(load(name, variant), "/w"):
+        task = experiment.build_task(stage)
+        shapes = jax.eval_shape(task.init_variables, jax.random.PRNGKey(0))
+        assert shapes["params"], (name, variant, stage.name)
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("tfds")
+    synthetic_tfds.build(str(data_dir), "tiny", num_workers=1)
+    return str(data_dir)
+
+
+def shrink(c: ml_collections.ConfigDict, data_dir: str) -> ml_collections.ConfigDict:
+    """The config on the tiny synthetic data (48x64, 5 frames), 2 steps a stage, small nets."""
+    c.data = common.data(config="tiny", data_dir=data_dir)
+    c.model.num_classes = len(c.data.class_names)
+    if "backbone" in c.model:
+        c.model.width = 8
+    c.input.batch_size = 8  # one example per fake device
+    c.input.worker_count = 0
+    c.input.augment.resize = c.input.augment.crop_size = (48, 64)
+    if "window" in c.input:
+        c.input.window = (3, 1) if c.input.window[1] else (3, 0)
+    c.train.update(dict(num_steps=2, log_every=1, eval_every=0, async_checkpoints=False))
+    for stage in c.stages.values():
+        if "train" in stage:
+            for key in ("num_steps", "eval_every"):
+                if key in stage.train:
+                    stage.train[key] = 2 if key == "num_steps" else 0
+    c.eval.update(dict(num_snippets=2, num_panels=1, batch_size=8))
+    if "flow" in c and c.flow.source == "flownet":
+        c.flow.update(dict(width=0.125, num_levels=4))
+    if "efc" in c:
+        if c.efc.unlabelled_data is not None:
+            c.efc.unlabelled_data = common.data(config="tiny", data_dir=data_dir)
+            c.efc.unlabelled_batch_size = 8
+        c.efc.pairs_per_snippet = 1
+        c.efc.flow.joint_channels = 16
+        c.efc.flow.extra_channels = (16,)
+    if "sdc" in c:
+        c.sdc.width, c.sdc.depth = 8, 1
+    if "vplr" in c:
+        c.vplr.motion = "dis"  # the Cityscapes config's "sdc" needs a trained SDC run
+        c.vplr.propagated_batch_size = 8
+    if "warp_refine" in c:
+        c.warp_refine.k = min(int(c.warp_refine.k), 3)
+        c.eval.update(dict(num_videos=2, num_frames=5))  # labelled frame 4 must exist
+    return c
+
+
+# The default suite runs these end to end; the others repeat their code paths (each
+# method's default variant is also run by its own test module) and are marked slow.
+FAST = {("static_synthetic", None), ("camvid_static", None), ("warp_refine_synthetic", None),
+        ("sdc_synthetic", "prediction"), ("vplr_synthetic", "e"),
+        ("efc_synthetic", "tcc_single_om")}
+
+
+@pytest.mark.parametrize("name,variant", [
+    pytest.param(n, v, marks=() if (n, v) in FAST else pytest.mark.slow)
+    for n, v in config_variants()])
+def test_every_config_runs_end_to_end(tiny_data, tmp_path, name, variant):
+    config = shrink(load(name, variant), tiny_data)
+    results = experiment.run(config, str(tmp_path))
+    saved = json.loads((tmp_path / "eval_metrics.json").read_text())
+    assert saved == json.loads(json.dumps(results)) and saved
+    for stage in experiment.resolve_stages(config, str(tmp_path)):
+        folder = pathlib.Path(stage.workdir)
+        assert json.loads((folder / "config.json").read_text())["train"]["num_steps"] == 2
+        assert int(checkpoint.load_state_tree(str(folder))["step"]) == 2, stage.name

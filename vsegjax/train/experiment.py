@@ -1,0 +1,221 @@
+"""The one experiment driver: a config's stages, trained in order, then its method's report.
+
+A config declares its stages in ``config.stages`` (name -> stage) and their order in
+``config.stage_order`` (``configs/common.py: set_stages`` writes both). A stage names a
+``task`` (a key of ``TASKS``), whether it runs (``enabled``), where it initialises from
+(``init_from``: ``"previous"``, the default, is the stage before it; ``""`` is a fresh
+start; another stage's name; or a path to a run), and overrides of any top-level block
+(``train``, ``optimizer``, ``input``, ``efc``, ...). A stage's config is the top-level
+config with each override merged into its block field by field (a field given as a dict,
+such as ``loss_weights``, replaces the old one whole), so ``--config.train.num_steps=N``
+sets every stage that does not override it and ``--config.stages.grfp.train.num_steps=N``
+sets one.
+
+Each stage trains in ``<workdir>/<stage name>`` with the shared trainer (resuming, or
+skipped when its last step is saved), its resolved config beside it in ``config.json``.
+Then the report of the last stage's task scores the run and the runner writes
+``<workdir>/eval_metrics.json`` (atomically).
+
+The registry maps task names to the task class and the report function as import
+paths, so listing them (``python -m vsegjax.main --help``) imports no JAX.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+from typing import Any, Callable, Sequence
+
+import ml_collections
+
+# task name -> (Task subclass, report(config, workdir, stages) -> results dict).
+TASKS: dict[str, tuple[str, str]] = {
+    "static": ("vsegjax.train.segmentation:StaticSegmentationTask",
+               "vsegjax.train.segmentation:report"),
+    "grfp": ("vsegjax.train.grfp:GRFPTask", "vsegjax.train.grfp_eval:report"),
+    "efc": ("vsegjax.train.efc:EFCTask", "vsegjax.train.efc_eval:report"),
+    "sdc": ("vsegjax.train.sdc:SDCTask", "vsegjax.train.sdc:report"),
+    "vplr": ("vsegjax.train.vplr:VPLRTask", "vsegjax.train.vplr:report"),
+    "warp_refine": ("vsegjax.train.warp_refine:WarpRefineTask",
+                    "vsegjax.evaluation.propagation:report"),
+}
+
+PREVIOUS = "previous"
+STAGE_FIELDS = ("task", "enabled", "init_from")
+METRICS_FILE = "eval_metrics.json"
+
+
+def _resolve(path: str) -> Any:
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def task_class(name: str) -> type:
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; known: {sorted(TASKS)}")
+    return _resolve(TASKS[name][0])
+
+
+def report_fn(name: str) -> Callable[..., dict[str, Any]]:
+    return _resolve(TASKS[name][1])
+
+
+@dataclasses.dataclass
+class Stage:
+    """One stage as the runner resolved it."""
+
+    name: str
+    task_name: str
+    config: ml_collections.ConfigDict  # the top-level config with the overrides merged
+    workdir: str
+    init_from: str  # "" or the folder of a run (a stage's or a path)
+
+
+@dataclasses.dataclass
+class StageResult:
+    """What a report reads of a trained stage."""
+
+    stage: Stage
+    task: Any  # the Task instance
+    state: Any  # the final TrainState
+    step: int
+
+    @property
+    def name(self) -> str:
+        return self.stage.name
+
+    @property
+    def task_name(self) -> str:
+        return self.stage.task_name
+
+    @property
+    def config(self) -> ml_collections.ConfigDict:
+        return self.stage.config
+
+
+def merge_block(base: ml_collections.ConfigDict | None, override: Any
+                ) -> ml_collections.ConfigDict:
+    """``base`` with each field of ``override`` set (dict fields replaced whole)."""
+    merged = base.to_dict() if base is not None else {}
+    merged.update(override.to_dict() if hasattr(override, "to_dict") else dict(override))
+    return ml_collections.ConfigDict(merged)
+
+
+def stage_order(config: ml_collections.ConfigDict) -> list[str]:
+    """The stage names in order, checked against ``config.stages``."""
+    if "stages" not in config:
+        raise ValueError("config has no field 'stages'; build it with configs/common.py: "
+                         "set_stages")
+    order = list(config.get("stage_order", ()))
+    names = set(config.stages.keys())
+    if set(order) != names or len(order) != len(names):
+        raise ValueError(f"config field stage_order: {order} must list each of the stages "
+                         f"{sorted(names)} once")
+    return order
+
+
+def resolve_stages(config: ml_collections.ConfigDict, workdir: str) -> list[Stage]:
+    """The enabled stages with their merged configs, folders and init_from resolved."""
+    workdir = os.path.abspath(os.path.expanduser(workdir))
+    order = stage_order(config)
+    enabled = [n for n in order if config.stages[n].get("enabled", True)]
+    if not enabled:
+        raise ValueError(f"config field stages: every stage of {order} is disabled")
+    top = {k: v for k, v in config.items() if k not in ("stages", "stage_order")}
+    stages: list[Stage] = []
+    for name in enabled:
+        spec = config.stages[name]
+        where = f"stages.{name}"
+        task_name = spec.get("task")
+        if task_name not in TASKS:
+            raise ValueError(f"config field {where}.task: {task_name!r}; known tasks: "
+                             f"{sorted(TASKS)}")
+        cfg = ml_collections.ConfigDict(
+            {k: v.to_dict() if hasattr(v, "to_dict") else v for k, v in top.items()})
+        for block, override in spec.items():
+            if block in STAGE_FIELDS:
+                continue
+            if not hasattr(override, "keys"):
+                raise ValueError(f"config field {where}.{block}: a stage overrides blocks "
+                                 f"of fields (train, optimizer, input, ...); got {override!r}")
+            cfg[block] = merge_block(cfg.get(block), override)
+        init = _init_from(spec.get("init_from", PREVIOUS), name, where, stages, order,
+                          enabled, workdir)
+        if cfg.get("train") is not None and cfg.train.get("init_from"):
+            init = cfg.train.init_from  # an explicit train.init_from wins
+        if cfg.get("train") is not None:
+            cfg.train.init_from = init
+        steps = cfg.get("train", {}).get("num_steps")
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            field = f"{where}.train.num_steps" if "num_steps" in spec.get("train", {}) \
+                else "train.num_steps"
+            raise ValueError(f"config field {field}: an int >= 1; got {steps!r}")
+        stages.append(Stage(name, task_name, cfg, os.path.join(workdir, name), init))
+    return stages
+
+
+def _init_from(value: str, name: str, where: str, done: Sequence[Stage], order: list[str],
+               enabled: list[str], workdir: str) -> str:
+    if not value:
+        return ""
+    if value == PREVIOUS:
+        return done[-1].workdir if done else ""
+    if value in order:
+        if value not in enabled:
+            raise ValueError(f"config field {where}.init_from: stage {value!r} is disabled")
+        earlier = [s for s in done if s.name == value]
+        if not earlier:
+            raise ValueError(f"config field {where}.init_from: stage {value!r} runs after "
+                             f"{name!r}")
+        return earlier[0].workdir
+    return value  # a path to another run
+
+
+def build_task(stage: Stage) -> Any:
+    """The stage's task; constructing it checks the task's own config fields."""
+    return task_class(stage.task_name)(stage.config, workdir=stage.workdir)
+
+
+def prepare(config: ml_collections.ConfigDict, workdir: str) -> list[tuple[Stage, Any]]:
+    """The enabled stages and their tasks: every config error is raised here, before
+    anything trains."""
+    stages = resolve_stages(config, workdir)
+    return [(s, build_task(s)) for s in stages]
+
+
+def run(config: ml_collections.ConfigDict, workdir: str,
+        prepared: list[tuple[Stage, Any]] | None = None) -> dict[str, Any]:
+    """Trains every enabled stage in order, then writes the report's ``eval_metrics.json``."""
+    # Imported here, not at the top: this module is also read for its registry by
+    # ``--help``, which must not wait for JAX, TensorFlow and orbax to load.
+    from vsegjax import files, viz
+    from vsegjax.data import datasets, preview
+    from vsegjax.train.trainer import train
+
+    workdir = os.path.abspath(os.path.expanduser(workdir))
+    prepared = prepared if prepared is not None else prepare(config, workdir)
+    last = prepared[-1][0].config
+    source = datasets.open_split(last.data, last.eval.split)
+    preview.write_previews(source, os.path.join(workdir, "preview"),
+                           range(min(2, len(source))),
+                           viz.palette_for(datasets.palette_name(last.data)))
+    results: list[StageResult] = []
+    for stage, task in prepared:
+        files.atomic_write_text(os.path.join(stage.workdir, "config.json"),
+                                json.dumps(json.loads(stage.config.to_json_best_effort()),
+                                           indent=2))
+        out = train(stage.config, stage.workdir, task)
+        results.append(StageResult(stage, task, out.state, out.step))
+    metrics = report_fn(prepared[-1][0].task_name)(last, workdir, results)
+    path = os.path.join(workdir, METRICS_FILE)
+    files.atomic_write_text(path, json.dumps(metrics, indent=2))
+    print(f"wrote {path}")
+    return metrics
+
+
+def find_stage(results: Sequence[StageResult], task_name: str) -> StageResult | None:
+    """The last trained stage of ``task_name`` (a report's baseline), or None."""
+    found = [r for r in results if r.task_name == task_name]
+    return found[-1] if found else None
