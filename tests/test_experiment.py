@@ -224,3 +224,43 @@ def test_every_config_runs_end_to_end(tiny_data, tmp_path, name, variant):
         folder = pathlib.Path(stage.workdir)
         assert json.loads((folder / "config.json").read_text())["train"]["num_steps"] == 2
         assert int(checkpoint.load_state_tree(str(folder))["step"]) == 2, stage.name
+        rows = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+        assert all(r["learning_rate"] >= 0 for r in rows if "loss" in r)
+    assert list((tmp_path / "eval").glob("events.out.tfevents.*"))
+
+
+def test_results_and_panels_go_to_tensorboard(tmp_path):
+    import numpy as np
+    import tensorflow as tf
+
+    from vsegjax import viz
+    from vsegjax.train import writers
+    viz.save_png(str(tmp_path / "panels" / "example_000.png"), np.full((8, 12, 3), 200, np.uint8))
+    n = writers.write_results(str(tmp_path), 7, {"grfp": {"miou": 0.5, "name": "x"},
+                                                 "num_snippets": 3, "flag": None})
+    assert n == 1
+    tags = {}
+    for path in (tmp_path / "eval").glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                tags[value.tag] = event.step
+    assert tags == {"grfp/miou": 7, "num_snippets": 7, "panels/example_000": 7}
+
+
+def test_orbax_info_lines_are_dropped_and_its_warnings_kept():
+    import logging
+
+    from absl import logging as absl_logging
+
+    from vsegjax.train import writers
+    writers.quiet_orbax()
+    writers.quiet_orbax()  # idempotent
+    logger = absl_logging.get_absl_logger()
+    assert sum(isinstance(f, writers._DropOrbaxInfo) for f in logger.filters) == 1
+
+    def record(level, path):
+        return logging.LogRecord("absl", level, path, 1, "m", None, None)
+    orbax = "/x/site-packages/orbax/checkpoint/checkpoint_manager.py"
+    assert not logger.filter(record(logging.INFO, orbax))
+    assert logger.filter(record(logging.WARNING, orbax))
+    assert logger.filter(record(logging.INFO, "/x/vsegjax/train/trainer.py"))

@@ -20,6 +20,11 @@ def test_loss_falls_and_checkpoints_appear(tmp_path):
     losses = [r["loss"] for r in rows if "loss" in r]
     assert losses[-1] < 0.6 * losses[0]
     assert "L_seg" in rows[-1] and "grad_norm" in rows[-1]
+    # The learning rate of each logged step: cosine from 0.05 over 30 steps (step 30 takes
+    # the rate of update 29).
+    logged = {r["step"]: r["learning_rate"] for r in rows if "loss" in r}
+    for step, lr in logged.items():
+        assert lr == pytest.approx(0.05 * 0.5 * (1 + np.cos(np.pi * (step - 1) / 30)), rel=1e-5)
     assert result.step == 30
     steps = sorted(int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit())
     assert steps[-1] == 30 and len(steps) <= 2  # keep_checkpoints default 2

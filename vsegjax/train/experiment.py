@@ -192,8 +192,10 @@ def run(config: ml_collections.ConfigDict, workdir: str,
     # ``--help``, which must not wait for JAX, TensorFlow and orbax to load.
     from vsegjax import files, viz
     from vsegjax.data import datasets, preview
+    from vsegjax.train import writers
     from vsegjax.train.trainer import train
 
+    writers.quiet_orbax()
     workdir = os.path.abspath(os.path.expanduser(workdir))
     prepared = prepared if prepared is not None else prepare(config, workdir)
     last = prepared[-1][0].config
@@ -211,7 +213,8 @@ def run(config: ml_collections.ConfigDict, workdir: str,
     metrics = report_fn(prepared[-1][0].task_name)(last, workdir, results)
     path = os.path.join(workdir, METRICS_FILE)
     files.atomic_write_text(path, json.dumps(metrics, indent=2))
-    print(f"wrote {path}")
+    writers.write_results(workdir, results[-1].step, metrics)
+    print(f"wrote {path}; TensorBoard: tensorboard --logdir={workdir}")
     return metrics
 
 

@@ -83,6 +83,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
     opt_cfg = ml_collections.ConfigDict(config.optimizer.to_dict())
     opt_cfg.frozen = tuple(sorted(set(opt_cfg.get("frozen", ())) | set(task.frozen_params())))
     tx = optim.make_optimizer(opt_cfg, num_steps, abstract_vars["params"])
+    schedule = optim.make_schedule(opt_cfg, num_steps)  # logged beside the loss
 
     def create_state(key):
         params, model_state = _split_variables(task.init_variables(key))
@@ -170,7 +171,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
             bar.update(1)
             if step % log_every == 0 or step == num_steps:
                 last = {k: float(v) for k, v in collection.compute().items()}
-                writer.write_scalars(step, last)
+                # The rate of the step just taken (optax counts updates from 0).
+                writer.write_scalars(step, dict(last, learning_rate=float(schedule(step - 1))))
                 bar.set_postfix(loss=f"{last['loss']:.4f}")
                 collection = None
             if step % ckpt_every == 0 or step == num_steps:

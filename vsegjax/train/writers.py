@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import glob
 import json
+import logging
 import os
 import time
 from typing import Any, Mapping
 
+import cv2
 import jax
 import numpy as np
+from absl import logging as absl_logging
 from clu import metric_writers
 
 
@@ -71,3 +75,47 @@ def create_writer(workdir: str) -> metric_writers.MetricWriter:
         metric_writers.create_default_writer(workdir, asynchronous=False),
         JsonlWriter(os.path.join(workdir, "metrics.jsonl")),
     ])
+
+
+class _DropOrbaxInfo(logging.Filter):
+    """Drops orbax's INFO lines (about 40 per checkpoint save, between the progress bar's
+    updates); its warnings and errors still show."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.INFO or f"{os.sep}orbax{os.sep}" not in record.pathname
+
+
+def quiet_orbax() -> None:
+    """Installs the filter on absl's logger, through which orbax logs (idempotent)."""
+    logger = absl_logging.get_absl_logger()
+    if not any(isinstance(f, _DropOrbaxInfo) for f in logger.filters):
+        logger.addFilter(_DropOrbaxInfo())
+
+
+def flatten_scalars(results: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """The numbers of a nested results dict as ``a/b/c`` scalars (None and text left out)."""
+    out: dict[str, float] = {}
+    for key, value in results.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten_scalars(value, name + "/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[name] = float(value)
+    return out
+
+
+def write_results(workdir: str, step: int, results: Mapping[str, Any]) -> int:
+    """A run's results and its PNG panels (``workdir/panels``) as TensorBoard scalars and
+    images in ``workdir/eval``, so they sit beside the training curves. Returns the
+    number of images written."""
+    writer = create_writer(os.path.join(workdir, "eval"))
+    writer.write_scalars(step, flatten_scalars(results))
+    paths = sorted(glob.glob(os.path.join(workdir, "panels", "*.png")))
+    for path in paths:
+        image = cv2.imread(path, cv2.IMREAD_COLOR)
+        if image is not None:
+            rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+            writer.write_images(step, {f"panels/{os.path.basename(path)[:-4]}": rgb[None]})
+    writer.flush()
+    writer.close()
+    return len(paths)
