@@ -15,7 +15,7 @@ from vsegjax.data import synthetic_tfds
 from vsegjax.losses import efc as efc_losses
 from vsegjax.models.efc import make_efc_model
 from vsegjax.train import efc, efc_pairs, experiment
-from vsegjax.train.segmentation import StaticModel
+from vsegjax.models.video import StaticModel
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

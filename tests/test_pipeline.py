@@ -11,6 +11,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from _tiny_builder import TINY_SPLITS, make_snippet
 from vsegjax.data import augment as aug
 from vsegjax.data import pipeline
+from vsegjax.train import sharding
 
 NUM = 16
 
@@ -133,7 +134,7 @@ def test_batch_size_checks(source):
         _ds(source, batch_size=12)
     with pytest.raises(ValueError, match="number of processes"):
         _ds(source, batch_size=8, process_count=3, process_index=0)
-    mesh = pipeline.make_mesh(2)
+    mesh = sharding.make_mesh(2)
     ds = _ds(source, batch_size=2, mesh=mesh)  # only the data axis' 2 devices matter
     assert next(iter(ds))["frames"].shape[0] == 2
     with pytest.raises(ValueError, match="mesh axis 'data'"):
@@ -142,9 +143,9 @@ def test_batch_size_checks(source):
 
 def test_to_global_batch_on_eight_devices(source):
     assert jax.device_count() == 8
-    mesh = pipeline.make_mesh()
+    mesh = sharding.make_mesh()
     host = next(iter(_ds(source)))
-    glob = pipeline.to_global_batch(host, mesh)
+    glob = sharding.to_global_batch(host, mesh)
     assert set(glob) == set(host)
     for key, x in glob.items():
         assert isinstance(x, jax.Array)
@@ -155,15 +156,15 @@ def test_to_global_batch_on_eight_devices(source):
         np.testing.assert_array_equal(np.asarray(x), host[key])
     assert glob["snippet_id"].dtype == np.int32  # 64-bit ids narrowed without x64
     with pytest.raises(ValueError, match="not divisible"):
-        pipeline.to_global_batch({k: v[:4] for k, v in host.items()}, mesh)
+        sharding.to_global_batch({k: v[:4] for k, v in host.items()}, mesh)
     with pytest.raises(ValueError, match="no axis"):
-        pipeline.to_global_batch(host, mesh, data_axis="batch")
+        sharding.to_global_batch(host, mesh, data_axis="batch")
 
 
 def test_batch_iterator_is_lazy_and_matches_state(source):
-    mesh = pipeline.make_mesh()
+    mesh = sharding.make_mesh()
     it = iter(_ds(source))
-    batches = list(itertools.islice(pipeline.batch_iterator(it, mesh), 2))
+    batches = list(itertools.islice(sharding.batch_iterator(it, mesh), 2))
     assert all(isinstance(b["frames"], jax.Array) for b in batches)
     state = it.get_state()
     it2 = iter(_ds(source))
@@ -202,7 +203,7 @@ def test_tfds_array_record_source_through_pipeline(tiny_tfds):
     it2 = iter(ds)
     it2.set_state(state)
     _assert_batches_equal([next(it2)], [expected])
-    glob = pipeline.to_global_batch(batch, pipeline.make_mesh())
+    glob = sharding.to_global_batch(batch, sharding.make_mesh())
     assert glob["frames"].shape == (8, 3, 8, 12, 3)
     test = pipeline.load_split("tiny_video_snippets", "test", data_dir=tiny_tfds)
     assert sorted(int(test[i]["snippet_id"]) for i in range(len(test))) == [1000, 1001, 1002]

@@ -149,7 +149,7 @@ def test_relaxation_on_propagated_rows_only(tiny_data, tmp_path):
     import jax.numpy as jnp
 
     from vsegjax import losses
-    from vsegjax.train.segmentation import apply_static
+    from vsegjax.models.video import apply_static
 
     c = tiny(tiny_data, "e")
     task = vplr.VPLRTask(c, str(tmp_path))

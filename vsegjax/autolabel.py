@@ -24,7 +24,6 @@ Input folders are only read. Labelled frames keep their label; the rest is compu
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import sys
 import time
@@ -33,6 +32,15 @@ from typing import Any
 import cv2
 import numpy as np
 import tqdm
+
+from vsegjax import files, viz
+from vsegjax.data.video_datasets import BadInputError, list_images, read_frame, read_label_ids
+from vsegjax.inference import propagate as prop
+from vsegjax.inference import warp_refine as wr
+from vsegjax.losses.warp_refine import label_probs
+from vsegjax.models.flow_providers import make_flow_provider
+from vsegjax.models.refiner import warp_probs
+from vsegjax.models.sdc import load_sdc_flow
 
 METHODS = ("copy", "flow", "sdc", "warp_refine")
 IGNORE = 255
@@ -43,8 +51,6 @@ class AutolabelError(ValueError):
 
 
 def _read_inputs(frames_dir: str, labels_dir: str, num_classes: int):
-    from vsegjax.data.video_datasets import (BadInputError, list_images, read_frame,
-                                             read_label_ids)
     try:
         frame_paths = list_images(frames_dir, "--frames", suffixes=(".png", ".jpg", ".jpeg"))
         label_paths = list_images(labels_dir, "--labels", suffixes=(".png",))
@@ -118,7 +124,6 @@ def flow_source(spec: str):
     """'dis' / 'farneback', or a FlowNetS run (its config.json gives the architecture)."""
     if spec in ("dis", "farneback"):
         return spec
-    from vsegjax.models.flow_providers import make_flow_provider
     path = pathlib.Path(spec).expanduser()
     if not path.exists():
         raise AutolabelError(f"--flow={spec}: not 'dis', 'farneback' or an existing FlowNetS "
@@ -136,9 +141,6 @@ def flow_confidence(num_frames: int, anchors: dict[int, np.ndarray], flows,
     """Confidence of flow propagation: the one-hot label warped bilinearly along the same
     composed flow; its max is < 1 where neighbouring source pixels disagree (boundaries)."""
     import jax.numpy as jnp
-    from vsegjax.inference import propagate as prop
-    from vsegjax.models.refiner import warp_probs
-    from vsegjax.losses.warp_refine import label_probs
     conf = {}
     for anchor, targets in prop.assign_anchors(num_frames, anchors).items():
         onehot = label_probs(jnp.asarray(anchors[anchor]), num_classes)
@@ -154,8 +156,6 @@ def autolabel(frames_dir: str, labels_dir: str, out: str, method: str, num_class
               k: int = 3, seed: int = 0, prior: str = "segmenter",
               strides: tuple[int, ...] = (1,), warp_weight: float = 0.0) -> dict[str, Any]:
     """Labels every frame (see the module doc); returns the summary written as JSON."""
-    from vsegjax import files, viz
-    from vsegjax.inference import propagate as prop
 
     if method not in METHODS:
         raise AutolabelError(f"--method={method}: choose from {list(METHODS)}")
@@ -179,7 +179,6 @@ def autolabel(frames_dir: str, labels_dir: str, out: str, method: str, num_class
         if not sdc:
             raise AutolabelError("--method=sdc needs --sdc=<run folder of a trained "
                                  "video reconstruction model (configs/sdc_synthetic.py)>")
-        from vsegjax.models.sdc import load_sdc_flow
         try:
             source = load_sdc_flow(sdc)
         except (ValueError, FileNotFoundError) as e:
@@ -190,7 +189,6 @@ def autolabel(frames_dir: str, labels_dir: str, out: str, method: str, num_class
     flows = prop.video_flows(frames, source)
 
     if method == "warp_refine":
-        from vsegjax.inference import warp_refine as wr
         if refiner:
             try:
                 task, variables = wr.load_refiner(refiner, num_classes)
@@ -247,7 +245,6 @@ def autolabel(frames_dir: str, labels_dir: str, out: str, method: str, num_class
 
 
 def _read_full(path: pathlib.Path) -> np.ndarray:
-    from vsegjax.data.video_datasets import read_frame
     return read_frame(path)
 
 

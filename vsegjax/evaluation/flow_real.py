@@ -23,6 +23,9 @@ import tqdm
 
 from vsegjax.data import flow_datasets
 from vsegjax.evaluation.flow import FlowErrorAccumulator, flow_error_sums, metrics_from_sums
+from vsegjax.models.flow_providers import OpenCVFlow
+from vsegjax.train import checkpoint
+from vsegjax.train.efc import EFCTask
 
 FlowFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # uint8 frames -> flow [H, W, 2]
 
@@ -66,7 +69,6 @@ def resized(fn: FlowFn, max_side: int | None) -> FlowFn:
 
 
 def baseline_fns() -> dict[str, FlowFn]:
-    from vsegjax.models.flow_providers import OpenCVFlow
     out = {"zero": lambda a, b: np.zeros(a.shape[:2] + (2,), np.float32)}
     for method in ("farneback", "dis"):
         provider = OpenCVFlow(method)
@@ -79,8 +81,6 @@ def learned_fn(workdir: str) -> FlowFn:
     """The flow branch of the EFC run in ``workdir`` (its config.json and checkpoints)."""
     import ml_collections
 
-    from vsegjax.train import checkpoint
-    from vsegjax.train.efc import EFCTask
 
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):

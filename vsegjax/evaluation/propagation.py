@@ -25,8 +25,12 @@ import numpy as np
 import tqdm
 
 from vsegjax import files
+from vsegjax.data import synthetic
+from vsegjax.data.video_datasets import list_images, read_frame, read_label_ids
 from vsegjax.evaluation.segmentation import confusion_matrix, iou_from_confusion
 from vsegjax.inference import propagate as prop
+from vsegjax.inference import warp_refine
+from vsegjax.models.sdc import load_sdc_flow
 
 # (frames [T,H,W,3] float, {anchor: label}, flows (fwd, bwd), targets) -> {t: label [H, W]}
 Method = Callable[[np.ndarray, dict[int, np.ndarray], tuple, list[int]], dict[int, np.ndarray]]
@@ -51,7 +55,6 @@ def copy_method(frames, labels, flows, targets):
 
 def warp_refine_method(task, variables) -> Method:
     """A trained refiner (shared across videos) as a propagation method."""
-    from vsegjax.inference import warp_refine
 
     def fn(frames, labels, flows, targets):
         probs = warp_refine.label_video(task, variables, frames, labels, flows)
@@ -136,7 +139,6 @@ def format_table(miou: Mapping[str, Mapping[int, float]]) -> str:
 
 def synthetic_videos(num_videos: int, num_frames: int, size: tuple[int, int], seed: int = 7):
     """Rendered validation videos (uint8 frames, every frame labelled)."""
-    from vsegjax.data import synthetic
     cfg = synthetic.SyntheticConfig(height=int(size[0]), width=int(size[1]),
                                     num_frames=int(num_frames), seed=seed)
     for i in range(num_videos):
@@ -161,7 +163,6 @@ def run_synthetic(config, workdir: str, refiner: tuple[Any, dict] | None = None
     e = config.eval
     sdc = None
     if e.get("sdc_workdir"):
-        from vsegjax.models.sdc import load_sdc_flow
         sdc = motion_method(load_sdc_flow(e.sdc_workdir))
     size = tuple(config.input.augment.get("resize") or config.input.augment.crop_size)
     flow_source = config.warp_refine.get("flow", "dis")
@@ -191,7 +192,6 @@ def run_synthetic(config, workdir: str, refiner: tuple[Any, dict] | None = None
 
 def davis_videos(root: str, max_side: int | None = 256, max_frames: int | None = None):
     """(name, frames float [T,H,W,3], {t: 0/1 label}) per DAVIS 2016 sequence under root."""
-    from vsegjax.data.video_datasets import list_images, read_frame, read_label_ids
     root = pathlib.Path(root).expanduser()
     seq_root = root / "JPEGImages" / "480p"
     if not seq_root.is_dir():
@@ -209,7 +209,6 @@ def davis_videos(root: str, max_side: int | None = 256, max_frames: int | None =
 
 def camvid_val(root: str, max_side: int | None = 240):
     """(frames, {t: label}) of CamVid val in file order (every 2nd video frame); 11 -> 255."""
-    from vsegjax.data.video_datasets import list_images, read_frame, read_label_ids
     root = pathlib.Path(root).expanduser()
     paths = list_images(root / "val", "CamVid val frames")
     frames = np.stack([read_frame(p) for p in paths])
@@ -228,7 +227,6 @@ def run_real(dataset: str, data: str, out: str, methods: Iterable[str] = ("copy"
              strides: Iterable[int] = (1,), warp_weight: float = 0.0) -> dict[str, Any]:
     """DAVIS (first frame labelled, object/background) or CamVid val (anchors every 25
     val frames); ``warp_refine`` trains a refiner on each video's anchor labels first."""
-    from vsegjax.inference import warp_refine
     methods = list(methods)
     unknown = set(methods) - {"copy", "flow", "sdc", "warp_refine"}
     if unknown:
@@ -258,7 +256,6 @@ def run_real(dataset: str, data: str, out: str, methods: Iterable[str] = ("copy"
             elif m == "flow":
                 fns[m] = flow_method
             elif m == "sdc":
-                from vsegjax.models.sdc import load_sdc_flow
                 fns[m] = motion_method(load_sdc_flow(sdc_workdir))
             else:
                 task, variables = warp_refine.train_on_video(

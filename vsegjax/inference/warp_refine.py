@@ -22,6 +22,8 @@ import numpy as np
 from vsegjax import files
 from vsegjax.inference import propagate as prop
 from vsegjax.ops import compose_flow
+from vsegjax.train import checkpoint
+from vsegjax.train.trainer import train
 from vsegjax.train.warp_refine import IGNORE_LABEL, WarpRefineTask
 
 
@@ -168,7 +170,6 @@ def train_on_video(frames: np.ndarray, labels: Mapping[int, np.ndarray], num_cla
                    strides: Sequence[int] = (1,), warp_weight: float = 0.0
                    ) -> tuple[WarpRefineTask, dict]:
     """Trains prior + refiner on one video's sparse labels; (task, variables)."""
-    from vsegjax.train.trainer import train
 
     h, w = np.asarray(frames).shape[1:3]
     crop = (min(crop[0], h), min(crop[1], w))
@@ -188,7 +189,6 @@ def train_on_video(frames: np.ndarray, labels: Mapping[int, np.ndarray], num_cla
 def load_refiner(path: str, num_classes: int) -> tuple[WarpRefineTask, dict]:
     """(task, variables) of a trained refiner run: ``train_on_video``'s ``<out>/refiner``
     or a ``configs/warp_refine_*`` workdir (its ``refiner`` stage)."""
-    from vsegjax.train import checkpoint
 
     run = pathlib.Path(path).expanduser()
     if (run / "refiner" / "checkpoints").is_dir():

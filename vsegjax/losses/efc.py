@@ -170,7 +170,7 @@ def joint_loss_terms(out: Mapping, images: jax.Array, labels: jax.Array, *,
       cons_on: "features" compares the shared encoder's features S at the correlation
         level (eq. 2 as written); "probabilities" compares the segmentation's class
         probabilities at full resolution along the full-resolution flow and O_est (not
-        the paper's; measured in the README because eq. 2 on a small encoder trained from
+        the paper's; measured in docs/efc.md because eq. 2 on a small encoder trained from
         scratch costs it both segmentation and flow here).
     """
     if cons_on not in CONS_ON:

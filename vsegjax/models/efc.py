@@ -17,7 +17,7 @@ Layout (section "Network" of the paper and METHODS.md section 2):
 * ``flow.private_channels > 0`` adds a flow-only input level: two 3x3 convs on the frames
   at stride 2 (FlowNetS's conv1, parameters under ``private``), the decoder's finest skip
   and refinement level. The shared encoder's features are shaped by L_seg and lose the
-  texture that sub-pixel flow needs (README, "Why the joint flow lags"); the segmentation
+  texture that sub-pixel flow needs (docs/efc.md); the segmentation
   never reads this level, so inference costs the same. ``flow.private_levels = n > 1``
   continues that private pyramid to stride ``2**n`` (channels doubling per level); each
   deeper private level is concatenated with the shared features on its grid (stride 4:

@@ -34,7 +34,7 @@ from vsegjax.losses import efc as efc_losses
 from vsegjax.models.efc import EFCModel, make_efc_model
 from vsegjax.train import data
 from vsegjax.train.efc_pairs import MixedIterator, PrepareSnippets, gather_frames, sample_pairs
-from vsegjax.train.segmentation import StaticModel
+from vsegjax.models.video import StaticModel
 from vsegjax.train.task import Task
 
 MODES = ("joint", "flow_only")

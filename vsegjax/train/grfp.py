@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -22,59 +21,11 @@ import numpy as np
 
 from vsegjax import evaluation, losses
 from vsegjax.models import flow_providers
-from vsegjax.models.segmenter import make_segmenter
-from vsegjax.models.stgru import GRFP
+from vsegjax.models.video import make_video_model
 from vsegjax.train import data
 from vsegjax.train.task import Task
 
 LOSS_KEYS = {"L_fwbw": "logits", "L_fwd": "logits_fwd", "L_bwd": "logits_bwd"}
-
-
-class VideoModel(nn.Module):
-    """Static segmenter on every frame, then GRFP over the window.
-
-    With a ``flow`` module (FlowNetS) the flows are computed here from the frames, every
-    consecutive pair in both directions in one call; otherwise they come with the batch.
-    """
-
-    static: nn.Module
-    grfp: GRFP
-    flow: nn.Module | None = None
-    flow_trainable: bool = False
-
-    def compute_flows(self, frames):
-        b, t, h, w, _ = frames.shape
-        first = frames[:, :-1].reshape((-1, h, w, 3))
-        second = frames[:, 1:].reshape((-1, h, w, 3))
-        out = self.flow(jnp.concatenate([first, second]), jnp.concatenate([second, first]))
-        flows = out["flow"].reshape((2, b, t - 1, h, w, 2))
-        if not self.flow_trainable:
-            flows = jax.lax.stop_gradient(flows)
-        return flows[0], flows[1]
-
-    def __call__(self, frames, flow_fwd, flow_bwd, label_pos: int, train: bool = False,
-                 static_train: bool = False):
-        b, t, h, w, _ = frames.shape
-        if self.flow is not None:
-            flow_fwd, flow_bwd = self.compute_flows(frames)
-        logits = self.static(frames.reshape((b * t, h, w, 3)), train=static_train)
-        logits = logits.reshape((b, t) + logits.shape[1:])
-        if not static_train:
-            # A frozen static net: no gradient through T copies of it (saves most compute).
-            logits = jax.lax.stop_gradient(logits)
-        return self.grfp(logits, frames, flow_fwd, flow_bwd, label_pos)
-
-
-def make_video_model(config: ml_collections.ConfigDict,
-                     provider: flow_providers.FlowProvider | None = None) -> VideoModel:
-    g = config.grfp
-    learned = isinstance(provider, flow_providers.LearnedFlow)
-    return VideoModel(
-        static=make_segmenter(config.model),
-        grfp=GRFP(num_classes=config.model.num_classes, mode=g.mode, kernel_size=g.kernel_size,
-                  identity_init=g.identity_init, center_inputs=g.center_inputs, remat=g.remat),
-        flow=provider.module if learned else None,
-        flow_trainable=bool(learned and provider.trainable))
 
 
 class HostFlow:

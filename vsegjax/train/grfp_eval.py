@@ -21,7 +21,7 @@ import tqdm
 from vsegjax import evaluation, viz
 from vsegjax.data import datasets
 from vsegjax.train import data, experiment
-from vsegjax.train.segmentation import StaticModel, apply_static
+from vsegjax.models.video import StaticModel, apply_static
 
 METHODS = ("static", "grfp", "grfp_fwbw")
 

@@ -6,7 +6,6 @@ import functools
 import os
 from typing import Any, Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -15,28 +14,9 @@ import numpy as np
 from vsegjax import evaluation, losses, viz
 from vsegjax.data import datasets
 from vsegjax.models.segmenter import make_segmenter
+from vsegjax.models.video import StaticModel, apply_static
 from vsegjax.train import data, experiment
 from vsegjax.train.task import Task
-
-
-class StaticModel(nn.Module):
-    """Wraps a segmenter so its variables sit under ``static`` (as in the video models)."""
-
-    static: nn.Module
-
-    def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
-        return self.static(images, train=train)
-
-
-def apply_static(model: nn.Module, params: Any, model_state: dict, images: jax.Array,
-                 train: bool, rng: jax.Array | None = None) -> tuple[jax.Array, dict]:
-    """(logits, new model_state) of a ``StaticModel``; BN statistics update when training."""
-    variables = {"params": params, **model_state}
-    if not train:
-        return model.apply(variables, images, train=False), model_state
-    logits, new_state = model.apply(variables, images, train=True,
-                                    mutable=list(model_state), rngs={"dropout": rng})
-    return logits, {**model_state, **new_state}
 
 
 class StaticSegmentationTask(Task):

@@ -19,7 +19,6 @@ import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 import tqdm
 from absl import logging
@@ -27,8 +26,7 @@ from clu import metrics as clu_metrics
 from clu import periodic_actions
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from vsegjax.data import pipeline
-from vsegjax.train import checkpoint, optim, writers
+from vsegjax.train import checkpoint, optim, sharding, writers
 from vsegjax.train.task import Task
 
 
@@ -74,7 +72,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
     workdir = os.path.abspath(os.path.expanduser(workdir))
     os.makedirs(workdir, exist_ok=True)
     num_steps = int(tcfg.num_steps)
-    mesh = pipeline.make_mesh(config.get("mesh", {}).get("num_devices") or None)
+    mesh = sharding.make_mesh(config.get("mesh", {}).get("num_devices") or None)
     replicated = NamedSharding(mesh, P())
 
     root = jax.random.PRNGKey(config.seed)
@@ -156,7 +154,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
             host_batch = next(data_iter)
             positions = {step - 1: positions[step - 1], step: data_iter.get_state()}
             # Rebind `state` at once: the call donates (deletes) the old buffers.
-            state, metrics, ok = step_fn(state, pipeline.to_global_batch(host_batch, mesh))
+            state, metrics, ok = step_fn(state, sharding.to_global_batch(host_batch, mesh))
             if not bool(ok):
                 ckpt.wait()
                 values = {k: float(v) for k, v in jax.device_get(metrics).items()}

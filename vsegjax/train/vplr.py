@@ -31,10 +31,12 @@ import tqdm
 from vsegjax import losses
 from vsegjax.data import datasets, pipeline
 from vsegjax.inference import propagate as prop
+from vsegjax.losses.segmentation import IGNORE_LABEL
+from vsegjax.models.sdc import load_sdc_flow
 from vsegjax.train import data, experiment
 from vsegjax.train.efc_pairs import MixedIterator
-from vsegjax.losses.segmentation import IGNORE_LABEL
-from vsegjax.train.segmentation import StaticSegmentationTask, apply_static
+from vsegjax.models.video import apply_static
+from vsegjax.train.segmentation import StaticSegmentationTask
 
 MODES = ("none", "label", "joint")
 # Where labels are moved: "train" at the training size (``input.augment.resize``),
@@ -55,7 +57,6 @@ def _resize_frames(frames: np.ndarray, labels: np.ndarray, size) -> tuple[np.nda
 
 def motion_source(v: ml_collections.ConfigDict):
     if v.motion == "sdc":
-        from vsegjax.models.sdc import load_sdc_flow
         return load_sdc_flow(v.sdc_workdir)
     return v.motion
 

@@ -20,7 +20,6 @@ against copy and flow.
 from __future__ import annotations
 
 import functools
-import os
 from typing import Any
 
 import jax
