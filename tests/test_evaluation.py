@@ -375,3 +375,34 @@ def test_positional_prior_predicts_the_most_frequent_class_per_pixel():
     c = np.array([[1, 2], [0, 1]])
     prior = PositionalPrior(3, (2, 2)).fit([a, b, c])
     np.testing.assert_array_equal(prior.predict(), [[0, 2], [2, 1]])
+
+
+def test_confusion_matrices_do_not_depend_on_batching_and_honour_the_row_mask():
+    from vsegjax.evaluation import ConfusionMatrices
+    rng = np.random.default_rng(3)
+    pred = rng.integers(0, 4, (6, 5, 7))
+    label = rng.integers(0, 4, (6, 5, 7))
+    label[0, 0, :3] = 255  # ignored
+    whole, batched = ConfusionMatrices(4), ConfusionMatrices(4)
+    whole.add("m", pred, label)
+    for rows in (slice(0, 2), slice(2, 5), slice(5, 6)):
+        batched.add("m", pred[rows], label[rows])
+    np.testing.assert_array_equal(whole.cms["m"], batched.cms["m"])
+    assert whole.cms["m"].sum() == 6 * 5 * 7 - 3
+    masked = ConfusionMatrices(4)
+    masked.add("m", pred, label, valid=np.array([True, False] * 3))
+    direct = ConfusionMatrices(4)
+    direct.add("m", pred[::2], label[::2])
+    np.testing.assert_array_equal(masked.cms["m"], direct.cms["m"])
+
+
+def test_confusion_matrices_known_iou_and_absent_classes():
+    from vsegjax.evaluation import ConfusionMatrices
+    cms = ConfusionMatrices(3, ["a"])
+    # class 0: TP 2, FP 1, FN 0 -> 2/3; class 1: TP 0, FN 1 -> 0; class 2 absent -> None
+    cm = cms.add("a", np.array([0, 0, 0, 0]), np.array([0, 0, 1, 255]))
+    assert cm.sum() == 3
+    assert cms.per_class("a", ["x", "y", "z"]) == {"x": 2 / 3, "y": 0.0, "z": None}
+    assert cms.miou("a") == pytest.approx(1 / 3)
+    cms.add_counts(("a", "again"), cm)
+    assert cms.miou(("a", "again")) == cms.miou("a")

@@ -23,6 +23,7 @@ from vsegjax.evaluation.segmentation import (
     iou_from_confusion,
     mean_iou,
 )
+from vsegjax.evaluation.scores import ConfusionMatrices
 from vsegjax.evaluation.temporal import (
     TemporalConsistencyResult,
     combine_consistency,
@@ -33,6 +34,7 @@ __all__ = [
     "CITYSCAPES_CATEGORIES",
     "CITYSCAPES_CATEGORY_NAMES",
     "CITYSCAPES_CLASS_NAMES",
+    "ConfusionMatrices",
     "ConfusionMatrixMetric",
     "FlowErrorAccumulator",
     "FlowErrorMetric",

@@ -27,7 +27,8 @@ import tqdm
 from vsegjax import files
 from vsegjax.data import synthetic
 from vsegjax.data.video_datasets import list_images, read_frame, read_label_ids
-from vsegjax.evaluation.segmentation import confusion_matrix, iou_from_confusion
+from vsegjax.evaluation.scores import ConfusionMatrices
+from vsegjax.evaluation.segmentation import iou_from_confusion
 from vsegjax.inference import propagate as prop
 from vsegjax.inference import warp_refine
 from vsegjax.models.sdc import load_sdc_flow
@@ -66,16 +67,15 @@ class Scores:
     """Confusion matrices per (method, k)."""
 
     def __init__(self, num_classes: int):
-        self.c = num_classes
-        self.cms: dict[str, dict[int, np.ndarray]] = {}
+        self.matrices = ConfusionMatrices(num_classes)
+        self.cms: dict[str, dict[int, np.ndarray]] = {}  # method -> k -> the same matrices
 
     def add(self, method: str, k: int, pred: np.ndarray, label: np.ndarray) -> None:
-        cm = self.cms.setdefault(method, {}).setdefault(
-            k, np.zeros((self.c, self.c), np.int64))
-        cm += np.asarray(confusion_matrix(np.asarray(pred), np.asarray(label), self.c))
+        self.matrices.add((method, k), pred, label)
+        self.cms.setdefault(method, {})[k] = self.matrices.cms[(method, k)]
 
     def miou(self) -> dict[str, dict[int, float]]:
-        return {m: {k: float(iou_from_confusion(cm)[0]) for k, cm in sorted(ks.items())}
+        return {m: {k: self.matrices.miou((m, k)) for k in sorted(ks)}
                 for m, ks in self.cms.items()}
 
     def class_iou(self, cls: int) -> dict[str, dict[int, float]]:

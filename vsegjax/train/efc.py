@@ -194,8 +194,7 @@ class EFCTask(Task):
     def evaluate(self, params, model_state, step) -> dict[str, float]:
         """mIoU on the labelled frames and the flow's EPE on consecutive validation pairs."""
         del step
-        c = self.config.model.num_classes
-        cm = np.zeros((c, c), np.int64)
+        cms = evaluation.ConfusionMatrices(self.config.model.num_classes)
         acc = evaluation.FlowErrorAccumulator()
         variables = self.inference_variables(params, model_state)
         for batch in data.eval_batches(self.config, window=None):
@@ -205,14 +204,14 @@ class EFCTask(Task):
                 frames = batch["frames"][np.arange(len(pos)), pos]
                 pred = np.asarray(self._predict(variables, frames))
                 labels = batch["labels"][np.arange(len(pos)), pos]
-                cm += np.asarray(evaluation.confusion_matrix(pred[v], labels[v], c))
+                cms.add("efc", pred, labels, v)
             if "flow_fwd" in batch:
                 f1, f2, gt, occ = consecutive_pairs(batch)
                 pred_flow, _ = self.predict_flow(params, model_state, f1, f2)
                 acc.update(pred_flow, gt, None, occ)
         out = {}
         if not self.flow_only:
-            out["miou"] = float(evaluation.iou_from_confusion(cm)[0])
+            out["miou"] = cms.miou("efc")
         if acc.sums:
             out.update({k: v for k, v in acc.compute().items() if k in ("epe_all", "epe_noc")})
         return out

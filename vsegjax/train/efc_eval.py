@@ -53,7 +53,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, task: EFCTask,
     c = config.model.num_classes
     palette = viz.palette_for(datasets.palette_name(config.data))
     segments = not task.flow_only
-    cms = {m: np.zeros((c, c), np.int64) for m in ("efc", "static")}
+    cms = evaluation.ConfusionMatrices(c)
     flows = {m: evaluation.FlowErrorAccumulator() for m in ("efc", "zero", "farneback")}
     use_farneback = bool(config.eval.get("farneback", True))
     farneback = OpenCVFlow("farneback") if use_farneback else None
@@ -76,7 +76,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, task: EFCTask,
                 pred["static"] = np.asarray(static_task._predict(
                     static_state.params, static_state.model_state, frames))
             for m, p in pred.items():
-                cms[m] += np.asarray(evaluation.confusion_matrix(p[v], labels[v], c))
+                cms.add(m, p, labels, v)
         if "flow_fwd" in batch:
             has_gt_flow = True
             f1, f2, gt, occ = consecutive_pairs(batch)
@@ -100,9 +100,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, task: EFCTask,
     results: dict[str, Any] = {"efc": {}, "split": config.eval.split,
                                "variant": config.get("variant", "")}
     if segments:
-        results["efc"]["miou"] = float(evaluation.iou_from_confusion(cms["efc"])[0])
+        results["efc"]["miou"] = cms.miou("efc")
         if static_state is not None:
-            results["static"] = {"miou": float(evaluation.iou_from_confusion(cms["static"])[0])}
+            results["static"] = {"miou": cms.miou("static")}
     if has_gt_flow:
         results["efc"].update(_flow_scores(flows["efc"]))
         results["flow_baselines"] = {"zero": _flow_scores(flows["zero"])}

@@ -130,14 +130,12 @@ class GRFPTask(Task):
 
     def evaluate(self, params, model_state, step) -> dict[str, float]:
         del step
-        c = self.config.model.num_classes
-        cm = np.zeros((c, c), np.int64)
+        cms = evaluation.ConfusionMatrices(self.config.model.num_classes)
         for batch in data.eval_batches(self.config, (self.before, self.after),
                                        batch_fn=self.batch_fn):
-            pred = np.asarray(jnp.argmax(self._eval_fn(params, model_state, batch), -1))
-            v = batch["valid"]
-            cm += np.asarray(evaluation.confusion_matrix(pred[v], batch["labels"][v, self.before], c))
-        return {"miou": float(evaluation.iou_from_confusion(cm)[0])}
+            pred = jnp.argmax(self._eval_fn(params, model_state, batch), -1)
+            cms.add("grfp", pred, batch["labels"][:, self.before], batch["valid"])
+        return {"miou": cms.miou("grfp")}
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:

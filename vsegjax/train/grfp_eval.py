@@ -165,11 +165,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, task, video_state,
     lp = task.before
     predictor = Predictor(task, video_state, static_state)
     palette = viz.palette_for(datasets.palette_name(config.data))
-    cms = {m: np.zeros((c, c), np.int64) for m in METHODS}
-    cms_degraded = {m: np.zeros((c, c), np.int64) for m in METHODS}
+    # Keys: a method; (method, "degraded") on degraded labelled frames; ("T", n) for the
+    # forward model after n frames.
+    cms = evaluation.ConfusionMatrices(c, [*METHODS, *((m, "degraded") for m in METHODS)])
     consistency = {m: [] for m in METHODS}
     lengths = range(1, lp + 2) if config.grfp.mode != "backward" else ()
-    cms_by_length = {n: np.zeros((c, c), np.int64) for n in lengths}
     panel_dir = os.path.join(workdir, "panels")
     num_panels, index = config.eval.get("num_panels", 4), 0
     total = data.num_eval_snippets(config)
@@ -184,13 +184,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, task, video_state,
             label = batch["labels"][i, lp]
             degraded = "degraded" in batch and batch["degraded"][i, lp] > 0
             for m in METHODS:
-                cm = np.asarray(evaluation.confusion_matrix(preds[m][i], label, c))
-                cms[m] += cm
+                cm = cms.add(m, preds[m][i], label)
                 if degraded:
-                    cms_degraded[m] += cm
+                    cms.add_counts((m, "degraded"), cm)
             for n in lengths:
-                cms_by_length[n] += np.asarray(evaluation.confusion_matrix(by_length[n][i],
-                                                                           label, c))
+                cms.add(("T", n), by_length[n][i], label)
             seqs = {"static": preds["static_seq"][i], "grfp": preds["grfp_seq"][i],
                     "grfp_fwbw": preds["grfp_fwbw_seq"][i]}
             for m in METHODS:
@@ -206,19 +204,17 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, task, video_state,
     names = list(config.data.get("class_names", [])) or [str(k) for k in range(c)]
     results: dict[str, Any] = {}
     for m in METHODS:
-        miou, per_class = evaluation.iou_from_confusion(cms[m])
-        miou_deg, _ = evaluation.iou_from_confusion(cms_degraded[m])
+        miou_deg = cms.miou((m, "degraded"))
         tc = evaluation.combine_consistency(consistency[m])
         results[m] = {
-            "miou": float(miou),
+            "miou": cms.miou(m),
             "temporal_consistency": float(tc.ratio),
-            "per_class_iou": {n: (None if np.isnan(v) else float(v))
-                              for n, v in zip(names, per_class)},
-            "miou_degraded_labelled_frames": None if np.isnan(miou_deg) else float(miou_deg),
+            "per_class_iou": cms.per_class(m, names),
+            "miou_degraded_labelled_frames": None if np.isnan(miou_deg) else miou_deg,
         }
     # GRFP forward mIoU against the number of frames T seen at inference (T = 1: static).
     results["grfp_miou_by_num_frames"] = {
-        str(n): float(evaluation.iou_from_confusion(cm)[0]) for n, cm in cms_by_length.items()}
+        str(n): cms.miou(("T", n)) for n in lengths}
     results["num_snippets"] = index
     results["flow_source"] = config.flow.source
     summary = "  ".join(f"{m}: mIoU {results[m]['miou']:.4f} TC {results[m]['temporal_consistency']:.4f}"

@@ -57,14 +57,11 @@ class StaticSegmentationTask(Task):
     def evaluate(self, params, model_state, step) -> dict[str, float]:
         """mIoU on the labelled frames of the evaluation split."""
         del step
-        cm = np.zeros((self.num_classes, self.num_classes), np.int64)
+        cms = evaluation.ConfusionMatrices(self.num_classes)
         for batch in data.eval_batches(self.config, window=(0, 0)):
-            pred = np.asarray(self._predict(params, model_state, batch["frames"][:, 0]))
-            valid = batch["valid"]
-            cm += np.asarray(evaluation.confusion_matrix(pred[valid], batch["labels"][valid, 0],
-                                                         self.num_classes))
-        miou, _ = evaluation.iou_from_confusion(cm)
-        return {"miou": float(miou)}
+            pred = self._predict(params, model_state, batch["frames"][:, 0])
+            cms.add("static", pred, batch["labels"][:, 0], batch["valid"])
+        return {"miou": cms.miou("static")}
 
 
 def report(config: ml_collections.ConfigDict, workdir: str,
@@ -88,7 +85,7 @@ def report(config: ml_collections.ConfigDict, workdir: str,
         prior.update(labels)
     prior_map = prior.predict()
 
-    cms = {m: np.zeros((c, c), np.int64) for m in ("static", "positional_prior")}
+    cms = evaluation.ConfusionMatrices(c)
     shown = 0
     for batch in data.eval_batches(config, window=(0, 0)):
         valid = batch["valid"]
@@ -96,8 +93,8 @@ def report(config: ml_collections.ConfigDict, workdir: str,
                                         batch["frames"][:, 0]))
         for i in np.flatnonzero(valid):
             label = batch["labels"][i, 0]
-            cms["static"] += np.asarray(evaluation.confusion_matrix(pred[i], label, c))
-            cms["positional_prior"] += np.asarray(evaluation.confusion_matrix(prior_map, label, c))
+            cms.add("static", pred[i], label)
+            cms.add("positional_prior", prior_map, label)
             if shown < config.eval.get("num_panels", 4):
                 frame = (batch["frames"][i, 0] * 255).astype(np.uint8)
                 panel = viz.make_panel([frame, viz.colorize_labels(pred[i], palette),
@@ -105,12 +102,8 @@ def report(config: ml_collections.ConfigDict, workdir: str,
                                        ["frame", "prediction", "ground truth"], ncols=3)
                 viz.save_png(os.path.join(workdir, "panels", f"example_{shown:03d}.png"), panel)
                 shown += 1
-    results: dict[str, Any] = {}
-    for m, cm in cms.items():
-        miou, per_class = evaluation.iou_from_confusion(cm)
-        results[m] = {"miou": float(miou),
-                      "per_class_iou": {n: None if np.isnan(v) else float(v)
-                                        for n, v in zip(names, per_class)}}
+    results: dict[str, Any] = {m: {"miou": cms.miou(m), "per_class_iou": cms.per_class(m, names)}
+                               for m in ("static", "positional_prior")}
     results["split"] = config.eval.split
     results["resolution"] = list(prior_map.shape)
     print(f"{config.data.name} {config.eval.split} at {prior_map.shape[0]}x{prior_map.shape[1]}: "
