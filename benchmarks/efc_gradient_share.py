@@ -15,15 +15,13 @@ terms' sum, averaged over a few training batches.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from vsegjax.train import checkpoint
+from vsegjax.train import checkpoint, experiment
 from vsegjax.train.efc import EFCTask
 
 FLOW_TERMS = ("L_occ", "L_pm", "L_sm")
@@ -56,12 +54,10 @@ def main(argv=None) -> None:
     ap.add_argument("--init", action="store_true", help="initial weights, not the checkpoint")
     ap.add_argument("--weights", default="", help="term=weight,... replacing the run's")
     args = ap.parse_args(argv)
-    path = os.path.join(args.workdir, "config.json")
-    if not os.path.exists(path):
-        raise SystemExit(f"{path} not found: --workdir must be an EFC run's workdir")
-    config = ml_collections.ConfigDict(json.load(open(path)))
-    if config.get("task") != "efc":
-        raise SystemExit(f"{path}: task is {config.get('task')!r}, not 'efc'")
+    try:
+        config = experiment.load_stage_config(args.workdir, "efc")
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"--workdir must be an EFC run's folder: {e}") from None
     for item in filter(None, args.weights.split(",")):
         name, sep, value = item.partition("=")
         if not sep:

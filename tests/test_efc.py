@@ -496,6 +496,11 @@ def test_efc_run_writes_the_metrics_json_and_panels(tiny_data, tmp_path):
              if x.strip()]
     logged = set().union(*lines)
     assert set(efc_losses.DEFAULT_WEIGHTS) <= logged  # every term logged on its own
+    # The run's flow branch, as the real-data evaluation loads it from the folder.
+    from vsegjax.evaluation import flow_real
+    flow = flow_real.learned_fn(str(tmp_path))(np.zeros((48, 64, 3), np.uint8),
+                                               np.zeros((48, 64, 3), np.uint8))
+    assert flow.shape == (48, 64, 2) and np.isfinite(flow).all()
 
 
 def test_tcc_fix_pretrains_a_flownet_and_keeps_it_fixed(tiny_data, tmp_path):

@@ -127,6 +127,20 @@ def test_unknown_task_and_a_wrong_stage_order_are_named():
         experiment.resolve_stages(c, "/w")
 
 
+def test_a_stage_config_is_read_back_from_a_run_folder(tmp_path):
+    config = load("efc_synthetic")
+    (tmp_path / "config.json").write_text(config.to_json())
+    from_top = experiment.load_stage_config(str(tmp_path), "efc")
+    assert from_top.efc.mode == "joint" and "stages" not in from_top
+    (tmp_path / "efc").mkdir()
+    (tmp_path / "efc" / "config.json").write_text(json.dumps({"efc": {"mode": "flow_only"}}))
+    assert experiment.load_stage_config(str(tmp_path), "efc").efc.mode == "flow_only"
+    with pytest.raises(ValueError, match="no enabled stage 'grfp'"):
+        experiment.load_stage_config(str(tmp_path), "grfp")
+    with pytest.raises(FileNotFoundError, match="folder of a run"):
+        experiment.load_stage_config(str(tmp_path / "nothing"), "efc")
+
+
 def test_help_imports_no_jax_and_lists_configs_and_tasks():
     probe = subprocess.run(
         [sys.executable, "-c", "import sys, vsegjax.main; "

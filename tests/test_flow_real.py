@@ -45,5 +45,5 @@ def test_learned_flow_needs_an_efc_workdir(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         flow_real.learned_fn(str(tmp_path))
     (tmp_path / "config.json").write_text('{"task": "grfp"}')
-    with pytest.raises(ValueError, match="not 'efc'"):
+    with pytest.raises(ValueError, match="'grfp' run, not of one with a 'efc' stage"):
         flow_real.learned_fn(str(tmp_path))

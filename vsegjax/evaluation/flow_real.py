@@ -25,6 +25,7 @@ from vsegjax.data import flow_datasets
 from vsegjax.evaluation.flow import FlowErrorAccumulator, flow_error_sums, metrics_from_sums
 from vsegjax.models.flow_providers import OpenCVFlow
 from vsegjax.train import checkpoint
+from vsegjax.train import experiment
 from vsegjax.train.efc import EFCTask
 
 FlowFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # uint8 frames -> flow [H, W, 2]
@@ -78,16 +79,8 @@ def baseline_fns() -> dict[str, FlowFn]:
 
 
 def learned_fn(workdir: str) -> FlowFn:
-    """The flow branch of the EFC run in ``workdir`` (its config.json and checkpoints)."""
-    import ml_collections
-
-
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found: --workdir must be an EFC run's workdir")
-    config = ml_collections.ConfigDict(json.load(open(path)))
-    if config.get("task") != "efc":
-        raise ValueError(f"{path}: task is {config.get('task')!r}, not 'efc'")
+    """The flow branch of the EFC run in ``workdir`` (its stage config and checkpoints)."""
+    config = experiment.load_stage_config(workdir, "efc")
     task = EFCTask(config)
     state = checkpoint.load_state_tree(os.path.join(workdir, "efc"))
     params, model_state = state["params"], state["model_state"]

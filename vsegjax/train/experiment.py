@@ -218,6 +218,29 @@ def run(config: ml_collections.ConfigDict, workdir: str,
     return metrics
 
 
+def load_stage_config(run_dir: str, stage: str) -> ml_collections.ConfigDict:
+    """The config stage ``stage`` of the run in ``run_dir`` trained with: its
+    ``<stage>/config.json``, else the run's own ``config.json`` (a run from before the
+    runner, whose config was the stage's, or a config with stages, resolved here)."""
+    run_dir = os.path.abspath(os.path.expanduser(run_dir))
+    for path in (os.path.join(run_dir, stage, "config.json"), os.path.join(run_dir, "config.json")):
+        if os.path.isfile(path):
+            with open(path) as f:
+                config = ml_collections.ConfigDict(json.load(f))
+            if "stages" not in config:
+                if path.endswith(os.path.join(stage, "config.json")) or \
+                        config.get("task") == stage:
+                    return config
+                raise ValueError(f"{path}: the config of a {config.get('task')!r} run, not of "
+                                 f"one with a {stage!r} stage")
+            found = [s for s in resolve_stages(config, run_dir) if s.name == stage]
+            if not found:
+                raise ValueError(f"{path}: the run has no enabled stage {stage!r}")
+            return found[0].config
+    raise FileNotFoundError(f"{run_dir}: no {stage}/config.json or config.json; is it the "
+                            f"folder of a run?")
+
+
 def find_stage(results: Sequence[StageResult], task_name: str) -> StageResult | None:
     """The last trained stage of ``task_name`` (a report's baseline), or None."""
     found = [r for r in results if r.task_name == task_name]
