@@ -24,8 +24,7 @@ import tqdm
 from vsegjax.data import flow_datasets
 from vsegjax.evaluation.flow import FlowErrorAccumulator, flow_error_sums, metrics_from_sums
 from vsegjax.models.flow_providers import OpenCVFlow
-from vsegjax.train import checkpoint
-from vsegjax.train import experiment
+from vsegjax.train import checkpoint, experiment
 from vsegjax.train.efc import EFCTask
 
 FlowFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # uint8 frames -> flow [H, W, 2]
