@@ -12,12 +12,7 @@ from typing import Any
 import ml_collections
 
 from vsegjax.data import synthetic
-
-CITYSCAPES_CLASSES = (
-    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light",
-    "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus",
-    "train", "motorcycle", "bicycle")
-
+from vsegjax.data.labels import CITYSCAPES_CLASSES
 
 def data(name: str = "synthetic_video", config: str = "default",
          class_names: tuple[str, ...] = synthetic.CLASSES, **fields: Any

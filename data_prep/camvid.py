@@ -43,7 +43,7 @@ def main(argv):
     builder = camvid.build(_DATA_DIR.value, _MANUAL_DIR.value, config,
                            skip_bad=_SKIP_BAD.value, num_workers=_WORKERS.value)
     if builder.skipped and any(builder.skipped.values()):
-        print(camvid.format_report(builder.skipped))
+        print(builder.report())
     counts = {name: split.num_examples for name, split in builder.info.splits.items()}
     print(f"camvid/{builder.builder_config.name} ready in {builder.data_dir} {counts} "
           f"({time.perf_counter() - start:.1f} s)")

@@ -53,7 +53,7 @@ def main(argv):
     builder = cityscapes.build(_DATA_DIR.value, _MANUAL_DIR.value, config,
                                skip_bad=_SKIP_BAD.value, num_workers=_WORKERS.value)
     if builder.skipped and any(builder.skipped.values()):
-        print(cityscapes.format_report(builder.skipped))
+        print(builder.report())
     counts = {split: info.num_examples for split, info in builder.info.splits.items()}
     print(f"cityscapes_sequences/{builder.builder_config.name} ready in {builder.data_dir} "
           f"{counts} ({time.perf_counter() - start:.1f} s)")

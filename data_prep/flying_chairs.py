@@ -27,7 +27,7 @@ def main(argv):
     builder = flow_datasets.build("flying_chairs", _DATA_DIR.value, _MANUAL_DIR.value,
                                   skip_bad=_SKIP_BAD.value, num_workers=_WORKERS.value)
     if any(builder.skipped.values()):
-        print(flow_datasets.format_report("flying_chairs", builder.skipped))
+        print(builder.report())
     counts = {name: split.num_examples for name, split in builder.info.splits.items()}
     print(f"flying_chairs ready in {builder.data_dir} {counts} "
           f"({time.perf_counter() - start:.1f} s)")

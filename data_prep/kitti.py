@@ -31,7 +31,7 @@ def main(argv):
                                   _CONFIG.value, skip_bad=_SKIP_BAD.value,
                                   num_workers=_WORKERS.value)
     if any(builder.skipped.values()):
-        print(flow_datasets.format_report(f"kitti_2015/{_CONFIG.value}", builder.skipped))
+        print(builder.report())
     counts = {name: split.num_examples for name, split in builder.info.splits.items()}
     print(f"kitti_2015/{_CONFIG.value} ready in {builder.data_dir} {counts} "
           f"({time.perf_counter() - start:.1f} s)")

@@ -33,7 +33,7 @@ def main(argv):
     builder = flow_datasets.build("sintel", _DATA_DIR.value, _MANUAL_DIR.value, config,
                                   skip_bad=_SKIP_BAD.value, num_workers=_WORKERS.value)
     if any(builder.skipped.values()):
-        print(flow_datasets.format_report(f"sintel/{config.name}", builder.skipped))
+        print(builder.report())
     counts = {name: split.num_examples for name, split in builder.info.splits.items()}
     print(f"sintel/{config.name} ready in {builder.data_dir} {counts} "
           f"({time.perf_counter() - start:.1f} s)")

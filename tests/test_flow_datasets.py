@@ -10,6 +10,7 @@ import pytest
 
 from vsegjax.data import features, flow_io
 from vsegjax.data import flow_datasets as fd
+from vsegjax.data import flow_files as ff
 from vsegjax.ops import warp
 
 
@@ -25,7 +26,7 @@ def _photometric(example, pair):
     f1 = example["frames"][pair + 1].astype(np.float32)
     flow = example["flow_fwd"][pair]
     mask = ((example["flow_valid"][pair] > 0) & (example["occ_fwd"][pair] == 0)
-            & (fd.out_of_image(flow) == 0))
+            & (ff.out_of_image(flow) == 0))
     warped = np.asarray(warp(f1, flow))
     return (float(np.abs(warped - f0).mean(-1)[mask].mean()),
             float(np.abs(f1 - f0).mean(-1)[mask].mean()), float(mask.mean()))
@@ -89,7 +90,7 @@ def test_flying_chairs_real_samples(shared_data, tmp_path):
     for ex in examples:
         _check_flow_snippet(ex, 2, 384, 512)
         assert ex["flow_valid"].all() and ex["has_flow"].all()
-        np.testing.assert_array_equal(ex["occ_fwd"][0], fd.out_of_image(ex["flow_fwd"][0]))
+        np.testing.assert_array_equal(ex["occ_fwd"][0], ff.out_of_image(ex["flow_fwd"][0]))
         warped, still, frac = _photometric(ex, 0)
         print(f"flying_chairs pair {int(ex['snippet_id'])}: photometric error warped "
               f"{warped:.2f} vs no motion {still:.2f} ({frac:.0%} of pixels)")
@@ -142,15 +143,15 @@ def test_kitti_flow_png_decoding_is_exact(tmp_path):
         raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         assert raw.dtype == np.uint16
         np.testing.assert_array_equal(raw[..., 0], t["valid"])  # B (valid) is cv2's channel 0
-        flow, valid = fd.read_kitti_flow(path)
+        flow, valid = ff.read_kitti_flow(path)
         np.testing.assert_array_equal(flow, t["flow"])
         np.testing.assert_array_equal(valid, t["valid"])
         # Our encoder writes what the devkit writes.
-        np.testing.assert_array_equal(fd.encode_kitti_flow(t["flow"], t["valid"]), raw)
+        np.testing.assert_array_equal(ff.encode_kitti_flow(t["flow"], t["valid"]), raw)
     out = tmp_path / "roundtrip.png"
     flow = np.array([[[-512.0, 511.984375], [0.5, -0.015625]]], np.float32)
-    fd.write_kitti_flow(out, flow)
-    np.testing.assert_array_equal(fd.read_kitti_flow(out)[0], flow)
+    ff.write_kitti_flow(out, flow)
+    np.testing.assert_array_equal(ff.read_kitti_flow(out)[0], flow)
 
 
 def test_kitti_builds_flow_and_semantics(tmp_path):
@@ -260,7 +261,7 @@ def write_chairs(root, count=5, size=(6, 8), seed=0):
                         rng.integers(0, 256, size + (3,), dtype=np.uint8))
         flow_io.write_flo(data / f"{n:05d}_flow.flo", rng.normal(size=size + (2,)) * 4)
     marks = ["1", "2", "1", "1", "2"][:count]
-    (data.parent / fd.CHAIRS_SPLIT_FILE).write_text("\n".join(marks) + "\n")
+    (data.parent / ff.CHAIRS_SPLIT_FILE).write_text("\n".join(marks) + "\n")
     return data
 
 
@@ -292,7 +293,7 @@ def _truncate(path):
 @pytest.mark.parametrize("name", ["0000001-img1.ppm", "0000001-gt.flo"])
 def test_truncated_file_is_named(chairs_copy, tmp_path, name):
     _truncate(chairs_copy / name)
-    with pytest.raises(fd.BadExample, match=name):
+    with pytest.raises(ff.BadExample, match=name):
         fd.build("flying_chairs", str(tmp_path / "tfds"), chairs_copy, num_workers=1)
 
 
@@ -310,7 +311,7 @@ def test_frames_of_different_sizes_are_named(tmp_path):
     write_kitti(tmp_path / "kitti")
     cv2.imwrite(str(tmp_path / "kitti/training/image_2/000000_11.png"),
                 np.zeros((21, 30, 3), np.uint8))
-    with pytest.raises(fd.BadExample, match=r"000000_10\.png is 30x20.*000000_11\.png is 30x21"):
+    with pytest.raises(ff.BadExample, match=r"000000_10\.png is 30x20.*000000_11\.png is 30x21"):
         fd.build("kitti_2015", str(tmp_path / "tfds"), tmp_path / "kitti")
 
 
@@ -318,7 +319,7 @@ def test_bad_kitti_flow_png_is_named(tmp_path):
     write_kitti(tmp_path / "kitti")
     path = tmp_path / "kitti/training/flow_occ/000000_10.png"
     cv2.imwrite(str(path), np.zeros((20, 30, 3), np.uint8))  # 8-bit: not a flow PNG
-    with pytest.raises(fd.BadExample, match=r"flow_occ/000000_10\.png.*16-bit"):
+    with pytest.raises(ff.BadExample, match=r"flow_occ/000000_10\.png.*16-bit"):
         fd.build("kitti_2015", str(tmp_path / "tfds"), tmp_path / "kitti")
 
 
@@ -342,17 +343,17 @@ def test_skip_bad_skips_and_reports(chairs_copy, tmp_path, capsys):
     assert len(builder.as_data_source("train")) == 1
     assert builder.info.metadata["keys"]["train"] == ["0000001"]
     skipped = builder.skipped["train"]
-    assert [key for key, _ in skipped] == ["0000000", "0000002"]
-    assert "0000000-img0.ppm" in skipped[0][1] and "0000002-gt.flo" in skipped[1][1]
+    assert [s["what"] for s in skipped] == ["0000000", "0000002"]
+    assert "0000000-img0.ppm" in skipped[0]["why"] and "0000002-gt.flo" in skipped[1]["why"]
     out = capsys.readouterr().out
-    assert "skipped 2 bad snippet(s)" in out and "0000002-gt.flo" in out
+    assert "skipped 2 bad example(s)" in out and "0000002-gt.flo" in out
     # The report is kept with the dataset.
     reread = fd.make_builder("flying_chairs", str(tmp_path / "tfds"))
     assert len(reread.info.metadata["skipped"]["train"]) == 2
 
 
 def test_interrupted_build_does_not_look_complete(chairs_copy, tmp_path, monkeypatch):
-    real = fd.load_snippet
+    real = ff.load_snippet
     calls = []
 
     def failing(spec, num_classes=None):
@@ -361,12 +362,12 @@ def test_interrupted_build_does_not_look_complete(chairs_copy, tmp_path, monkeyp
             raise KeyboardInterrupt("simulated interruption")
         return real(spec, num_classes)
 
-    monkeypatch.setattr(fd, "load_snippet", failing)
+    monkeypatch.setattr(ff, "load_snippet", failing)
     with pytest.raises(KeyboardInterrupt):
         fd.build("flying_chairs", str(tmp_path / "tfds"), chairs_copy, num_workers=1)
     builder = fd.make_builder("flying_chairs", str(tmp_path / "tfds"))
     assert not builder.is_prepared()
-    monkeypatch.setattr(fd, "load_snippet", real)
+    monkeypatch.setattr(ff, "load_snippet", real)
     builder = fd.build("flying_chairs", str(tmp_path / "tfds"), chairs_copy, num_workers=1)
     assert len(builder.as_data_source("train")) == 3
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from vsegjax.data import features
+from vsegjax.data import frame_sources as fs
 from vsegjax.data import video_datasets as vd
 
 IGNORE = 255
@@ -106,7 +107,7 @@ def test_davis_real_sample(davis_small, tmp_path):
     assert ex["frames"].shape == (4, 480, 854, 3) and ex["sequence"] == b"blackswan"
     assert int(ex["frame_index"]) == 2 and int(ex["label_index"]) == 0  # frames 2..5
     np.testing.assert_array_equal(
-        ex["frames"][1], vd.read_frame(davis_small / "JPEGImages/480p/blackswan/00003.jpg"))
+        ex["frames"][1], fs.read_frame(davis_small / "JPEGImages/480p/blackswan/00003.jpg"))
     assert ex["has_label"].all() and set(np.unique(ex["labels"]).tolist()) == {0, 1}
     assert _tree(davis_small) == before  # the input is only read
 
@@ -171,7 +172,7 @@ def test_davis_bad_inputs(tmp_path):
     root = tmp_path / "DAVIS2017"
     _davis2017_fixture(root, drop_annotation=True)
     missing = root / "Annotations/480p/cars/00001.png"
-    with pytest.raises(vd.BadInputError, match=re.escape(str(missing))):
+    with pytest.raises(vd.BadExample, match=re.escape(str(missing))):
         _build("davis", tmp_path, vd.davis_config(2017), root)
     # skip_bad leaves the sequence's snippet out and says which file was missing.
     shutil.rmtree(root / "ImageSets")
@@ -234,14 +235,14 @@ def test_user_video_from_real_video(shared_data, tmp_path):
     assert len(source) == 2 and int(source[1]["frame_index"]) == 12
 
     # every 2nd frame: frame 5 is not read, so its label has no frame.
-    with pytest.raises(vd.BadInputError, match="000005.png"):
+    with pytest.raises(vd.BadExample, match="000005.png"):
         vd.plan_user_video(vd.user_video_config(video, labels, num_classes=3, every_nth=2,
                                                 max_frames=10))
     (labels / "000005.png").unlink()
     source, found, windows = vd.plan_user_video(vd.user_video_config(
         video, labels, num_classes=3, every_nth=2, max_frames=10))
     assert source.numbers == list(range(0, 20, 2)) and found == {6: labels / "000012.png"}
-    assert windows == [vd.Window((4, 5, 6, 7, 8), 2)]
+    assert windows == [fs.Window((4, 5, 6, 7, 8), 2)]
 
     # No labels: sliding windows, nothing labelled.
     plain = _build("user_video", tmp_path, vd.user_video_config(
@@ -265,8 +266,8 @@ def test_user_video_from_png_folder(tmp_path):
     assert [int(e["label_index"]) for e in examples] == [1, 1, 2]  # windows 0..2, 9..11 x2
     np.testing.assert_array_equal(examples[1]["has_label"], [False, True, True])
     assert [int(examples[1]["labels"][i, 0, 0]) for i in range(3)] == [IGNORE, 2, 3]
-    np.testing.assert_array_equal(examples[0]["frames"][1], vd.read_frame(frames / "f2.png"))
-    np.testing.assert_array_equal(examples[2]["frames"][2], vd.read_frame(frames / "f12.png"))
+    np.testing.assert_array_equal(examples[0]["frames"][1], fs.read_frame(frames / "f2.png"))
+    np.testing.assert_array_equal(examples[2]["frames"][2], fs.read_frame(frames / "f12.png"))
     assert [_tree(frames), _tree(labels)] == before  # the input is only read
 
 
@@ -285,8 +286,8 @@ def _plan_and_read(cfg):
     """All snippets of a config without TFDS (what the builder writes)."""
     source, labels, windows = vd.plan_user_video(cfg)
     encoding = vd.LabelEncoding(num_classes=cfg.num_classes)
-    return [vd.make_snippet(source, w, labels,
-                            lambda p: encoding.decode_ids(vd.read_label_ids(p), p),
+    return [fs.make_snippet(source, w, labels,
+                            lambda p: encoding.decode_ids(fs.read_label_ids(p), p),
                             cfg.resize, i) for i, w in enumerate(windows)]
 
 
@@ -303,18 +304,18 @@ def test_unreadable_frame_is_named(tmp_path, kind):
     bad.write_bytes({"png": data[:len(data) // 2], "jpg": data[:len(data) - 40],
                      "garbage": b"not an image at all" * 10, "empty": b""}[kind])
     cfg = vd.user_video_config(frames, labels, num_classes=3, frames_before=1, frames_after=1)
-    with pytest.raises(vd.BadInputError, match=re.escape(str(bad))):
+    with pytest.raises(vd.BadExample, match=re.escape(str(bad))):
         _build("user_video", tmp_path, cfg)
 
 
 def test_undecodable_video_is_named(tmp_path, shared_data):
     garbage = tmp_path / "clip.avi"
     garbage.write_bytes(b"\x00garbage" * 500)
-    with pytest.raises(vd.BadInputError, match=re.escape(str(garbage))):
+    with pytest.raises(vd.BadExample, match=re.escape(str(garbage))):
         vd.plan_user_video(vd.user_video_config(garbage))
     cut = tmp_path / "cut.avi"
     cut.write_bytes((shared_data / "video" / "vtest.avi").read_bytes()[:3000])
-    with pytest.raises(vd.BadInputError, match=re.escape(str(cut))):
+    with pytest.raises(vd.BadExample, match=re.escape(str(cut))):
         _build("user_video", tmp_path, vd.user_video_config(cut))
 
 
@@ -322,7 +323,7 @@ def test_label_size_mismatch_names_both(tmp_path):
     frames, labels = _folder(tmp_path)
     _write_ids(labels / "f2.png", np.ones((10, 30)))
     cfg = vd.user_video_config(frames, labels, num_classes=3, frames_before=1, frames_after=1)
-    with pytest.raises(vd.BadInputError) as err:
+    with pytest.raises(vd.BadExample) as err:
         _plan_and_read(cfg)
     assert str(labels / "f2.png") in str(err.value) and str(frames / "f2.png") in str(err.value)
     assert "30x10" in str(err.value) and "30x20" in str(err.value)
@@ -331,7 +332,7 @@ def test_label_size_mismatch_names_both(tmp_path):
 def test_label_without_frame_is_named(tmp_path):
     frames, labels = _folder(tmp_path, labelled=("f2", "f77"))
     cfg = vd.user_video_config(frames, labels, num_classes=3, frames_before=1, frames_after=1)
-    with pytest.raises(vd.BadInputError, match=re.escape(str(labels / "f77.png"))):
+    with pytest.raises(vd.BadExample, match=re.escape(str(labels / "f77.png"))):
         _build("user_video", tmp_path, cfg)
 
 
@@ -347,7 +348,7 @@ def test_frames_of_different_sizes_are_named(tmp_path):
     frames, labels = _folder(tmp_path)
     _random_frames(frames, ["f3.png"], (22, 30))
     cfg = vd.user_video_config(frames, labels, num_classes=3, frames_before=1, frames_after=1)
-    with pytest.raises(vd.BadInputError) as err:
+    with pytest.raises(vd.BadExample) as err:
         _plan_and_read(cfg)
     assert str(frames / "f1.png") in str(err.value) and str(frames / "f3.png") in str(err.value)
 
@@ -383,7 +384,7 @@ def test_skip_bad_reports_and_keeps_the_rest(tmp_path):
     skipped = builder.skipped["full"]
     assert len(skipped) == 2
     assert {f for e in skipped for f in e["files"]} == {str(bad), str(labels / "zzz.png")}
-    assert any("skipped 2 bad item(s)" in m and str(bad) in m for m in messages)
+    assert any("skipped 2 bad example(s)" in m and str(bad) in m for m in messages)
     reread = vd.make_builder("user_video", str(tmp_path / "tfds"), cfg)
     assert reread.info.metadata["skipped"]["full"] == skipped
     assert [_tree(frames), _tree(labels)] == before
@@ -392,7 +393,7 @@ def test_skip_bad_reports_and_keeps_the_rest(tmp_path):
 def test_interrupted_build_does_not_look_complete(tmp_path, monkeypatch):
     frames, _ = _folder(tmp_path, n=10)
     cfg = vd.user_video_config(frames, frames_before=1, frames_after=1, stride=1)
-    real, calls = vd.read_frame, []
+    real, calls = fs.read_frame, []
 
     def failing(path):
         calls.append(path)
@@ -400,11 +401,11 @@ def test_interrupted_build_does_not_look_complete(tmp_path, monkeypatch):
             raise KeyboardInterrupt("simulated interruption")
         return real(path)
 
-    monkeypatch.setattr(vd, "read_frame", failing)
+    monkeypatch.setattr(fs, "read_frame", failing)
     with pytest.raises(KeyboardInterrupt):
         _build("user_video", tmp_path, cfg)
     assert not vd.make_builder("user_video", str(tmp_path / "tfds"), cfg).is_prepared()
-    monkeypatch.setattr(vd, "read_frame", real)
+    monkeypatch.setattr(fs, "read_frame", real)
     builder = _build("user_video", tmp_path, cfg)
     assert builder.is_prepared() and len(builder.as_data_source("full")) == 8
 

@@ -34,7 +34,8 @@ import numpy as np
 import tqdm
 
 from vsegjax import files, viz
-from vsegjax.data.video_datasets import BadInputError, list_images, read_frame, read_label_ids
+from vsegjax.data.frame_sources import list_images, read_frame, read_label_ids
+from vsegjax.data.snippet_builder import BadExample
 from vsegjax.inference import propagate as prop
 from vsegjax.inference import warp_refine as wr
 from vsegjax.losses.warp_refine import label_probs
@@ -61,7 +62,7 @@ def _read_inputs(frames_dir: str, labels_dir: str, num_classes: int):
     for p in tqdm.tqdm(frame_paths, desc="read frames", unit="frame", leave=False):
         try:
             frames.append(read_frame(p))
-        except BadInputError as e:
+        except BadExample as e:
             raise AutolabelError(f"unreadable frame: {e}") from None
     sizes = {f.shape[:2] for f in frames}
     if len(sizes) > 1:
@@ -74,7 +75,7 @@ def _read_inputs(frames_dir: str, labels_dir: str, num_classes: int):
                                  f"{frames_dir}")
         try:
             lab = read_label_ids(p)
-        except BadInputError as e:
+        except BadExample as e:
             raise AutolabelError(f"unreadable label: {e}") from None
         t = index[p.stem]
         if lab.shape != frames[t].shape[:2]:

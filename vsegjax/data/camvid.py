@@ -28,21 +28,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import logging
 import os
 import pathlib
 import re
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Sequence
 
-import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 
-from vsegjax.data import build_utils
-from vsegjax.data.build_utils import BadExample
-from vsegjax.data import flow_io, labels as labels_lib
+from vsegjax.data import labels as labels_lib, snippet_builder
+from vsegjax.data.snippet_builder import BadExample, read_frame
 
-_Encoding = tfds.features.Encoding
 IGNORE_LABEL = 255
 
 CLASS_NAMES = ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence",
@@ -322,17 +318,6 @@ def find_sequence_frame(sequence_dir: str | os.PathLike, stem: str) -> pathlib.P
     return None
 
 
-def read_frame(path: pathlib.Path, what: str = "image") -> np.ndarray:
-    """uint8 [H, W, 3] RGB; BadExample naming the file when missing or undecodable."""
-    if not path.is_file():
-        raise BadExample(f"{path}: {what} file is missing")
-    try:
-        return flow_io.read_image(path)
-    except (OSError, ValueError) as e:
-        raise BadExample(f"{path}: cannot decode the {what} (truncated, corrupt or not an "
-                         f"image)") from e
-
-
 def read_label(path: pathlib.Path, label_format: str = "ids") -> np.ndarray:
     """uint8 [H, W] class ids (255 = ignore); BadExample naming the file when missing,
     undecodable or holding ids/colours that are not CamVid's."""
@@ -346,17 +331,6 @@ def read_label(path: pathlib.Path, label_format: str = "ids") -> np.ndarray:
         hint = (" (colour label images need label_format='colors')"
                 if "single-channel" in str(e) else "")
         raise BadExample(f"{e}{hint}") from e
-
-
-def _resize(array: np.ndarray, size: tuple[int, int], nearest: bool) -> np.ndarray:
-    h, w = size
-    if array.shape[:2] == (h, w):
-        return array
-    if nearest:
-        interp = cv2.INTER_NEAREST
-    else:
-        interp = cv2.INTER_AREA if h < array.shape[0] else cv2.INTER_LINEAR
-    return cv2.resize(array, (w, h), interpolation=interp)
 
 
 def _same_aspect(a: tuple[int, int], b: tuple[int, int]) -> bool:
@@ -429,14 +403,14 @@ def load_example(cfg: CamVidConfig, entry: Entry,
                 raise BadExample(f"size mismatch: 30 fps frame {path} is {seq.shape[1]}x"
                                  f"{seq.shape[0]} but labelled frame {entry.image} is "
                                  f"{size[1]}x{size[0]} (different aspect ratio)")
-            seq = _resize(seq, size, nearest=False)
+            seq = snippet_builder.resize(seq, size, nearest=False)
         frames.append(seq)
         labels.append(np.full(size, IGNORE_LABEL, np.uint8))
         has_label.append(False)
     out = cfg.out_size
     return {
-        "frames": np.stack([_resize(f, out, nearest=False) for f in frames]),
-        "labels": np.stack([_resize(l, out, nearest=True) for l in labels]),
+        "frames": np.stack([snippet_builder.resize(f, out, nearest=False) for f in frames]),
+        "labels": np.stack([snippet_builder.resize(l, out, nearest=True) for l in labels]),
         "has_label": np.asarray(has_label, bool),
         "label_index": np.int32(cfg.frames_before),
         "snippet_id": np.int64(entry.index),
@@ -448,62 +422,39 @@ def load_example(cfg: CamVidConfig, entry: Entry,
 # Builder
 # ---------------------------------------------------------------------------------------
 
-class CamVid(tfds.core.GeneratorBasedBuilder):
+class CamVid(snippet_builder.SnippetBuilder):
     """CamVid 11 classes (SegNet version), one snippet per labelled frame."""
 
     name = "camvid"
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}
     BUILDER_CONFIGS = [DEFAULT]
     DEFAULT_CONFIG_NAME = "default"
+    EXPECTED = EXPECTED_LAYOUT
     MANUAL_DOWNLOAD_INSTRUCTIONS = EXPECTED_LAYOUT + (
         ". Pass that folder as the manual dir (data_prep/camvid.py --manual_dir=...).")
 
-    def __init__(self, *, skip_bad: bool | None = None, num_workers: int | None = None,
-                 **kwargs):
-        super().__init__(file_format="array_record", **kwargs)
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
         check_config(self.builder_config)
-        self._skip_bad = self.builder_config.skip_bad if skip_bad is None else skip_bad
-        self._num_workers = (num_workers if num_workers is not None
-                             else min(8, os.cpu_count() or 1))
-        # split -> [(files, reason)] of the entries skipped in the last build.
-        self.skipped: dict[str, list[tuple[str, str]]] = {}
 
     def _info(self) -> tfds.core.DatasetInfo:
         cfg = self.builder_config
-        t = cfg.num_frames
         h, w = cfg.out_size
-
-        def tensor(shape, dtype, encoding=_Encoding.BYTES):
-            return tfds.features.Tensor(shape=shape, dtype=dtype, encoding=encoding)
-
         return self.dataset_info_from_configs(
             description=(f"CamVid, 11 classes {list(CLASS_NAMES)} (raw id 11 = Unlabelled "
                          f"-> 255), {w}x{h}, {cfg.frames_before}+1+{cfg.frames_after} "
                          f"frames per snippet."),
-            features=tfds.features.FeaturesDict({
-                "frames": tensor((t, h, w, 3), np.uint8),
-                "labels": tensor((t, h, w), np.uint8, _Encoding.ZLIB),
-                "has_label": tensor((t,), np.bool_),
-                "label_index": tfds.features.Scalar(np.int32),
-                "snippet_id": tfds.features.Scalar(np.int64),
-                "frame_index": tfds.features.Scalar(np.int64),
-            }),
+            features=snippet_builder.snippet_features(cfg.num_frames, (h, w)),
             supervised_keys=None,
             homepage="http://mi.eng.cam.ac.uk/research/projects/VideoRec/CamVid/",
             citation=("Brostow, Fauqueur, Cipolla. Semantic object classes in video: a "
                       "high-definition ground truth database. Pattern Recognition Letters "
                       "30(2), 2009."),
             metadata=tfds.core.MetadataDict(),
-            # Record order = list order, so "validation snippet 3" means one thing everywhere.
             disable_shuffling=True,
         )
 
     def _split_generators(self, dl_manager):
-        try:
-            root = pathlib.Path(dl_manager.manual_dir)
-        except AssertionError as e:  # TFDS: "Manual directory ... does not exist or is empty"
-            raise FileNotFoundError(f"CamVid manual dir missing or empty: {e}") from e
+        root = self._manual_root(dl_manager)
         splits = present_splits(root)
         if not splits:
             raise FileNotFoundError(f"CamVid manual dir {root} has no split folders (found "
@@ -515,8 +466,6 @@ class CamVid(tfds.core.GeneratorBasedBuilder):
                                     f"(the 30 fps frames) does not exist")
         lists = {split: list_split(root, split) for split in splits}
         self.info.metadata["names"] = {s: [e.name for e in v] for s, v in lists.items()}
-        self.info.metadata["skipped"] = {}
-        self.skipped = {}
         return {split: self._generate_examples(split, entries)
                 for split, entries in lists.items()}
 
@@ -524,24 +473,8 @@ class CamVid(tfds.core.GeneratorBasedBuilder):
         cfg = self.builder_config
         labelled = {e.name: e for e in entries} if cfg.label_all_frames else None
         fn = functools.partial(_load_for_builder, cfg, labelled=labelled)
-        skipped = self.skipped.setdefault(split, [])
-        written = 0
-        for entry, result in build_utils.bounded_map(fn, entries, self._num_workers,
-                                          window=4 * max(1, self._num_workers)):
-            if isinstance(result, BadExample):
-                if not self._skip_bad:
-                    raise result
-                logging.warning("CamVid %s: skipping %s: %s", split, entry.name, result)
-                skipped.append((f"{entry.image} {entry.label}", str(result)))
-                continue
-            written += 1
-            yield entry.index, result
-        self.info.metadata["skipped"][split] = [list(s) for s in skipped]
-        if skipped:
-            print(format_report({split: skipped}), flush=True)
-        if not written:
-            raise ValueError(f"CamVid {split}: all {len(entries)} entries were bad; nothing "
-                             f"to write")
+        for entry, example in self._write(split, entries, fn, what=lambda e: e.name):
+            yield entry.index, example
 
 
 def _load_for_builder(cfg, entry, labelled=None):
@@ -557,16 +490,5 @@ def make_builder(data_dir: str, config: str | CamVidConfig = "default", **kwargs
 def build(data_dir: str, manual_dir: str | os.PathLike, config: str | CamVidConfig = "default",
           skip_bad: bool | None = None, num_workers: int | None = None) -> CamVid:
     """Builds every split whose folders are in ``manual_dir`` (if not built yet)."""
-    manual = pathlib.Path(os.path.expanduser(os.fspath(manual_dir)))
-    if not manual.is_dir():
-        raise FileNotFoundError(f"CamVid manual dir {manual} does not exist; "
-                                f"{EXPECTED_LAYOUT}")
     builder = make_builder(data_dir, config, skip_bad=skip_bad, num_workers=num_workers)
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
-    return builder
-
-
-def format_report(skipped: dict[str, list[tuple[str, str]]]) -> str:
-    """A human report of skipped entries: count per split, then one line per entry."""
-    return build_utils.format_report("CamVid", skipped)
+    return snippet_builder.prepare(builder, manual_dir)

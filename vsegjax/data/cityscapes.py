@@ -43,19 +43,16 @@ import logging
 import os
 import pathlib
 import re
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Sequence
 
-import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 
-from vsegjax.data import build_utils
-from vsegjax.data.build_utils import BadExample
-from vsegjax.data import flow_io, labels as labels_lib
-from vsegjax.data.flow_datasets import CITYSCAPES_CLASSES, CITYSCAPES_TO_TRAIN
+from vsegjax.data import labels as labels_lib, snippet_builder
+from vsegjax.data.snippet_builder import BadExample
+from vsegjax.data.labels import CITYSCAPES_CLASSES, CITYSCAPES_TO_TRAIN
 from vsegjax.evaluation.segmentation import CITYSCAPES_CATEGORIES, CITYSCAPES_CATEGORY_NAMES
 
-_Encoding = tfds.features.Encoding
 IGNORE_LABEL = 255
 
 CLASS_NAMES = CITYSCAPES_CLASSES
@@ -313,17 +310,6 @@ def list_demo(demo_dir: pathlib.Path, length: int, stride: int) -> list[Entry]:
     return entries
 
 
-def read_frame(path: pathlib.Path) -> np.ndarray:
-    """uint8 [H, W, 3] RGB; BadExample naming the file when missing or undecodable."""
-    if not path.is_file():
-        raise BadExample(f"{path}: sequence frame is missing")
-    try:
-        return flow_io.read_image(path)
-    except (OSError, ValueError) as e:
-        raise BadExample(f"{path}: cannot decode the frame (truncated, corrupt or not an "
-                         f"image)") from e
-
-
 def read_label(path: pathlib.Path) -> np.ndarray:
     """uint8 [H, W] train ids (255 = ignore); BadExample naming the file when missing,
     undecodable or not a labelIds image."""
@@ -335,17 +321,6 @@ def read_label(path: pathlib.Path) -> np.ndarray:
         raise BadExample(f"{e} (expected a *_labelIds.png with Cityscapes ids 0..33)") from e
 
 
-def _resize(array: np.ndarray, size: tuple[int, int], nearest: bool) -> np.ndarray:
-    h, w = size
-    if array.shape[:2] == (h, w):
-        return array
-    if nearest:
-        interp = cv2.INTER_NEAREST
-    else:
-        interp = cv2.INTER_AREA if h < array.shape[0] else cv2.INTER_LINEAR
-    return cv2.resize(array, (w, h), interpolation=interp)
-
-
 def load_example(cfg: CityscapesConfig, entry: Entry) -> dict[str, np.ndarray]:
     """The snippet ``entry`` in the ``features.py`` format; BadExample naming the files."""
     out = cfg.out_size
@@ -354,7 +329,7 @@ def load_example(cfg: CityscapesConfig, entry: Entry) -> dict[str, np.ndarray]:
     frames, size = [], None
     for path in entry.frames:
         try:
-            frame = read_frame(path)
+            frame = snippet_builder.read_frame(path, "sequence frame")
         except BadExample as e:
             if cfg.mode != "demo_video" and not path.is_file() and (
                     cfg.frames_before > LABELLED_FRAME
@@ -374,7 +349,7 @@ def load_example(cfg: CityscapesConfig, entry: Entry) -> dict[str, np.ndarray]:
             raise BadExample(f"size mismatch: frame {path} is {frame.shape[1]}x"
                              f"{frame.shape[0]} but {entry.frames[0]} of the same snippet is "
                              f"{size[1]}x{size[0]} (width x height)")
-        frames.append(_resize(frame, out, nearest=False))
+        frames.append(snippet_builder.resize(frame, out, nearest=False))
     if label is not None and label.shape != size:
         raise BadExample(f"size mismatch: frame {ref} is {size[1]}x{size[0]} but label "
                          f"{entry.label} is {label.shape[1]}x{label.shape[0]} "
@@ -383,7 +358,7 @@ def load_example(cfg: CityscapesConfig, entry: Entry) -> dict[str, np.ndarray]:
     labels = np.full((t, *out), IGNORE_LABEL, np.uint8)
     has_label = np.zeros((t,), bool)
     if label is not None:
-        labels[cfg.label_index] = _resize(label, out, nearest=True)
+        labels[cfg.label_index] = snippet_builder.resize(label, out, nearest=True)
         has_label[cfg.label_index] = True
     return {
         "frames": np.stack(frames),
@@ -402,65 +377,42 @@ def load_example(cfg: CityscapesConfig, entry: Entry) -> dict[str, np.ndarray]:
 _IN_FLIGHT_BYTES = 2 << 30  # cap on decoded snippets held by the reading threads
 
 
-class CityscapesSequences(tfds.core.GeneratorBasedBuilder):
+class CityscapesSequences(snippet_builder.SnippetBuilder):
     """Cityscapes sequence snippets around gtFine / gtCoarse labels, or demoVideo windows."""
 
     name = "cityscapes_sequences"
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}
     BUILDER_CONFIGS = list(BUILDER_CONFIGS)
     DEFAULT_CONFIG_NAME = "default"
+    EXPECTED = EXPECTED_LAYOUT
     MANUAL_DOWNLOAD_INSTRUCTIONS = EXPECTED_LAYOUT + (
         ". Pass that folder as the manual dir (data_prep/cityscapes.py --manual_dir=...).")
 
-    def __init__(self, *, skip_bad: bool | None = None, num_workers: int | None = None,
-                 **kwargs):
-        super().__init__(file_format="array_record", **kwargs)
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
         check_config(self.builder_config)
-        self._skip_bad = self.builder_config.skip_bad if skip_bad is None else skip_bad
-        self._num_workers = (num_workers if num_workers is not None
-                             else min(8, os.cpu_count() or 1))
-        # split -> [(name, reason)] of the entries skipped in the last build.
-        self.skipped: dict[str, list[tuple[str, str]]] = {}
 
     def _info(self) -> tfds.core.DatasetInfo:
         cfg = self.builder_config
-        t = cfg.num_frames
         h, w = cfg.out_size
-
-        def tensor(shape, dtype, encoding=_Encoding.BYTES):
-            return tfds.features.Tensor(shape=shape, dtype=dtype, encoding=encoding)
-
         what = ("demoVideo windows without labels" if cfg.mode == "demo_video" else
                 f"{cfg.frames_before}+1+{cfg.frames_after} frames around each "
                 f"{LABEL_FOLDERS[cfg.mode][0]} label")
         return self.dataset_info_from_configs(
             description=(f"Cityscapes sequences, 19 train classes {list(CLASS_NAMES)} "
                          f"(255 = ignore), {w}x{h}, {what}."),
-            features=tfds.features.FeaturesDict({
-                "frames": tensor((t, h, w, 3), np.uint8),
-                "labels": tensor((t, h, w), np.uint8, _Encoding.ZLIB),
-                "has_label": tensor((t,), np.bool_),
-                "label_index": tfds.features.Scalar(np.int32),
-                "snippet_id": tfds.features.Scalar(np.int64),
-                "frame_index": tfds.features.Scalar(np.int64),
-            }),
+            features=snippet_builder.snippet_features(cfg.num_frames, (h, w)),
             supervised_keys=None,
             homepage="https://www.cityscapes-dataset.com/",
             citation=("Cordts et al. The Cityscapes Dataset for Semantic Urban Scene "
                       "Understanding. CVPR 2016."),
             metadata=tfds.core.MetadataDict(),
-            # Record order = sorted file order, so "validation snippet 3" means one thing.
             disable_shuffling=True,
         )
 
     def _split_generators(self, dl_manager):
         cfg = self.builder_config
-        try:
-            root = pathlib.Path(dl_manager.manual_dir)
-        except AssertionError as e:  # TFDS: "Manual directory ... does not exist or is empty"
-            # TFDS's message already holds MANUAL_DOWNLOAD_INSTRUCTIONS (the layout).
-            raise FileNotFoundError(f"Cityscapes manual dir missing or empty: {e}") from e
+        # TFDS's message for a missing manual dir already holds the layout.
+        root = self._manual_root(dl_manager)
         splits, notes = present_splits(root, cfg.mode)
         for note in notes:
             logging.warning("Cityscapes: %s", note)
@@ -473,8 +425,6 @@ class CityscapesSequences(tfds.core.GeneratorBasedBuilder):
         lists = {split: list_split(cfg, split, seq, lab) for split, (seq, lab) in
                  splits.items()}
         self.info.metadata["names"] = {s: [e.name for e in v] for s, v in lists.items()}
-        self.info.metadata["skipped"] = {}
-        self.skipped = {}
         return {split: self._generate_examples(split, entries)
                 for split, entries in lists.items()}
 
@@ -482,28 +432,12 @@ class CityscapesSequences(tfds.core.GeneratorBasedBuilder):
         cfg = self.builder_config
         h, w = cfg.out_size
         per_example = cfg.num_frames * h * w * 4
-        workers = max(1, self._num_workers)
+        workers = max(1, self.num_workers)
         window = max(workers, min(4 * workers, _IN_FLIGHT_BYTES // per_example))
-        skipped = self.skipped.setdefault(split, [])
-        written = 0
-        for entry, result in build_utils.bounded_map(lambda e: _load_for_builder(cfg, e), entries,
-                                          workers, window):
-            if isinstance(result, BadExample):
-                if not self._skip_bad:
-                    raise result
-                logging.warning("Cityscapes %s: skipping %s: %s", split, entry.name, result)
-                skipped.append((entry.name, str(result)))
-                continue
-            written += 1
-            if written % 100 == 0:
-                print(f"Cityscapes {split}: {written}/{len(entries)} snippets", flush=True)
-            yield entry.index, result
-        self.info.metadata["skipped"][split] = [list(s) for s in skipped]
-        if skipped:
-            print(format_report({split: skipped}), flush=True)
-        if not written:
-            raise ValueError(f"Cityscapes {split}: all {len(entries)} entries were bad; "
-                             f"nothing to write")
+        for entry, example in self._write(split, entries, lambda e: _load_for_builder(cfg, e),
+                                          what=lambda e: e.name, workers=workers,
+                                          window=window):
+            yield entry.index, example
 
 
 def _load_for_builder(cfg, entry):
@@ -521,16 +455,5 @@ def build(data_dir: str, manual_dir: str | os.PathLike,
           config: str | CityscapesConfig = "default", skip_bad: bool | None = None,
           num_workers: int | None = None) -> CityscapesSequences:
     """Builds every split whose folders are in ``manual_dir`` (if not built yet)."""
-    manual = pathlib.Path(os.path.expanduser(os.fspath(manual_dir)))
-    if not manual.is_dir():
-        raise FileNotFoundError(f"Cityscapes manual dir {manual} does not exist; "
-                                f"{EXPECTED_LAYOUT}")
     builder = make_builder(data_dir, config, skip_bad=skip_bad, num_workers=num_workers)
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
-    return builder
-
-
-def format_report(skipped: dict[str, list[tuple[str, str]]]) -> str:
-    """A human report of skipped entries: count per split, then one line per entry."""
-    return build_utils.format_report("Cityscapes", skipped)
+    return snippet_builder.prepare(builder, manual_dir)

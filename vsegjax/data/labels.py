@@ -15,6 +15,14 @@ import numpy as np
 
 IGNORE_LABEL = 255
 
+# Cityscapes (and KITTI semantics): label id -> train id of the 19 classes; other ids ignored.
+CITYSCAPES_TO_TRAIN = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9,
+                       23: 10, 24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
+CITYSCAPES_CLASSES = ("road", "sidewalk", "building", "wall", "fence", "pole",
+                      "traffic light", "traffic sign", "vegetation", "terrain", "sky",
+                      "person", "rider", "car", "truck", "bus", "train", "motorcycle",
+                      "bicycle")
+
 
 class LabelError(ValueError):
     """A label image that cannot be decoded as asked; the message names the file."""

@@ -11,21 +11,14 @@ so an interrupted build never looks finished; the next build starts over.
 
 from __future__ import annotations
 
-import collections
-import concurrent.futures
 import dataclasses
 import functools
 import hashlib
-import multiprocessing
 import os
-from typing import Iterator
 
-import numpy as np
 import tensorflow_datasets as tfds
 
-from vsegjax.data import synthetic
-
-_Encoding = tfds.features.Encoding
+from vsegjax.data import snippet_builder, synthetic
 
 
 @dataclasses.dataclass(eq=False)
@@ -55,59 +48,25 @@ EXTRA = SyntheticVideoConfig(
     video=synthetic.SyntheticConfig(seed=1), num_train=200, num_validation=8)
 
 
-def _bounded_imap(fn, items, workers: int, window: int) -> Iterator:
-    """Ordered parallel map that keeps at most ``window`` results in flight (bounded memory)."""
-    if workers <= 1:
-        yield from map(fn, items)
-        return
-    # "spawn": the parent may already hold JAX/TF threads, which fork does not survive.
-    ctx = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-        pending = collections.deque()
-        for item in items:
-            pending.append(pool.submit(fn, item))
-            if len(pending) >= window:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-
-
-class SyntheticVideo(tfds.core.GeneratorBasedBuilder):
+class SyntheticVideo(snippet_builder.SnippetBuilder):
     """Procedural street-like video snippets with exact labels, flow and occlusion."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}
     BUILDER_CONFIGS = [DEFAULT, TINY, EXTRA]
     DEFAULT_CONFIG_NAME = "default"
 
     def __init__(self, *, num_workers: int | None = None, **kwargs):
-        self._num_workers = num_workers if num_workers is not None else (os.cpu_count() or 1)
-        super().__init__(file_format="array_record", **kwargs)
+        super().__init__(num_workers=num_workers if num_workers is not None
+                         else (os.cpu_count() or 1), **kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
         v = self.builder_config.video
-        t, h, w = v.num_frames, v.height, v.width
-
-        def tensor(shape, dtype, encoding=_Encoding.BYTES):
-            return tfds.features.Tensor(shape=shape, dtype=dtype, encoding=encoding)
-
         return self.dataset_info_from_configs(
             description=(f"Synthetic video snippets, classes {list(v.classes)}; "
                          f"generator parameters {dataclasses.asdict(v)}."),
-            features=tfds.features.FeaturesDict({
-                "frames": tensor((t, h, w, 3), np.uint8),
-                "labels": tensor((t, h, w), np.uint8, _Encoding.ZLIB),
-                "has_label": tensor((t,), np.bool_),
-                "label_index": tfds.features.Scalar(np.int32),
-                "flow_fwd": tensor((t - 1, h, w, 2), np.float32, _Encoding.ZLIB),
-                "flow_bwd": tensor((t - 1, h, w, 2), np.float32, _Encoding.ZLIB),
-                "occ_fwd": tensor((t - 1, h, w), np.uint8, _Encoding.ZLIB),
-                "occ_bwd": tensor((t - 1, h, w), np.uint8, _Encoding.ZLIB),
-                "degraded": tensor((t,), np.uint8),
-                "snippet_id": tfds.features.Scalar(np.int64),
-            }),
+            features=snippet_builder.snippet_features(
+                v.num_frames, (v.height, v.width), frame_index=False,
+                flow=("fwd", "bwd", "degraded")),
             supervised_keys=None,
-            # Record i is snippet i, so "snippet 3 of validation" means one thing everywhere.
             disable_shuffling=True,
         )
 
@@ -118,9 +77,11 @@ class SyntheticVideo(tfds.core.GeneratorBasedBuilder):
                 "validation": self._generate_examples("validation", cfg.num_validation)}
 
     def _generate_examples(self, split: str, count: int):
+        # Generation is pure Python/NumPy, so it runs in processes, not threads.
         fn = functools.partial(synthetic.generate_snippet, self.builder_config.video, split)
-        for index, example in enumerate(_bounded_imap(fn, range(count), self._num_workers,
-                                                      window=4 * self._num_workers)):
+        for index, example in snippet_builder.bounded_map(
+                fn, range(count), self.num_workers, window=4 * self.num_workers, catch=(),
+                processes=True):
             yield index, example
 
 

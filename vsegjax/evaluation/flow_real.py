@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import tqdm
 
-from vsegjax.data import flow_datasets
+from vsegjax.data import flow_files
 from vsegjax.evaluation.flow import FlowErrorAccumulator, flow_error_sums, metrics_from_sums
 from vsegjax.models.flow_providers import OpenCVFlow
 from vsegjax.train import checkpoint, experiment
@@ -37,17 +37,17 @@ def real_pairs(sintel: str | None, chairs: str | None) -> Iterator[tuple[str, di
     specs = []
     if sintel:
         for pass_name in ("clean", "final"):
-            specs += flow_datasets.find_sintel(pathlib.Path(sintel), pass_name, 2, 1,
+            specs += flow_files.find_sintel(pathlib.Path(sintel), pass_name, 2, 1,
                                                report).get("train", [])
     if chairs:
-        for split in flow_datasets.find_flying_chairs(pathlib.Path(chairs), report).values():
+        for split in flow_files.find_flying_chairs(pathlib.Path(chairs), report).values():
             specs += split
     seen = set()
     for spec in specs:
         if spec.key in seen or not spec.pairs or spec.pairs[0] is None:
             continue
         seen.add(spec.key)
-        yield spec.key, flow_datasets.load_snippet(spec)
+        yield spec.key, flow_files.load_snippet(spec)
 
 
 def resized(fn: FlowFn, max_side: int | None) -> FlowFn:

@@ -26,7 +26,7 @@ import tqdm
 
 from vsegjax import files
 from vsegjax.data import synthetic
-from vsegjax.data.video_datasets import list_images, read_frame, read_label_ids
+from vsegjax.data.frame_sources import list_images, read_frame, read_label_ids
 from vsegjax.evaluation.scores import ConfusionMatrices
 from vsegjax.evaluation.segmentation import iou_from_confusion
 from vsegjax.inference import propagate as prop
