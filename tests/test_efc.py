@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from vsegjax import ops
-from vsegjax.data import synthetic_tfds
+from vsegjax.data import synthetic_tfds, transforms
 from vsegjax.losses import efc as efc_losses
 from vsegjax.models.efc import make_efc_model
 from vsegjax.train import efc, efc_pairs, experiment
@@ -74,14 +74,14 @@ def test_prepare_snippets_keeps_only_the_annotated_labels():
     batch = {"frames": np.zeros((2, 4, 2, 2, 3)), "labels": labels,
              "label_pos": np.asarray([1, 3]), "has_label": np.ones((2, 4), bool),
              "flow_fwd": np.zeros((2, 3, 2, 2, 2))}
-    out = efc_pairs.PrepareSnippets("annotated")(batch)
+    out = transforms.PrepareSnippets("annotated")(batch)
     assert "flow_fwd" not in out and out["labelled"].all()
     np.testing.assert_array_equal(out["labels"][0, 1], labels[0, 1])
     assert (out["labels"][0, [0, 2, 3]] == 255).all() and (out["labels"][1, :3] == 255).all()
-    none = efc_pairs.PrepareSnippets("none")(batch)
+    none = transforms.PrepareSnippets("none")(batch)
     assert (none["labels"] == 255).all() and not none["labelled"].any()
     assert (batch["labels"] == labels).all()  # the input batch is not modified
-    bare = efc_pairs.PrepareSnippets("none")({"frames": np.zeros((2, 4, 2, 2, 3))})
+    bare = transforms.PrepareSnippets("none")({"frames": np.zeros((2, 4, 2, 2, 3))})
     assert bare["labels"].shape == (2, 4, 2, 2) and (bare["labels"] == 255).all()
 
 
@@ -103,15 +103,15 @@ class _ListIterator:
 def test_mixed_iterator_concatenates_and_resumes_both_streams():
     lab = [{"x": np.full((2, 3), k)} for k in range(5)]
     unl = [{"x": np.full((1, 3), 10 + k)} for k in range(5)]
-    it = efc_pairs.MixedIterator(_ListIterator(lab), _ListIterator(unl))
+    it = transforms.MixedIterator(_ListIterator(lab), _ListIterator(unl))
     first = next(it)
     np.testing.assert_array_equal(first["x"][:, 0], [0, 0, 10])
     state = json.loads(json.dumps(it.get_state()))
     expected = next(it)
-    again = efc_pairs.MixedIterator(_ListIterator(lab), _ListIterator(unl))
+    again = transforms.MixedIterator(_ListIterator(lab), _ListIterator(unl))
     again.set_state(state)
     np.testing.assert_array_equal(next(again)["x"], expected["x"])
-    bad = efc_pairs.MixedIterator(_ListIterator(lab), _ListIterator([{"x": np.zeros((1, 4))}]))
+    bad = transforms.MixedIterator(_ListIterator(lab), _ListIterator([{"x": np.zeros((1, 4))}]))
     with pytest.raises(ValueError, match="field 'x'"):
         next(bad)
 

@@ -12,7 +12,6 @@ LOCAL_IMPORTS_ALLOWED = {
     "vsegjax.main": "--help and flag errors answer before JAX loads",
     "vsegjax.train.experiment": "the registry is read by --help without JAX",
     "vsegjax.data.datasets": "a builder is imported when its dataset is used",
-    "vsegjax.models.sdc": "models sit below train; loading a run reads its checkpoint",
 }
 
 

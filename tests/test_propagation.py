@@ -168,7 +168,7 @@ def test_davis_flow_beats_copy(tmp_path):
 def test_cycle_windows_start_at_the_labelled_frame():
     """The task's host batch_fn: forward when k frames follow the label, else backward,
     with dataset flows re-indexed for the window's direction."""
-    from vsegjax.train.warp_refine import CycleWindows
+    from vsegjax.data.transforms import CycleWindows
 
     frames, labels, fwd, bwd = _translation_video(n=5)
     batch = {"frames": np.stack([frames, frames]), "labels": np.stack([labels, labels]),

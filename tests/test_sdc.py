@@ -12,7 +12,8 @@ import pytest
 
 from vsegjax.data import synthetic_tfds
 from vsegjax.losses import sdc as sdc_losses
-from vsegjax.models.sdc import SDCFlow, SDCNet, load_sdc_flow, make_sdc_model
+from vsegjax.models.sdc import SDCFlow, SDCNet, make_sdc_model
+from vsegjax.train.sdc import load_sdc_flow
 from vsegjax.ops import pixel_grid, sample, warp
 from vsegjax.ops.sdc import delta_kernel, kernel_offsets, sdc_sample, sdc_sample_labels
 from vsegjax.train import experiment, sdc

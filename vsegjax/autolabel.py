@@ -41,7 +41,7 @@ from vsegjax.inference import warp_refine as wr
 from vsegjax.losses.warp_refine import label_probs
 from vsegjax.models.flow_providers import make_flow_provider
 from vsegjax.models.refiner import warp_probs
-from vsegjax.models.sdc import load_sdc_flow
+from vsegjax.train.sdc import load_sdc_flow
 
 METHODS = ("copy", "flow", "sdc", "warp_refine")
 IGNORE = 255

@@ -31,7 +31,7 @@ from vsegjax.evaluation.scores import ConfusionMatrices
 from vsegjax.evaluation.segmentation import iou_from_confusion
 from vsegjax.inference import propagate as prop
 from vsegjax.inference import warp_refine
-from vsegjax.models.sdc import load_sdc_flow
+from vsegjax.train.sdc import load_sdc_flow
 
 # (frames [T,H,W,3] float, {anchor: label}, flows (fwd, bwd), targets) -> {t: label [H, W]}
 Method = Callable[[np.ndarray, dict[int, np.ndarray], tuple, list[int]], dict[int, np.ndarray]]

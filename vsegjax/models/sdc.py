@@ -7,7 +7,7 @@ the taps, so it sums to 1), and synthesises frame t+1 by spatially-displaced con
 of frame t (``ops.sdc.sdc_sample``). Prediction sees only the past; reconstruction also
 sees the target and is the better propagator (the VPLR paper's comparison).
 
-``SDCFlow`` / ``load_sdc_flow`` serve a trained model's motion as a ``FlowProvider``, the
+``SDCFlow`` (built by ``train.sdc.load_sdc_flow``) serves a trained model's motion as a ``FlowProvider``, the
 motion source of VPLR's label and joint propagation.
 
 The heads start at the copy-last-frame solution: the motion conv is zero-initialised
@@ -182,35 +182,3 @@ class SDCFlow(FlowProvider):
         fwd = self._motions(frames[:, ::-1])[:, ::-1] if need in ("both", "fwd") else None
         bwd = self._motions(frames) if need in ("both", "bwd") else None
         return fwd, bwd
-
-
-# Beside an SDC stage's checkpoints: the stage's config (vsegjax.train.experiment);
-# runs trained before the one runner have only their ``sdc`` block, in model.json.
-CONFIG_FILES = ("config.json", "model.json")
-
-
-def load_sdc_flow(workdir: str) -> SDCFlow:
-    """``SDCFlow`` of a trained SDC run: ``workdir`` is the run's folder (with ``sdc/``) or
-    its training folder (with ``checkpoints/`` and ``config.json``)."""
-    import json
-    import os
-
-    from vsegjax.train import checkpoint  # train depends on models, not the reverse
-
-    root = os.path.abspath(os.path.expanduser(workdir))
-    if not any(os.path.isfile(os.path.join(root, n)) for n in CONFIG_FILES):
-        root = os.path.join(root, "sdc")
-    found = [os.path.join(root, n) for n in CONFIG_FILES if os.path.isfile(os.path.join(root, n))]
-    if not found:
-        raise FileNotFoundError(f"SDC run {workdir!r}: no {' or '.join(CONFIG_FILES)} in it or "
-                                f"in its sdc/ folder; train one with configs/sdc_synthetic.py")
-    with open(found[0]) as f:
-        saved = json.load(f)
-    if os.path.basename(found[0]) == "config.json":
-        if "sdc" not in saved:
-            raise ValueError(f"{found[0]}: not the config of an SDC run (no 'sdc' block)")
-        saved = saved["sdc"]
-    config = ml_collections.ConfigDict({"sdc": saved})
-    model = make_sdc_model(config)
-    state = checkpoint.load_state_tree(root)
-    return SDCFlow(model, {"params": state["params"], **state.get("model_state", {})})

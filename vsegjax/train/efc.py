@@ -33,7 +33,8 @@ from vsegjax.data import datasets, pipeline
 from vsegjax.losses import efc as efc_losses
 from vsegjax.models.efc import EFCModel, make_efc_model
 from vsegjax.train import data
-from vsegjax.train.efc_pairs import MixedIterator, PrepareSnippets, gather_frames, sample_pairs
+from vsegjax.data.transforms import MixedIterator, PrepareSnippets
+from vsegjax.train.efc_pairs import gather_frames, sample_pairs
 from vsegjax.models.video import StaticModel
 from vsegjax.train.task import Task
 

@@ -1,4 +1,4 @@
-"""EFC's training pairs (I_i, I_{i+dt}) drawn from whole snippets, and the host-side batch glue.
+"""EFC's training pairs (I_i, I_{i+dt}), drawn from whole snippets inside the step.
 
 The pipeline delivers whole augmented snippets ([B, T, ...], the same augmentation on
 every frame); ``sample_pairs`` draws ``pairs_per_snippet`` index pairs per snippet inside
@@ -6,23 +6,15 @@ the jitted step from the step's key, so the draw is reproducible and resumes exa
 A share of the pairs contains the snippet's labelled frame (``labelled_share``); the rest
 are any two frames ``dt`` apart, ``dt`` uniform in ``dt_range`` (clipped to the snippet).
 
-``MixedIterator`` appends batches of unlabelled snippets (another dataset, labels dropped)
-to each labelled batch: the "+UD" row of the paper's Table 1.
+The host side (``PrepareSnippets``: which labels the method sees; ``MixedIterator``: the
+unlabelled "+UD" stream of the paper's Table 1) is in ``data/transforms.py``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping
-
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from vsegjax.losses.segmentation import IGNORE_LABEL
-
-# Per-pair keys of the snippet format that the EFC step does not use (it learns its own
-# flow); dropped on the host so they are not sent to the devices.
-UNUSED_KEYS = ("flow_fwd", "flow_bwd", "occ_fwd", "occ_bwd", "degraded", "snippet_id")
 
 
 def candidate_pairs(num_frames: int, dt_range: tuple[int, int]) -> np.ndarray:
@@ -77,70 +69,3 @@ def gather_frames(x: jax.Array, index: jax.Array) -> jax.Array:
     return picked.reshape((-1,) + x.shape[2:])
 
 
-class PrepareSnippets:
-    """Picklable host batch function: keeps the labels the method may use.
-
-    ``labels="annotated"``: only each snippet's ``label_index`` frame keeps its labels (as in
-    Cityscapes, where one frame of 30 is labelled); ``"all"``: every frame with
-    ``has_label``; ``"none"``: no labels (unlabelled video). Unused per-pair keys go.
-    """
-
-    def __init__(self, labels: str = "annotated"):
-        if labels not in ("annotated", "all", "none"):
-            raise ValueError(f"config field efc.labels: {labels!r}; choose annotated, all or none")
-        self.labels = labels
-
-    def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
-        out = {k: v for k, v in batch.items() if k not in UNUSED_KEYS}
-        if "labels" in out:
-            labels = np.array(out["labels"], copy=True)
-        else:  # video without any labels (e.g. a user's unlabelled sequences)
-            labels = np.full(np.shape(out["frames"])[:4], IGNORE_LABEL, np.int32)
-            out.setdefault("label_pos", np.zeros(labels.shape[0], np.int32))
-        b, t = labels.shape[:2]
-        keep = np.zeros((b, t), bool)
-        if self.labels == "annotated":
-            keep[np.arange(b), np.asarray(out["label_pos"])] = True
-        elif self.labels == "all":
-            keep = np.asarray(out.get("has_label", np.ones((b, t), bool)), bool)
-        labels[~keep] = IGNORE_LABEL
-        out["labels"] = labels
-        out["labelled"] = keep.any(axis=1)
-        out["has_label"] = keep
-        return out
-
-
-class MixedIterator:
-    """Concatenates a batch of each iterator per step; checkpointable like grain's.
-
-    ``get_state()`` / ``set_state()`` hold both iterators' positions (JSON-serialisable
-    dicts), so an interrupted run resumes both streams where they were.
-    """
-
-    def __init__(self, labelled: Iterator[dict], unlabelled: Iterator[dict]):
-        self.labelled = labelled
-        self.unlabelled = unlabelled
-
-    def __iter__(self) -> "MixedIterator":
-        return self
-
-    def __next__(self) -> dict[str, Any]:
-        a, b = next(self.labelled), next(self.unlabelled)
-        missing = set(a) ^ set(b)
-        if missing:
-            raise ValueError(f"labelled and unlabelled batches have different keys: "
-                             f"{sorted(missing)} (do both datasets have the same fields?)")
-        for key in a:
-            if np.shape(a[key])[1:] != np.shape(b[key])[1:]:
-                raise ValueError(f"labelled and unlabelled batches differ in field {key!r}: "
-                                 f"{np.shape(a[key])} vs {np.shape(b[key])} (same snippet "
-                                 f"length and crop size needed)")
-        return {k: np.concatenate([a[k], b[k]]) for k in a}
-
-    def get_state(self) -> dict[str, Any]:
-        return {"labelled": self.labelled.get_state(),
-                "unlabelled": self.unlabelled.get_state()}
-
-    def set_state(self, state: Mapping[str, Any]) -> None:
-        self.labelled.set_state(state["labelled"])
-        self.unlabelled.set_state(state["unlabelled"])

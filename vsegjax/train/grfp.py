@@ -17,39 +17,15 @@ import functools
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from vsegjax import evaluation, losses
+from vsegjax.data.transforms import flow_batch_fn
 from vsegjax.models import flow_providers
 from vsegjax.models.video import make_video_model
 from vsegjax.train import data
 from vsegjax.train.task import Task
 
 LOSS_KEYS = {"L_fwbw": "logits", "L_fwd": "logits_fwd", "L_bwd": "logits_bwd"}
-
-
-class HostFlow:
-    """Picklable batch function: classical flow computed on the host in the data workers."""
-
-    def __init__(self, provider: flow_providers.OpenCVFlow):
-        self.provider = provider
-
-    def __call__(self, batch: dict) -> dict:
-        fwd, bwd = self.provider.flows(batch["frames"])
-        out = dict(batch, flow_fwd=np.asarray(fwd, np.float32),
-                   flow_bwd=np.asarray(bwd, np.float32))
-        # The dataset's exact flow stays available to measure temporal consistency.
-        for key in ("flow_fwd", "flow_bwd"):
-            if key in batch:
-                out[f"{key}_gt"] = batch[key]
-        return out
-
-
-def flow_batch_fn(provider: flow_providers.FlowProvider):
-    """OpenCV flow replaces the dataset's flow in the input pipeline; None otherwise."""
-    if isinstance(provider, flow_providers.OpenCVFlow):
-        return HostFlow(provider)
-    return None
 
 
 class GRFPTask(Task):

@@ -18,6 +18,7 @@ baseline (frame t as the guess for t+1): PSNR (dB, mean over frames) and L1.
 from __future__ import annotations
 
 import functools
+import json
 import os
 from typing import Any, Iterator, Sequence
 
@@ -27,10 +28,11 @@ import ml_collections
 import numpy as np
 
 from vsegjax import viz
+from vsegjax.data import transforms
 from vsegjax.losses import efc as efc_losses
 from vsegjax.losses import sdc as sdc_losses
-from vsegjax.models.sdc import SDCNet, make_sdc_model
-from vsegjax.train import data, experiment
+from vsegjax.models.sdc import SDCFlow, SDCNet, make_sdc_model
+from vsegjax.train import checkpoint, data, experiment
 from vsegjax.train.task import Task
 
 
@@ -47,11 +49,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     n = s.get("windows_per_snippet", 1)
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"config field sdc.windows_per_snippet: must be an int >= 1; got {n!r}")
-
-
-def frames_only(batch: dict[str, Any]) -> dict[str, Any]:
-    """Host batch function: keeps the frames (self-supervised; labels and flows unused)."""
-    return {"frames": batch["frames"]}
 
 
 def window_starts(rng: jax.Array, batch_size: int, num_frames: int, num_inputs: int,
@@ -115,7 +112,7 @@ class SDCTask(Task):
 
     def train_iterator(self, seed: int) -> Iterator[dict]:
         return data.train_iterator(self.config, seed, window=None, label_frame="annotated",
-                                   batch_fn=frames_only)
+                                   batch_fn=transforms.frames_only)
 
     # ------------------------------------------------------------------ evaluation
 
@@ -144,7 +141,7 @@ class SDCTask(Task):
         sums: dict[str, float] = {}
         count = 0
         examples: list[dict[str, np.ndarray]] = []
-        for batch in data.eval_batches(self.config, window=None, batch_fn=frames_only_eval):
+        for batch in data.eval_batches(self.config, window=None, batch_fn=transforms.frames_only_eval):
             # All rows (padding included) so every batch has one shape: one compilation.
             frames = batch["frames"]
             inputs, target = all_windows(frames, n)
@@ -174,11 +171,6 @@ class SDCTask(Task):
         return {k: float(v) for k, v in scores.items() if k != "num_windows"}
 
 
-def frames_only_eval(batch: dict[str, Any]) -> dict[str, Any]:
-    """``frames_only`` that keeps the ``valid`` rows mask of ``data.eval_batches``."""
-    return {"frames": batch["frames"], "valid": batch["valid"]}
-
-
 def panel(example: dict[str, np.ndarray]) -> np.ndarray:
     """frame t | frame t+1 | synthesised / |error| x4 of SDC and of the copy | motion."""
     err = lambda a: np.clip(4.0 * np.mean(np.abs(a - example["target"]), -1), 0, 1)  # noqa: E731
@@ -199,7 +191,7 @@ def report(config: ml_collections.ConfigDict, workdir: str,
            stages: Sequence[experiment.StageResult]) -> dict[str, Any]:
     """{"sdc": {"psnr", "l1"}, "copy": {"psnr", "l1"}} on ``eval.split`` (every window of
     every snippet), with the mode and the number of windows, and panels. The stage's
-    folder holds the config ``models.sdc.load_sdc_flow`` rebuilds the model from, so the
+    folder holds the config ``load_sdc_flow`` rebuilds the model from, so the
     run can serve its motion to VPLR's propagation."""
     result = stages[-1]
     scores, examples = result.task.evaluate_windows(result.state.params,
@@ -216,3 +208,30 @@ def report(config: ml_collections.ConfigDict, workdir: str,
           f"L1 {results['sdc']['l1']:.4f}; copy-last-frame PSNR {results['copy']['psnr']:.2f} "
           f"dB, L1 {results['copy']['l1']:.4f}")
     return results
+
+
+# Beside an SDC stage's checkpoints: the stage's config (vsegjax.train.experiment);
+# runs trained before the one runner have only their ``sdc`` block, in model.json.
+CONFIG_FILES = ("config.json", "model.json")
+
+
+def load_sdc_flow(workdir: str) -> SDCFlow:
+    """``SDCFlow`` of a trained SDC run: ``workdir`` is the run's folder (with ``sdc/``) or
+    its training folder (with ``checkpoints/`` and ``config.json``)."""
+    root = os.path.abspath(os.path.expanduser(workdir))
+    if not any(os.path.isfile(os.path.join(root, n)) for n in CONFIG_FILES):
+        root = os.path.join(root, "sdc")
+    found = [os.path.join(root, n) for n in CONFIG_FILES if os.path.isfile(os.path.join(root, n))]
+    if not found:
+        raise FileNotFoundError(f"SDC run {workdir!r}: no {' or '.join(CONFIG_FILES)} in it or "
+                                f"in its sdc/ folder; train one with configs/sdc_synthetic.py")
+    with open(found[0]) as f:
+        saved = json.load(f)
+    if os.path.basename(found[0]) == "config.json":
+        if "sdc" not in saved:
+            raise ValueError(f"{found[0]}: not the config of an SDC run (no 'sdc' block)")
+        saved = saved["sdc"]
+    config = ml_collections.ConfigDict({"sdc": saved})
+    model = make_sdc_model(config)
+    state = checkpoint.load_state_tree(root)
+    return SDCFlow(model, {"params": state["params"], **state.get("model_state", {})})

@@ -29,12 +29,11 @@ import numpy as np
 import tqdm
 
 from vsegjax import losses
-from vsegjax.data import datasets, pipeline
+from vsegjax.data import datasets, pipeline, transforms
 from vsegjax.inference import propagate as prop
 from vsegjax.losses.segmentation import IGNORE_LABEL
-from vsegjax.models.sdc import load_sdc_flow
+from vsegjax.train.sdc import load_sdc_flow
 from vsegjax.train import data, experiment
-from vsegjax.train.efc_pairs import MixedIterator
 from vsegjax.models.video import apply_static
 from vsegjax.train.segmentation import StaticSegmentationTask
 
@@ -110,21 +109,6 @@ def propagated_pairs(config: ml_collections.ConfigDict, cache_dir: str) -> dict[
     return result
 
 
-class PairSource:
-    """Propagated pairs as one-frame snippets for ``pipeline.make_dataset``."""
-
-    def __init__(self, pairs: dict[str, np.ndarray]):
-        self.frames, self.labels = pairs["frames"], pairs["labels"]
-
-    def __len__(self) -> int:
-        return len(self.frames)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"frames": self.frames[i][None], "labels": self.labels[i][None],
-                "has_label": np.ones(1, bool), "label_index": np.int32(0),
-                "snippet_id": np.int64(i)}
-
-
 class VPLRTask(StaticSegmentationTask):
     """``StaticSegmentationTask`` whose batches mix in propagated pairs."""
 
@@ -167,28 +151,15 @@ class VPLRTask(StaticSegmentationTask):
         original = data.train_iterator(self.config, seed, window=(0, 0),
                                        label_frame=self.config.input.get("label_frame",
                                                                          "annotated"),
-                                       batch_fn=_Tagged(False))
+                                       batch_fn=transforms.Tagged(False))
         pairs = propagated_pairs(self.config, self.cache_dir)
         ds = pipeline.make_dataset(
-            PairSource(pairs), batch_size=int(v.propagated_batch_size), seed=seed + 1,
+            transforms.PairSource(pairs), batch_size=int(v.propagated_batch_size), seed=seed + 1,
             window=(0, 0), label_frame="annotated", augment=data.train_augment(self.config),
             num_classes=self.num_classes,
             class_uniform=self.config.input.get("class_uniform", False),
-            worker_count=self.config.input.get("worker_count", 0), batch_fn=_Tagged(True))
-        return MixedIterator(original, iter(ds))
-
-
-class _Tagged:
-    """Keeps what the segmentation loss reads (the two streams carry different extra
-    fields) and tags each row as propagated or not (picklable for grain workers)."""
-
-    def __init__(self, propagated: bool):
-        self.propagated = propagated
-
-    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        n = len(batch["frames"])
-        return {"frames": batch["frames"], "labels": batch["labels"],
-                "propagated": np.full(n, self.propagated)}
+            worker_count=self.config.input.get("worker_count", 0), batch_fn=transforms.Tagged(True))
+        return transforms.MixedIterator(original, iter(ds))
 
 
 def report(config: ml_collections.ConfigDict, workdir: str,
