@@ -31,7 +31,6 @@ import tensorflow_datasets as tfds
 
 from vsegjax.data import flow_io
 
-IGNORE_LABEL = 255
 _Encoding = tfds.features.Encoding
 _log = logging.getLogger(__name__)
 
