@@ -110,23 +110,31 @@ def test_iterator_state_resume_with_worker_processes(source):
     _assert_batches_equal(_take(iter(_ds(source)), 4)[2:], expected)
 
 
-def test_process_shards_are_disjoint_and_equal():
-    shards = [set(range(10)[pipeline.process_shard(10, i, 3)]) for i in range(3)]
-    assert [len(s) for s in shards] == [3, 3, 3]
-    assert not (shards[0] & shards[1] or shards[0] & shards[2] or shards[1] & shards[2])
+def test_process_chunks_interleave_and_cut_to_whole_global_batches():
+    assert range(10)[pipeline.process_chunks(10, 1, 3)] == range(1, 9, 3)  # 9 of 10 used
+    assert range(100)[pipeline.process_chunks(None, 0, 4)][:3] == range(0, 12, 4)
     with pytest.raises(ValueError, match="process_index"):
-        pipeline.process_shard(10, 3, 3)
+        pipeline.process_chunks(10, 3, 3)
+    with pytest.raises(ValueError, match="cannot be shared by 3"):
+        pipeline.process_chunks(2, 0, 3)
 
 
-def test_make_dataset_reads_disjoint_shards_per_process(source):
-    seen = []
-    for index in range(2):
-        ds = _ds(source, batch_size=8, process_index=index, process_count=2,
-                 num_epochs=1, augment=None)
-        batches = list(ds)
-        assert len(batches) == 2 and batches[0]["frames"].shape[0] == 4  # per-process
-        seen.append(set(np.concatenate([b["snippet_id"] for b in batches]).tolist()))
-    assert not seen[0] & seen[1] and seen[0] | seen[1] == set(range(NUM))
+@pytest.mark.parametrize("num_epochs", [1, None])
+def test_processes_rows_make_the_one_process_global_batch(source, num_epochs):
+    """2 or 4 processes' rows, stacked in process order, are the 1-process batch:
+    the data of a run do not depend on how many hosts read them."""
+    def batches(count, index):
+        ds = _ds(source, batch_size=8, process_index=index, process_count=count,
+                 num_epochs=num_epochs)
+        return _take(iter(ds), 2)
+
+    whole = batches(1, 0)
+    for count in (2, 4):
+        parts = [batches(count, i) for i in range(count)]
+        for k in range(2):
+            assert parts[0][k]["frames"].shape[0] == 8 // count
+            stacked = {key: np.concatenate([p[k][key] for p in parts]) for key in whole[k]}
+            _assert_batches_equal([stacked], [whole[k]])
 
 
 def test_batch_size_checks(source):

@@ -5,6 +5,10 @@ A config with ``stages`` runs through the one experiment runner
 only builds the dataset and draws its snippets. Every config field can be overridden,
 e.g. ``--config.data.data_dir=/data``; an unknown field is rejected with its name.
 
+Several processes (a TPU pod's workers, or CPU processes on one machine) run the same
+command with ``--coordinator_address=HOST:PORT --num_processes=N --process_id=I``
+(``vsegjax.train.distributed``); on a Cloud TPU VM no flag is needed.
+
 Only absl and ml_collections are imported before the flags are parsed, so ``--help``
 answers at once; the configs and tasks it lists are read from the files and the registry.
 """
@@ -35,6 +39,15 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for outputs and checkpoints.")
 flags.mark_flags_as_required(["config", "workdir"])
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "HOST:PORT of process 0, for a multi-process run "
+    "(jax.distributed.initialize); not needed on a Cloud TPU VM.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
+                                      "Number of processes of a multi-process run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None,
+                                   "This process' index in 0..num_processes-1.")
+_INIT_TIMEOUT = flags.DEFINE_integer(
+    "initialization_timeout", 300, "Seconds to wait for the coordinator and every process.")
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -62,9 +75,16 @@ def main(argv):
     if "stages" not in config and config.get("task") != "preview":
         raise app.UsageError("the config declares no stages (config.stages) and is not the "
                              "preview job (task='preview'); build it with configs/common.py")
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        json.dump(json.loads(config.to_json_best_effort()), f, indent=2)
+    from vsegjax.train import distributed  # before anything starts a JAX backend
+    process = distributed.ProcessFlags(_COORDINATOR.value, _NUM_PROCESSES.value,
+                                       _PROCESS_ID.value, _INIT_TIMEOUT.value)
+    try:
+        distributed.initialize(process)
+    except (ValueError, TimeoutError, RuntimeError) as e:
+        raise SystemExit(f"error: {e}") from None
+    from vsegjax import files
+    files.atomic_write_text(os.path.join(workdir, "config.json"),
+                            json.dumps(json.loads(config.to_json_best_effort()), indent=2))
     if "stages" in config:
         from vsegjax.train import experiment  # the heavy imports come with the run
         try:

@@ -10,12 +10,14 @@
     state = it.get_state()                        # {"next_index": ...}: checkpoint with orbax
     it = iter(ds); it.set_state(state)            # resumes with exactly the next batch
 
-Order of operations (``make_dataset``): per-process shard -> shuffle -> repeat ->
-``random_map`` (window sampling + augmentation) -> batch -> ``to_iter_dataset``
-(threads) -> optional ``mp_prefetch`` (processes). The random map draws from grain's
-per-record generator, seeded by (seed, process, position in the repeated stream), so a
-record's augmentation does not depend on threads, workers or the order of reading, and
-each epoch gets fresh augmentations and a fresh shuffle.
+Order of operations (``make_dataset``): shuffle -> repeat -> ``random_map`` (window
+sampling + augmentation) -> batch into per-process chunks -> this process' chunks ->
+``to_iter_dataset`` (threads) -> optional ``mp_prefetch`` (processes). Every process
+builds the same global stream and reads only its rows of each global batch, so the
+global batches are the same on 1 process or 64. The random map draws from grain's
+per-record generator, seeded by (seed, position in the repeated stream), so a record's
+augmentation does not depend on threads, workers, processes or the order of reading,
+and each epoch gets fresh augmentations and a fresh shuffle.
 """
 
 from __future__ import annotations
@@ -81,20 +83,22 @@ def _missing_message(name: str, where: Any) -> str:
 # --------------------------------------------------------------------------- sharding
 
 
-def process_shard(num_examples: int, process_index: int | None = None,
-                  process_count: int | None = None) -> slice:
-    """The slice of record indices this process reads: interleaved
-    (``index::count``) and truncated so every process gets exactly
-    ``num_examples // count`` records (the last ``num_examples % count`` are dropped),
-    which keeps the number of batches equal on every host."""
-    index = jax.process_index() if process_index is None else int(process_index)
-    count = jax.process_count() if process_count is None else int(process_count)
-    if count < 1 or not 0 <= index < count:
-        raise ValueError(f"process_index {index} must lie in [0, process_count={count})")
-    per_process = num_examples // count
-    if per_process == 0:
-        raise ValueError(f"{num_examples} examples cannot be shared by {count} processes")
-    return slice(index, index + per_process * count, count)
+def process_chunks(num_chunks: int | None, process_index: int, process_count: int) -> slice:
+    """The chunks (per-process batches) of the global stream process ``process_index``
+    reads: every ``process_count``-th from its index, so global batch ``g`` is chunks
+    ``g*count .. g*count+count-1``, i.e. stream records ``[g*B, (g+1)*B)`` in process
+    order, whatever the number of processes. A finite stream is cut to a whole number of
+    global batches, so every process yields as many batches."""
+    if process_count < 1 or not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} must lie in "
+                         f"[0, process_count={process_count})")
+    if num_chunks is None:
+        return slice(process_index, None, process_count)
+    usable = num_chunks // process_count * process_count
+    if usable == 0:
+        raise ValueError(f"{num_chunks} batch(es) cannot be shared by {process_count} "
+                         f"processes")
+    return slice(process_index, usable, process_count)
 
 
 def check_batch_size(batch_size: int, *, process_count: int | None = None,
@@ -153,10 +157,12 @@ class SnippetTransform(grain.transforms.RandomMap):
         return augment_lib.finalize(ex)
 
 
-def _derive_seeds(seed: int, process_index: int) -> tuple[int, int]:
-    """(shuffle seed shared by all processes, augmentation seed of this process)."""
+def _derive_seeds(seed: int) -> tuple[int, int]:
+    """(shuffle seed, augmentation seed), shared by all processes: every process builds
+    the same global stream and reads its own chunks of it."""
     shuffle_seed = np.random.SeedSequence([int(seed), 0]).generate_state(1)[0]
-    map_seed = np.random.SeedSequence([int(seed), 1, int(process_index)]).generate_state(1)[0]
+    # The trailing 0 keeps the seed single-process runs have always used.
+    map_seed = np.random.SeedSequence([int(seed), 1, 0]).generate_state(1)[0]
     return int(shuffle_seed), int(map_seed)
 
 
@@ -198,7 +204,10 @@ def make_dataset(source: Sequence[Mapping[str, Any]], *, batch_size: int, seed: 
       shuffle: global shuffle of this process' shard, reshuffled every epoch.
       num_epochs: None repeats forever.
       drop_remainder: drop a final partial batch (only matters with ``num_epochs``).
-      shard_by_process: each process reads a disjoint, equal-sized shard.
+      shard_by_process: the global stream (shuffle, augmentation, batches) is the same
+        for any number of processes and each process yields its rows of each global
+        batch (``process_chunks``), so a run's data do not depend on the topology;
+        False: every process yields the whole stream's first ``batch_size // count``.
       worker_count: > 0 runs the pipeline in that many processes (``mp_prefetch``).
       read_threads, prefetch_buffer_size: grain ``ReadOptions``: threads that each
         assemble whole batches, and how many batches are read ahead (default
@@ -219,7 +228,7 @@ def make_dataset(source: Sequence[Mapping[str, Any]], *, batch_size: int, seed: 
       An IterDataset whose iterator supports ``get_state()`` / ``set_state()``; the
       state is a small JSON-serialisable dict (``{"next_index": n}`` without workers).
     """
-    index = jax.process_index() if process_index is None else int(process_index)
+    process = jax.process_index() if process_index is None else int(process_index)
     count = jax.process_count() if process_count is None else int(process_count)
     per_process = check_batch_size(batch_size, process_count=count, mesh=mesh,
                                    data_axis=data_axis)
@@ -230,10 +239,8 @@ def make_dataset(source: Sequence[Mapping[str, Any]], *, batch_size: int, seed: 
     if len(source) == 0:
         raise ValueError("the data source is empty")
 
-    shuffle_seed, map_seed = _derive_seeds(seed, index if shard_by_process else 0)
+    shuffle_seed, map_seed = _derive_seeds(seed)
     ds = grain.MapDataset.source(source)
-    if shard_by_process and count > 1:
-        ds = ds.slice(process_shard(len(source), index, count))
     transform = SnippetTransform(window, label_frame, augment, num_classes)
     if class_uniform:
         if num_classes is None:
@@ -252,6 +259,9 @@ def make_dataset(source: Sequence[Mapping[str, Any]], *, batch_size: int, seed: 
     # whatever the number of threads or worker processes (IterDataset.batch after
     # mp_prefetch would batch within each worker's slice instead).
     ds = ds.batch(per_process, drop_remainder=drop_remainder)
+    if shard_by_process and count > 1:
+        # Lazy: a process computes (reads, augments) only the chunks it yields.
+        ds = ds.slice(process_chunks(None if num_epochs is None else len(ds), process, count))
     if batch_fn is not None:
         ds = ds.map(batch_fn)
     buffer = prefetch_buffer_size or max(2, read_threads)

@@ -16,6 +16,7 @@ confusion matrix per (method, k) over all videos. Writes ``propagation.json``
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pathlib
@@ -99,7 +100,6 @@ def score_video(scores: Scores, methods: Mapping[str, Method], frames: np.ndarra
 
 def write_report(result: dict[str, Any], out_dir: str, title: str) -> None:
     """``propagation.json`` and ``propagation.png`` (mIoU vs k, one line per method)."""
-    os.makedirs(out_dir, exist_ok=True)
     files.atomic_write_text(os.path.join(out_dir, "propagation.json"),
                             json.dumps(result, indent=2))
     draw_chart(result, os.path.join(out_dir, "propagation.png"), title)
@@ -107,7 +107,6 @@ def write_report(result: dict[str, Any], out_dir: str, title: str) -> None:
 
 def draw_chart(result: dict[str, Any], path: str, title: str) -> None:
     """mIoU vs k, one line per method, as a PNG."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -122,8 +121,10 @@ def draw_chart(result: dict[str, Any], path: str, title: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
     plt.close(fig)
+    files.atomic_write_bytes(path, buffer.getvalue())
 
 
 def format_table(miou: Mapping[str, Mapping[int, float]]) -> str:

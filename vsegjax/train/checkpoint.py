@@ -88,8 +88,20 @@ class Checkpointer:
         self._mngr.close()
 
 
+def abstract_state(mngr: ocp.CheckpointManager, step: int,
+                   sharding: jax.sharding.Sharding | None = None) -> Any:
+    """The saved state's tree as ``ShapeDtypeStruct``s placed on ``sharding`` (default:
+    this process' first device), read from the checkpoint's metadata: a restore target
+    for a checkpoint written on any other topology (processes, devices, mesh)."""
+    sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    metadata = mngr.item_metadata(step)["state"]
+    return jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype,
+                                                       sharding=sharding), metadata)
+
+
 def load_state_tree(workdir: str, step: int | None = None) -> Any:
-    """The saved train state of another run (``init_from``), as host arrays, unsharded."""
+    """The saved train state of another run (``init_from``), as host arrays, unsharded,
+    whatever topology wrote it."""
     directory = os.path.join(os.path.abspath(os.path.expanduser(workdir)), "checkpoints")
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"init_from: no checkpoints folder in {workdir}")
@@ -98,6 +110,7 @@ def load_state_tree(workdir: str, step: int | None = None) -> Any:
     step = mngr.latest_step() if step is None else step
     if step is None:
         raise FileNotFoundError(f"init_from: no checkpoint in {directory}")
-    restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    target = abstract_state(mngr, step)
+    restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
     mngr.close()
     return jax.tree.map(jax.device_get, restored["state"])

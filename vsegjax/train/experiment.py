@@ -214,7 +214,8 @@ def run(config: ml_collections.ConfigDict, workdir: str,
     path = os.path.join(workdir, METRICS_FILE)
     files.atomic_write_text(path, json.dumps(metrics, indent=2))
     writers.write_results(workdir, results[-1].step, metrics)
-    print(f"wrote {path}; TensorBoard: tensorboard --logdir={workdir}")
+    if files.is_writer():
+        print(f"wrote {path}; TensorBoard: tensorboard --logdir={workdir}")
     return metrics
 
 

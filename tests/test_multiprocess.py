@@ -1,0 +1,143 @@
+"""Several real processes on localhost (jax.distributed over gloo) train as one would.
+
+Each process is ``python -m vsegjax.main`` with 2 CPU devices; they meet at a free port.
+The reference is one process with 4 devices and the same global batch.
+"""
+
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from vsegjax.data import synthetic_tfds
+from vsegjax.train import checkpoint, distributed, sharding, writers
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+STEPS = 6
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("tfds")
+    synthetic_tfds.build(str(data_dir), "tiny", num_workers=1)
+    return data_dir
+
+
+def main_command(data_dir, workdir, *extra):
+    return [sys.executable, "-m", "vsegjax.main", "--config=configs/static_synthetic.py",
+            "--config.data.config=tiny", f"--config.data.data_dir={data_dir}",
+            f"--config.train.num_steps={STEPS}", "--config.eval.num_snippets=4",
+            f"--workdir={workdir}", *extra]
+
+
+def env_with_devices(n: int) -> dict:
+    return dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
+
+
+def run_processes(data_dir, workdir, num_processes=2, devices_each=2, timeout=600, extra=()):
+    port = free_port()
+    procs = [subprocess.Popen(
+        main_command(data_dir, workdir, f"--coordinator_address=127.0.0.1:{port}",
+                     f"--num_processes={num_processes}", f"--process_id={i}", *extra),
+        cwd=ROOT, env=env_with_devices(devices_each), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True) for i in range(num_processes)]
+    outs = [p.communicate(timeout=timeout)[0] for p in procs]
+    for i, (p, out) in enumerate(zip(procs, outs)):
+        assert p.returncode == 0, f"process {i}:\n{out[-3000:]}"
+    return outs
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tiny_data, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("two")
+    outs = run_processes(tiny_data, workdir)
+    return workdir, outs
+
+
+def test_two_processes_end_with_the_parameters_of_one_with_four_devices(
+        tiny_data, two_process_run, tmp_path):
+    workdir, outs = two_process_run
+    one = subprocess.run(main_command(tiny_data, tmp_path / "one"), cwd=ROOT,
+                         env=env_with_devices(4), capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    a = checkpoint.load_state_tree(str(workdir / "static"))
+    b = checkpoint.load_state_tree(str(tmp_path / "one" / "static"))
+    assert int(a["step"]) == int(b["step"]) == STEPS
+    diffs = jax.tree.map(lambda x, y: float(np.max(np.abs(np.asarray(x, np.float64) - y))),
+                         a["params"], b["params"])
+    assert max(jax.tree.leaves(diffs)) < 1e-5
+    # The logged losses agree too (the same global batches reached the same model).
+    last = [[r for r in writers.read_jsonl(str(w / "static" / "metrics.jsonl")) if "loss" in r][-1]
+            for w in (workdir, tmp_path / "one")]
+    assert last[0]["step"] == last[1]["step"] == STEPS
+    assert abs(last[0]["loss"] - last[1]["loss"]) < 1e-5
+
+
+def test_only_process_zero_writes_and_both_finish(two_process_run):
+    workdir, outs = two_process_run
+    assert (workdir / "eval_metrics.json").is_file()
+    rows = writers.read_jsonl(str(workdir / "static" / "metrics.jsonl"))
+    assert [r["step"] for r in rows if "loss" in r] == [STEPS]  # one writer, not two
+    assert "wrote " in outs[0] and "wrote " not in outs[1]
+    # The grain iterator's position is saved per process, the state once, collectively.
+    step_dir = workdir / "static" / "checkpoints" / str(STEPS)
+    assert sorted(p.name for p in (step_dir / "data").glob("process_*")) == [
+        "process_0-of-2.json", "process_1-of-2.json"]
+
+
+def test_a_two_process_checkpoint_restores_in_one_process_on_eight_devices(two_process_run):
+    workdir, _ = two_process_run
+    assert jax.device_count() == 8
+    saved = checkpoint.load_state_tree(str(workdir / "static"))
+    mesh = sharding.make_mesh(8)
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype,
+                                                           sharding=replicated), saved)
+    ckpt = checkpoint.Checkpointer(str(workdir / "static" / "checkpoints"))
+    state, _ = ckpt.restore(abstract)
+    ckpt.close()
+    for x, y in zip(jax.tree.leaves(state), jax.tree.leaves(saved)):
+        assert len(x.addressable_shards) == 8
+        np.testing.assert_array_equal(np.asarray(x), y)
+
+
+def test_bad_process_flags_are_named():
+    with pytest.raises(ValueError, match="--process_id=2 is out of range for --num_processes=2"):
+        distributed.validate(distributed.ProcessFlags("127.0.0.1:1234", 2, 2))
+    with pytest.raises(ValueError, match="missing --process_id"):
+        distributed.validate(distributed.ProcessFlags("127.0.0.1:1234", 2, None))
+    with pytest.raises(ValueError, match="expected HOST:PORT"):
+        distributed.validate(distributed.ProcessFlags("localhost", 2, 0))
+
+
+def test_a_coordinator_that_never_answers_is_named(tiny_data, tmp_path):
+    port = free_port()  # nobody listens there
+    result = subprocess.run(
+        main_command(tiny_data, tmp_path, f"--coordinator_address=127.0.0.1:{port}",
+                     "--num_processes=2", "--process_id=1", "--initialization_timeout=3"),
+        cwd=ROOT, env=env_with_devices(2), capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert f"coordinator at 127.0.0.1:{port} did not answer within 3 s" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_missing_process_is_named_by_the_coordinator(tiny_data, tmp_path):
+    port = free_port()
+    result = subprocess.run(
+        main_command(tiny_data, tmp_path, f"--coordinator_address=127.0.0.1:{port}",
+                     "--num_processes=3", "--process_id=0", "--initialization_timeout=3"),
+        cwd=ROOT, env=env_with_devices(2), capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert (f"coordinator 127.0.0.1:{port}: not all --num_processes=3 processes joined"
+            in result.stderr)
