@@ -141,3 +141,38 @@ def test_a_missing_process_is_named_by_the_coordinator(tiny_data, tmp_path):
     assert result.returncode != 0
     assert (f"coordinator 127.0.0.1:{port}: not all --num_processes=3 processes joined"
             in result.stderr)
+
+
+def test_sigterm_stops_both_processes_at_one_step_and_the_run_resumes(tiny_data, tmp_path):
+    """Both get SIGTERM (as every worker of a preempted pod does); JAX's preemption sync
+    point makes them stop at the same step; the same command run again resumes."""
+    import signal
+    import time
+    port = free_port()
+    workdir = tmp_path / "run"
+    long_run = ["--config.train.num_steps=5000", "--config.train.log_every=2"]
+    procs = [subprocess.Popen(
+        main_command(tiny_data, workdir, f"--coordinator_address=127.0.0.1:{port}",
+                     "--num_processes=2", f"--process_id={i}", *long_run),
+        cwd=ROOT, env=env_with_devices(2), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    metrics = workdir / "static" / "metrics.jsonl"
+    deadline = time.time() + 400
+    while not (metrics.is_file() and "loss" in metrics.read_text()):
+        assert all(p.poll() is None for p in procs) and time.time() < deadline
+        time.sleep(0.5)
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    for i, (p, out) in enumerate(zip(procs, outs)):
+        assert p.returncode == 0, f"process {i}:\n{out[-3000:]}"
+    step = int(checkpoint.load_state_tree(str(workdir / "static"))["step"])
+    assert 2 <= step < 5000
+    for out in outs:  # both name the same step
+        assert f"preempted (SIGTERM): saved step {step} to" in out
+    outs = run_processes(tiny_data, workdir, extra=(f"--config.train.num_steps={step + 2}",))
+    assert all(f"resumed from {workdir / 'static' / 'checkpoints'} at step {step}" in out
+               for out in outs)
+    assert int(checkpoint.load_state_tree(str(workdir / "static"))["step"]) == step + 2
+    rows = [r for r in writers.read_jsonl(str(metrics)) if "loss" in r]
+    assert rows[-1]["step"] == step + 2

@@ -100,6 +100,15 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state["params"]))
 
 
+def test_a_bad_step_found_late_is_still_named_and_never_saved(tmp_path):
+    # The guard is read only before saving: step 4 goes bad, the check at step 12 names it.
+    cfg = _config(num_steps=12, checkpoint_every=100, check_finite_every=100)
+    cfg.no_shuffle = True
+    with pytest.raises(NonFiniteLossError, match="at step 4: .*No checkpoint was saved"):
+        train(cfg, str(tmp_path), ToyTask(cfg, poison_from=24))
+    assert not list((tmp_path / "checkpoints").glob("[0-9]*"))
+
+
 def test_init_from_copies_parameters(tmp_path):
     first = train(_config(num_steps=6), str(tmp_path / "first"), ToyTask(_config()))
     cfg = _config(num_steps=1, init_from=str(tmp_path / "first"))

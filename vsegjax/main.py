@@ -91,7 +91,12 @@ def main(argv):
             prepared = experiment.prepare(config, workdir)
         except ValueError as e:
             raise SystemExit(f"error: {e}") from None
-        experiment.run(config, workdir, prepared)
+        from vsegjax.train.preemption import Preempted
+        try:
+            experiment.run(config, workdir, prepared)
+        except Preempted as e:  # saved; exit 0 so a scheduler does not count a failure
+            print(e, flush=True)
+            return
     else:
         from vsegjax.data import preview
         preview.run(config, workdir)

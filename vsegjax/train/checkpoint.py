@@ -57,6 +57,9 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self._mngr.latest_step()
 
+    def all_steps(self) -> list[int]:
+        return sorted(self._mngr.all_steps())
+
     def has_step(self, step: int) -> bool:
         return step in self._mngr.all_steps()
 

@@ -6,6 +6,12 @@ initialisation. Parameters are created already replicated on the mesh by a jitte
 with ``out_shardings``; batches are sharded along the mesh's data axis. The step key is
 ``fold_in(root_key, step)`` and the input iterator's position is checkpointed, so a
 resumed run continues exactly as an uninterrupted one would.
+
+The loop never waits for the device between steps: a non-finite loss or gradient is
+recorded on the device (the first bad step, after which the state stops moving) and read
+every ``train.check_finite_every`` steps (default ``log_every``) and before anything is
+saved, so a bad step is never saved. SIGTERM finishes the step in progress, saves it and
+raises ``Preempted`` (``vsegjax.main`` exits 0); the same command resumes.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from clu import metrics as clu_metrics
 from clu import periodic_actions
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from vsegjax.train import checkpoint, optim, sharding, writers
+from vsegjax.train import checkpoint, optim, preemption, sharding, writers
 from vsegjax.train.task import Task
 
 
@@ -115,27 +121,49 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
                                   opt_state=jax.jit(tx.init, out_shardings=state_sharding.opt_state)(params))
             logging.info("initialised from %s", tcfg.init_from)
 
-    def train_step(state: TrainState, batch):
+    def train_step(state: TrainState, batch, guard):
         rng = jax.random.fold_in(state.rng, state.step)
         grad_fn = jax.value_and_grad(task.loss_fn, has_aux=True)
         (loss, (metrics, model_state)), grads = grad_fn(state.params, state.model_state, batch, rng)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         grad_norm = optax.global_norm(grads)
-        ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        clean = guard["step"] < 0  # no bad step yet
         new = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                             opt_state=opt_state, model_state=model_state)
-        # A non-finite step leaves the state as it was, so what is saved stays good.
-        new = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, state)
+        # From the first non-finite step on the state stays as it was, so what is saved
+        # stays good; the host reads the guard only now and then.
+        new = jax.tree.map(lambda a, b: jnp.where(finite & clean, a, b), new, state)
+        first = clean & ~finite
+        guard = {"step": jnp.where(first, state.step + 1, guard["step"]),
+                 "loss": jnp.where(first, loss, guard["loss"]),
+                 "grad_norm": jnp.where(first, grad_norm, guard["grad_norm"])}
         metrics = dict(metrics, loss=loss, grad_norm=grad_norm)
-        return new, metrics, ok
+        return new, metrics, guard
 
     step_fn = jax.jit(train_step, donate_argnums=0)
+    guard = jax.device_put({"step": jnp.int32(-1), "loss": jnp.float32(0),
+                            "grad_norm": jnp.float32(0)}, replicated)
+
+    def check_finite() -> None:
+        bad = jax.device_get(guard)
+        if int(bad["step"]) >= 0:
+            ckpt.wait()
+            good = ckpt.latest_step()
+            where = (f"The last good checkpoint is step {good} in {ckpt.directory}."
+                     if good is not None else f"No checkpoint was saved in {ckpt.directory}.")
+            raise NonFiniteLossError(
+                f"non-finite loss or gradient at step {int(bad['step'])}: loss "
+                f"{float(bad['loss'])}, grad_norm {float(bad['grad_norm'])}; training "
+                f"stopped. {where}")
+
     writer = writers.create_writer(workdir)
     start = int(jax.device_get(state.step))
     report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
                                              every_secs=tcfg.get("report_every_secs", 30.0))
     log_every = max(1, tcfg.get("log_every", 50))
     ckpt_every = tcfg.get("checkpoint_every", 0) or num_steps
+    check_every = max(1, tcfg.get("check_finite_every", 0) or log_every)
     eval_every = tcfg.get("eval_every", 0)
     collection = metric_cls = None
     last: dict[str, float] = {}
@@ -149,39 +177,49 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
     # Input position after k batches, for the last two k: the pair saved on Ctrl-C must
     # match the state's own step, whichever statement the interrupt lands on.
     positions = {start: data_iter.get_state()}
+    stop = preemption.StopSignal()
     try:
         for step in range(start + 1, num_steps + 1):
             host_batch = next(data_iter)
             positions = {step - 1: positions[step - 1], step: data_iter.get_state()}
             # Rebind `state` at once: the call donates (deletes) the old buffers.
-            state, metrics, ok = step_fn(state, sharding.to_global_batch(host_batch, mesh))
-            if not bool(ok):
-                ckpt.wait()
-                values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                raise NonFiniteLossError(
-                    f"non-finite loss or gradient at step {step}: {values}; training stopped. "
-                    f"The last good checkpoint is step {ckpt.latest_step()} in {ckpt.directory}.")
+            state, metrics, guard = step_fn(state, sharding.to_global_batch(host_batch, mesh),
+                                            guard)
             if metric_cls is None:
                 metric_cls = _metric_collection(sorted(metrics))
             single = metric_cls.single_from_model_output(**metrics)
             collection = single if collection is None else collection.merge(single)
             report(step)
             bar.update(1)
+            save = step % ckpt_every == 0 or step == num_steps
+            evaluate = eval_every and (step % eval_every == 0 or step == num_steps)
+            if step % check_every == 0 or save or evaluate:
+                check_finite()
             if step % log_every == 0 or step == num_steps:
                 last = {k: float(v) for k, v in collection.compute().items()}
                 # The rate of the step just taken (optax counts updates from 0).
                 writer.write_scalars(step, dict(last, learning_rate=float(schedule(step - 1))))
                 bar.set_postfix(loss=f"{last['loss']:.4f}")
                 collection = None
-            if step % ckpt_every == 0 or step == num_steps:
+            if save:
                 ckpt.save(step, state, data_iter, meta)
-            if eval_every and (step % eval_every == 0 or step == num_steps):
+            if stop.should_stop(step):
+                check_finite()
+                if not ckpt.has_step(step):
+                    ckpt.save(step, state, data_iter, meta)
+                ckpt.close()
+                writer.flush()
+                bar.close()
+                raise preemption.Preempted(step, ckpt.directory)
+            if evaluate:
                 scores = task.evaluate(state.params, state.model_state, step)
                 if scores:
                     writer.write_scalars(step, {f"eval/{k}": v for k, v in scores.items()})
     except KeyboardInterrupt:
-        _save_on_interrupt(ckpt, state, data_iter, positions, meta)
+        _save_on_interrupt(ckpt, state, data_iter, positions, meta, check_finite)
         raise
+    finally:
+        stop.close()
     bar.close()
     ckpt.close()
     writer.flush()
@@ -192,14 +230,20 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
 
 
 def _save_on_interrupt(ckpt: checkpoint.Checkpointer, state: TrainState, data_iter: Any,
-                       positions: dict[int, Any], meta: dict) -> None:
-    """Saves the last completed step (with its input position) unless already saved."""
+                       positions: dict[int, Any], meta: dict, check_finite) -> None:
+    """Saves the last completed step (with its input position) unless already saved or
+    not finite."""
     try:
         if any(x.is_deleted() for x in jax.tree.leaves(state) if isinstance(x, jax.Array)):
             logging.warning("interrupted while a step was being dispatched; nothing saved "
                             "beyond step %s", ckpt.latest_step())
             return
         done = int(jax.device_get(state.step))
+        try:
+            check_finite()
+        except NonFiniteLossError as e:
+            logging.warning("interrupted after a non-finite step; nothing saved: %s", e)
+            return
         if done in positions and not ckpt.has_step(done):
             data_iter.set_state(positions[done])
             ckpt.save(done, state, data_iter, meta)

@@ -1,0 +1,53 @@
+"""Stopping early and cleanly: SIGTERM (a TPU preemption notice, ``kill``, a scheduler).
+
+On one process a SIGTERM handler sets a flag the loop reads after each step. On several,
+JAX's preemption sync manager (started by ``jax.distributed.initialize``) catches the
+signal and ``reached_preemption_sync_point(step)`` turns True at the same step on every
+process, so they all save the same step together and stop.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Any
+
+import jax
+from absl import logging
+from jax.experimental import multihost_utils
+
+
+class Preempted(Exception):
+    """Training stopped on SIGTERM after saving ``step``; the same command resumes it."""
+
+    def __init__(self, step: int, directory: str):
+        super().__init__(f"preempted (SIGTERM): saved step {step} to {directory}; run the "
+                         f"same command again to resume")
+        self.step = step
+        self.directory = directory
+
+
+class StopSignal:
+    """``should_stop(step)`` after each step; ``close()`` restores the old handler."""
+
+    def __init__(self):
+        self._requested = False
+        self._previous: Any = None
+        self._multi = jax.process_count() > 1
+        if not self._multi and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._on_signal)
+
+    def _on_signal(self, signum, frame) -> None:
+        if not self._requested:
+            logging.warning("SIGTERM: finishing the step in progress, then saving")
+        self._requested = True
+
+    def should_stop(self, step: int) -> bool:
+        if self._multi:
+            return bool(multihost_utils.reached_preemption_sync_point(step))
+        return self._requested
+
+    def close(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
