@@ -59,7 +59,8 @@ def train(num_steps: int, **fields: Any) -> ml_collections.ConfigDict:
     """The trainer's fields (``vsegjax.train.trainer.train``)."""
     block = dict(num_steps=num_steps, log_every=50, checkpoint_every=250, eval_every=0,
                  keep_checkpoints=2, init_from="", async_checkpoints=True,
-                 report_every_secs=30.0)
+                 report_every_secs=30.0, grad_accum_steps=1,
+                 check_finite_every=0)  # 0 = log_every
     block.update(fields)
     return ml_collections.ConfigDict(block)
 
@@ -91,7 +92,8 @@ def base(num_steps: int, learning_rate: float = 3e-3) -> ml_collections.ConfigDi
     """The blocks every training config has; its stages start from them."""
     c = ml_collections.ConfigDict()
     c.seed = 0
-    c.mesh = ml_collections.ConfigDict(dict(num_devices=0))  # 0 = all devices
+    # 0 = all devices; fsdp > 1 shards arrays of >= fsdp_min_size elements over that many.
+    c.mesh = ml_collections.ConfigDict(dict(num_devices=0, fsdp=1, fsdp_min_size=2 ** 16))
     c.data = data()
     c.input = input_block()
     c.model = model()

@@ -11,19 +11,22 @@ from vsegjax.train import Task
 
 
 class _Net(nn.Module):
+    norm: bool = True
+
     @nn.compact
     def __call__(self, x, train=False):
-        x = nn.Conv(8, (3, 3), use_bias=False)(x)  # a bias before BN has no real gradient
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+        x = nn.Conv(8, (3, 3), use_bias=not self.norm)(x)  # a bias before BN does nothing
+        if self.norm:
+            x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
         return nn.Dense(3)(nn.relu(x))
 
 
 class ToyTask(Task):
     """Per-pixel 3-class segmentation of random colour images (class = brightest channel)."""
 
-    def __init__(self, config, poison_from=None):
+    def __init__(self, config, poison_from=None, norm=True):
         super().__init__(config)
-        self.model = _Net()
+        self.model = _Net(norm=norm)
         rng = np.random.default_rng(0)
         frames = rng.integers(0, 256, (32, 1, 8, 8, 3)).astype(np.uint8)
         self.source = [{"frames": f, "labels": f.argmax(-1).astype(np.uint8),
@@ -39,7 +42,7 @@ class ToyTask(Task):
     def loss_fn(self, params, model_state, batch, rng):
         x = batch["frames"][:, 0] * (1.0 + batch["poison"][:, None, None, None])
         logits, new_state = self.model.apply({"params": params, **model_state}, x,
-                                             train=True, mutable=["batch_stats"])
+                                             train=True, mutable=list(model_state))
         y = batch["labels"][:, 0]
         nll = -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[..., None], -1))
         noise = 0.0 * jax.random.normal(rng)  # the step key must be usable

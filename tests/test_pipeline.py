@@ -145,7 +145,7 @@ def test_batch_size_checks(source):
     mesh = sharding.make_mesh(2)
     ds = _ds(source, batch_size=2, mesh=mesh)  # only the data axis' 2 devices matter
     assert next(iter(ds))["frames"].shape[0] == 2
-    with pytest.raises(ValueError, match="mesh axis 'data'"):
+    with pytest.raises(ValueError, match="mesh axes .data. x .fsdp."):
         _ds(source, batch_size=3, mesh=mesh)
 
 

@@ -102,11 +102,12 @@ def process_chunks(num_chunks: int | None, process_index: int, process_count: in
 
 
 def check_batch_size(batch_size: int, *, process_count: int | None = None,
-                     mesh: Mesh | None = None, data_axis: str = "data",
+                     mesh: Mesh | None = None, data_axis: str | Sequence[str] | None = None,
                      num_devices: int | None = None) -> int:
     """Returns the per-process batch size; raises ValueError when the global
     ``batch_size`` does not split over processes or the data axis' devices (the mesh's
-    ``data_axis`` size, else ``num_devices``, else ``jax.device_count()``)."""
+    ``data_axis`` size, or the product of its axes' sizes, by default all of them; else
+    ``num_devices``, else ``jax.device_count()``)."""
     count = jax.process_count() if process_count is None else int(process_count)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -114,9 +115,14 @@ def check_batch_size(batch_size: int, *, process_count: int | None = None,
         raise ValueError(f"global batch_size {batch_size} is not divisible by the "
                          f"number of processes ({count})")
     if mesh is not None:
-        if data_axis not in mesh.shape:
-            raise ValueError(f"mesh has no axis {data_axis!r} (axes {dict(mesh.shape)})")
-        devices, what = mesh.shape[data_axis], f"mesh axis {data_axis!r}"
+        axes = (mesh.axis_names if data_axis is None else
+                (data_axis,) if isinstance(data_axis, str) else tuple(data_axis))
+        for axis in axes:
+            if axis not in mesh.shape:
+                raise ValueError(f"mesh has no axis {axis!r} (axes {dict(mesh.shape)})")
+        devices = int(np.prod([mesh.shape[a] for a in axes]))
+        what = " x ".join(repr(a) for a in axes)
+        what = f"mesh axis {what}" if len(axes) == 1 else f"mesh axes {what}"
     else:
         devices = jax.device_count() if num_devices is None else int(num_devices)
         what = "devices"
@@ -183,7 +189,7 @@ def make_dataset(source: Sequence[Mapping[str, Any]], *, batch_size: int, seed: 
                  drop_remainder: bool = True, shard_by_process: bool = True,
                  worker_count: int = 0, read_threads: int = 4,
                  prefetch_buffer_size: int | None = None,
-                 mesh: Mesh | None = None, data_axis: str = "data",
+                 mesh: Mesh | None = None, data_axis: str | Sequence[str] | None = None,
                  process_index: int | None = None, process_count: int | None = None,
                  batch_fn: Callable[[Example], Example] | None = None,
                  num_classes: int | None = None,
@@ -213,7 +219,7 @@ def make_dataset(source: Sequence[Mapping[str, Any]], *, batch_size: int, seed: 
         assemble whole batches, and how many batches are read ahead (default
         ``max(2, read_threads)``; snippets are large, grain's default is 500).
       mesh, data_axis: used only to check that ``batch_size`` splits over the data
-        axis (without a mesh: over ``jax.device_count()``).
+        axes (default all the mesh's axes; without a mesh: ``jax.device_count()``).
       process_index, process_count: override ``jax.process_index()/process_count()``
         (tests, or simulating a multi-host layout).
       batch_fn: a deterministic function applied to each host batch (e.g. classical

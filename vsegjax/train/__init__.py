@@ -7,7 +7,7 @@ The names below load on first use (PEP 562), so reading the task registry
 import importlib
 
 _EXPORTS = {"Task": "vsegjax.train.task", "NonFiniteLossError": "vsegjax.train.trainer",
-            "TrainResult": "vsegjax.train.trainer", "TrainState": "vsegjax.train.trainer",
+            "TrainResult": "vsegjax.train.trainer", "TrainState": "vsegjax.train.step",
             "train": "vsegjax.train.trainer"}
 
 __all__ = sorted(_EXPORTS)

@@ -1,8 +1,15 @@
-"""The device mesh and global batches: host batches placed on the mesh's data axis."""
+"""The device mesh, global batches and where the train state lives on the mesh.
+
+The mesh has two axes, ``data`` and ``fsdp`` (``mesh.fsdp`` devices; default 1). Batches
+are split over both. With ``fsdp > 1`` each large parameter and its optimiser state is
+sharded along ``fsdp`` (fully sharded data parallelism: XLA gathers a weight where it is
+used and reduce-scatters its gradient); everything else is replicated.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Mapping
+import math
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -10,17 +17,61 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from vsegjax.data.pipeline import check_batch_size
 
+BATCH_AXES = ("data", "fsdp")
 
-def make_mesh(num_devices: int | None = None, axis: str = "data") -> Mesh:
-    """A 1-D mesh over the first ``num_devices`` devices (default: all of them)."""
+
+def make_mesh(num_devices: int | None = None, fsdp: int = 1) -> Mesh:
+    """A ``data x fsdp`` mesh over the first ``num_devices`` devices (default: all)."""
     devices = jax.devices()
     n = len(devices) if num_devices is None else int(num_devices)
     if not 1 <= n <= len(devices):
         raise ValueError(f"num_devices={n} but {len(devices)} devices are available")
-    # Auto axes: plain data parallelism where XLA propagates shardings (the explicit
-    # sharding mode, jax.make_mesh's default, would type-check every op's sharding).
-    return jax.make_mesh((n,), (axis,), devices=devices[:n],
-                         axis_types=(jax.sharding.AxisType.Auto,))
+    fsdp = int(fsdp)
+    if fsdp < 1 or n % fsdp:
+        raise ValueError(f"mesh.fsdp={fsdp} does not divide the {n} devices of the mesh "
+                         f"(mesh.num_devices); pick a divisor of {n}")
+    # Auto axes: XLA propagates shardings (the explicit sharding mode, jax.make_mesh's
+    # default, would type-check every op's sharding).
+    return jax.make_mesh((n // fsdp, fsdp), BATCH_AXES, devices=devices[:n],
+                         axis_types=(jax.sharding.AxisType.Auto,) * 2)
+
+
+def fsdp_spec(shape: Sequence[int], fsdp: int, min_size: int, axis: str = "fsdp") -> P:
+    """Shards the largest dimension that ``fsdp`` divides, for arrays of at least
+    ``min_size`` elements; smaller ones (biases, norms, counters) are replicated."""
+    if fsdp == 1 or math.prod(shape) < min_size:
+        return P()
+    for dim in sorted(range(len(shape)), key=lambda d: -shape[d]):
+        if shape[dim] % fsdp == 0:
+            return P(*([None] * dim), axis)
+    return P()
+
+
+def state_shardings(abstract_state: Any, mesh: Mesh, min_size: int = 2 ** 16) -> Any:
+    """A ``NamedSharding`` per leaf of ``abstract_state`` (shapes only): FSDP over the
+    mesh's ``fsdp`` axis for large arrays (parameters and their optimiser moments alike,
+    as they share shapes), replicated otherwise."""
+    fsdp = mesh.shape.get("fsdp", 1)
+    return jax.tree.map(
+        lambda x: NamedSharding(mesh, fsdp_spec(x.shape, fsdp, min_size)), abstract_state)
+
+
+def bytes_per_device(tree: Any) -> int:
+    """The bytes of ``tree``'s arrays (or ``ShapeDtypeStruct``s with shardings) held by
+    the most loaded device."""
+    per_device: dict[Any, int] = {}
+    for x in jax.tree.leaves(tree):
+        itemsize = np.dtype(x.dtype).itemsize
+        for device, index in x.sharding.devices_indices_map(x.shape).items():
+            shard = math.prod(len(range(*sl.indices(n))) for sl, n in zip(index, x.shape))
+            per_device[device] = per_device.get(device, 0) + shard * itemsize
+    return max(per_device.values(), default=0)
+
+
+def batch_size_over(mesh: Mesh, data_axis: str | Sequence[str] = BATCH_AXES) -> int:
+    """How many devices a batch sharded over ``data_axis`` is split over."""
+    axes = (data_axis,) if isinstance(data_axis, str) else tuple(data_axis)
+    return math.prod(mesh.shape[a] for a in axes)
 
 
 def _device_dtype(dtype: np.dtype) -> np.dtype | None:
@@ -30,18 +81,21 @@ def _device_dtype(dtype: np.dtype) -> np.dtype | None:
     return np.dtype(jax.dtypes.canonicalize_dtype(dtype))
 
 
-def to_global_batch(batch: Mapping[str, Any], mesh: Mesh, data_axis: str = "data"
-                    ) -> dict[str, Any]:
+def to_global_batch(batch: Mapping[str, Any], mesh: Mesh,
+                    data_axis: str | Sequence[str] = BATCH_AXES) -> dict[str, Any]:
     """Places this process' host batch on ``mesh`` as global arrays.
 
     Each numeric array (leading dim = per-process batch) becomes a ``jax.Array`` of
     global leading dim ``per_process * process_count``, sharded along that dim with
-    ``NamedSharding(mesh, P(data_axis))`` via ``jax.make_array_from_process_local_data``.
+    ``NamedSharding(mesh, P(data_axis))`` (by default over all the mesh's axes) via
+    ``jax.make_array_from_process_local_data``.
     64-bit arrays are cast to 32 bits unless ``jax_enable_x64`` is on; non-numeric
     arrays (e.g. strings) are returned unchanged as host numpy arrays.
     """
-    if data_axis not in mesh.shape:
-        raise ValueError(f"mesh has no axis {data_axis!r} (axes {dict(mesh.shape)})")
+    data_axis = data_axis if isinstance(data_axis, str) else tuple(data_axis)
+    for axis in (data_axis,) if isinstance(data_axis, str) else data_axis:
+        if axis not in mesh.shape:
+            raise ValueError(f"mesh has no axis {axis!r} (axes {dict(mesh.shape)})")
     sharding = NamedSharding(mesh, P(data_axis))
     out: dict[str, Any] = {}
     sizes = {k: np.shape(v)[0] if np.ndim(v) else None for k, v in batch.items()}
@@ -62,7 +116,8 @@ def to_global_batch(batch: Mapping[str, Any], mesh: Mesh, data_axis: str = "data
 
 
 def batch_iterator(batches: Iterable[Mapping[str, Any]], mesh: Mesh,
-                   data_axis: str = "data") -> Iterator[dict[str, Any]]:
+                   data_axis: str | Sequence[str] = BATCH_AXES
+                   ) -> Iterator[dict[str, Any]]:
     """Yields ``to_global_batch`` of each host batch, lazily (no read-ahead), so the
     state of the grain iterator passed in always matches the batches consumed:
 

@@ -2,8 +2,9 @@
 
 Resume order (as in big_vision): the latest checkpoint in ``workdir``, else
 ``config.train.init_from`` (another run's parameters merged by the task), else fresh
-initialisation. Parameters are created already replicated on the mesh by a jitted init
-with ``out_shardings``; batches are sharded along the mesh's data axis. The step key is
+initialisation. Parameters are created in place on the mesh by a jitted init with
+``out_shardings`` (replicated, or FSDP-sharded with ``mesh.fsdp > 1``; see
+``vsegjax.train.sharding``); batches are sharded over all the mesh's devices. The step key is
 ``fold_in(root_key, step)`` and the input iterator's position is checkpointed, so a
 resumed run continues exactly as an uninterrupted one would.
 
@@ -21,11 +22,9 @@ import os
 import time
 from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 import tqdm
 from absl import logging
 from clu import metrics as clu_metrics
@@ -33,20 +32,12 @@ from clu import periodic_actions
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from vsegjax.train import checkpoint, optim, preemption, sharding, writers
+from vsegjax.train.step import TrainState, initial_guard, make_train_step
 from vsegjax.train.task import Task
 
 
 class NonFiniteLossError(RuntimeError):
     """Raised when a step's loss or gradient is NaN/inf; the bad state is never saved."""
-
-
-@flax.struct.dataclass
-class TrainState:
-    step: jax.Array
-    params: Any
-    model_state: Any  # non-parameter collections, e.g. {"batch_stats": ...}
-    opt_state: Any
-    rng: jax.Array  # the root key; each step uses fold_in(rng, step)
 
 
 @dataclasses.dataclass
@@ -71,14 +62,16 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
     """Trains ``task`` for ``config.train.num_steps`` steps in ``workdir`` (resuming if possible).
 
     Config fields used: ``seed``, ``train.{num_steps, log_every, checkpoint_every,
-    eval_every, keep_checkpoints, init_from, async_checkpoints}``, ``optimizer.*``
-    (see ``vsegjax.train.optim``) and ``mesh.num_devices``.
+    eval_every, keep_checkpoints, init_from, async_checkpoints, check_finite_every,
+    grad_accum_steps}``, ``optimizer.*`` (see ``vsegjax.train.optim``) and
+    ``mesh.{num_devices, fsdp, fsdp_min_size}``.
     """
     tcfg = config.train
     workdir = os.path.abspath(os.path.expanduser(workdir))
     os.makedirs(workdir, exist_ok=True)
     num_steps = int(tcfg.num_steps)
-    mesh = sharding.make_mesh(config.get("mesh", {}).get("num_devices") or None)
+    mcfg = config.get("mesh", {})
+    mesh = sharding.make_mesh(mcfg.get("num_devices") or None, fsdp=mcfg.get("fsdp", 1) or 1)
     replicated = NamedSharding(mesh, P())
 
     root = jax.random.PRNGKey(config.seed)
@@ -95,7 +88,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
                           opt_state=tx.init(params), rng=state_key)
 
     abstract_state = jax.eval_shape(create_state, init_key)
-    state_sharding = jax.tree.map(lambda _: replicated, abstract_state)
+    state_sharding = sharding.state_shardings(abstract_state, mesh,
+                                              mcfg.get("fsdp_min_size", 2 ** 16))
     abstract_state = jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state,
         state_sharding)
@@ -121,29 +115,12 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
                                   opt_state=jax.jit(tx.init, out_shardings=state_sharding.opt_state)(params))
             logging.info("initialised from %s", tcfg.init_from)
 
-    def train_step(state: TrainState, batch, guard):
-        rng = jax.random.fold_in(state.rng, state.step)
-        grad_fn = jax.value_and_grad(task.loss_fn, has_aux=True)
-        (loss, (metrics, model_state)), grads = grad_fn(state.params, state.model_state, batch, rng)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        grad_norm = optax.global_norm(grads)
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        clean = guard["step"] < 0  # no bad step yet
-        new = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                            opt_state=opt_state, model_state=model_state)
-        # From the first non-finite step on the state stays as it was, so what is saved
-        # stays good; the host reads the guard only now and then.
-        new = jax.tree.map(lambda a, b: jnp.where(finite & clean, a, b), new, state)
-        first = clean & ~finite
-        guard = {"step": jnp.where(first, state.step + 1, guard["step"]),
-                 "loss": jnp.where(first, loss, guard["loss"]),
-                 "grad_norm": jnp.where(first, grad_norm, guard["grad_norm"])}
-        metrics = dict(metrics, loss=loss, grad_norm=grad_norm)
-        return new, metrics, guard
-
-    step_fn = jax.jit(train_step, donate_argnums=0)
-    guard = jax.device_put({"step": jnp.int32(-1), "loss": jnp.float32(0),
-                            "grad_norm": jnp.float32(0)}, replicated)
+    accum = int(tcfg.get("grad_accum_steps", 1) or 1)
+    if accum < 1:
+        raise ValueError(f"train.grad_accum_steps must be >= 1, got {accum}")
+    step_fn = jax.jit(make_train_step(task.loss_fn, tx, accum, sharding.batch_size_over(mesh)),
+                      donate_argnums=0, out_shardings=(state_sharding, replicated, replicated))
+    guard = jax.device_put(initial_guard(), replicated)
 
     def check_finite() -> None:
         bad = jax.device_get(guard)
