@@ -278,3 +278,32 @@ def test_orbax_info_lines_are_dropped_and_its_warnings_kept():
     assert not logger.filter(record(logging.INFO, orbax))
     assert logger.filter(record(logging.WARNING, orbax))
     assert logger.filter(record(logging.INFO, "/x/vsegjax/train/trainer.py"))
+
+
+@pytest.mark.parametrize("name", ["static_synthetic", "grfp_synthetic", "efc_synthetic"])
+def test_evaluation_sharded_over_eight_devices_equals_one_device(tiny_data, tmp_path, name):
+    """The training-time evaluation reads each process' rows of a global batch (rounded up
+    to the devices and padded) and sums confusion matrices and flow errors on the mesh."""
+    import jax
+    import numpy as np
+
+    from vsegjax.train import data, sharding
+    config = shrink(load(name, None), tiny_data)
+    config.eval.update(dict(num_snippets=5, batch_size=3))  # 3 -> 8 rows over 8 devices
+    stage = experiment.resolve_stages(config, str(tmp_path))[-1]
+    task = experiment.build_task(stage)
+    variables = dict(task.init_variables(jax.random.PRNGKey(0)))
+    params = variables.pop("params")
+    scores = {}
+    for n in (1, 8):
+        task.mesh = sharding.make_mesh(n)
+        scores[n] = task.evaluate(params, variables, 0)
+    assert scores[1].keys() == scores[8].keys() and "miou" in scores[1]
+    if name == "efc_synthetic":
+        assert "epe_all" in scores[1]
+    for key in scores[1]:
+        assert scores[8][key] == pytest.approx(scores[1][key], rel=1e-5), key
+    batches = list(data.eval_batches(stage.config, (0, 0), mesh=sharding.make_mesh(8)))
+    assert [int(np.sum(b["valid"])) for b in batches] == [5]  # one global batch of 8 rows
+    frames = batches[0]["frames"]
+    assert frames.shape[0] == 8 and len({s.device for s in frames.addressable_shards}) == 8

@@ -19,6 +19,7 @@ from vsegjax.train import checkpoint, distributed, sharding, writers
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 6
+EVAL = (f"--config.train.eval_every={STEPS}",)  # the training-time evaluation, sharded
 
 
 def free_port() -> int:
@@ -61,14 +62,14 @@ def run_processes(data_dir, workdir, num_processes=2, devices_each=2, timeout=60
 @pytest.fixture(scope="module")
 def two_process_run(tiny_data, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("two")
-    outs = run_processes(tiny_data, workdir)
+    outs = run_processes(tiny_data, workdir, extra=EVAL)
     return workdir, outs
 
 
 def test_two_processes_end_with_the_parameters_of_one_with_four_devices(
         tiny_data, two_process_run, tmp_path):
     workdir, outs = two_process_run
-    one = subprocess.run(main_command(tiny_data, tmp_path / "one"), cwd=ROOT,
+    one = subprocess.run(main_command(tiny_data, tmp_path / "one", *EVAL), cwd=ROOT,
                          env=env_with_devices(4), capture_output=True, text=True, timeout=600)
     assert one.returncode == 0, one.stderr[-3000:]
     a = checkpoint.load_state_tree(str(workdir / "static"))
@@ -82,6 +83,11 @@ def test_two_processes_end_with_the_parameters_of_one_with_four_devices(
             for w in (workdir, tmp_path / "one")]
     assert last[0]["step"] == last[1]["step"] == STEPS
     assert abs(last[0]["loss"] - last[1]["loss"]) < 1e-5
+    # Each process evaluated its rows of each global batch; the sums cover all of them.
+    evals = [[r for r in writers.read_jsonl(str(w / "static" / "metrics.jsonl"))
+              if "eval/miou" in r] for w in (workdir, tmp_path / "one")]
+    assert [r["step"] for r in evals[0]] == [r["step"] for r in evals[1]] == [STEPS]
+    assert abs(evals[0][0]["eval/miou"] - evals[1][0]["eval/miou"]) < 1e-6
 
 
 def test_only_process_zero_writes_and_both_finish(two_process_run):

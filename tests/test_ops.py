@@ -247,6 +247,22 @@ def test_conv2d_same_matches_xla_values_and_gradients(k):
     np.testing.assert_allclose(g_ours[1], g_ref[1], atol=1e-4, rtol=1e-4)
 
 
+def test_conv2d_same_gradient_is_per_tap_on_cpu_and_xla_elsewhere():
+    from vsegjax.ops import conv
+    x = _rand((2, 9, 11, 4), seed=23, lo=-1, hi=1)
+    kernel = _rand((3, 3, 4, 5), seed=24, lo=-1, hi=1)
+    g = _rand((2, 9, 11, 5), seed=25)
+    for ours, xla in zip(conv._cpu_bwd(x, kernel, g), conv._xla_bwd(x, kernel, g)):
+        np.testing.assert_allclose(ours, xla, atol=1e-4, rtol=1e-4)
+    grad = jax.jit(jax.grad(lambda x, w: jnp.sum(ops.conv2d_same(x, w) * g), (0, 1)))
+
+    def dots(platform):  # matmuls in the gradient's program when lowered for `platform`
+        text = jax.export.export(grad, platforms=[platform])(x, kernel).mlir_module()
+        return text.count("stablehlo.dot_general")
+    assert dots("cpu") >= 9  # one per kernel tap
+    assert dots("tpu") == dots("cuda") == 0  # convolutions only
+
+
 def test_conv2d_same_rejects_even_kernels():
     with pytest.raises(ValueError, match="odd"):
         jax.grad(lambda w: jnp.sum(ops.conv2d_same(jnp.ones((1, 4, 4, 1)), w)))(jnp.ones((2, 2, 1, 1)))

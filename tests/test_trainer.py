@@ -1,9 +1,7 @@
 """The shared trainer on a toy task: loss falls, exact resume, NaN stop, init_from, sharding."""
 
-import json
 import os
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator
 
+import jax
 import ml_collections
 import numpy as np
+from jax.sharding import Mesh
 
 from vsegjax.data import augment as augment_lib
 from vsegjax.data import datasets, pipeline
+from vsegjax.train import sharding
 
 
 def train_augment(config: ml_collections.ConfigDict) -> augment_lib.Augment:
@@ -38,28 +41,43 @@ def train_iterator(config: ml_collections.ConfigDict, seed: int, window: tuple[i
 
 def eval_batches(config: ml_collections.ConfigDict, window: tuple[int, int] | None,
                  label_frame: str | int = "annotated",
-                 batch_fn: Callable[[dict], dict] | None = None) -> Iterator[dict[str, Any]]:
-    """Yields the evaluation split as host batches, in order, each example once.
+                 batch_fn: Callable[[dict], dict] | None = None,
+                 mesh: Mesh | None = None) -> Iterator[dict[str, Any]]:
+    """Yields the evaluation split as batches, in order, each example once.
 
     ``eval.num_snippets`` (0 = all) bounds the cost. Batches are padded by repeating the
-    last example so every batch has ``eval.batch_size`` rows; ``valid`` marks the real ones.
+    last example so every batch has the same rows; ``valid`` marks the real ones.
+
+    Without ``mesh``: whole host batches of ``eval.batch_size`` rows. With ``mesh``: a
+    global batch (``eval.batch_size`` rounded up to a multiple of the mesh's devices)
+    of which this process reads and transforms only its own rows, placed on the mesh as
+    global arrays sharded over all its devices; reduce over the batch on the device
+    (e.g. ``evaluation.confusion_matrix``) and every process gets the whole sum.
     """
     source = datasets.open_split(config.data, config.eval.split)
     n = len(source) if not config.eval.num_snippets else min(config.eval.num_snippets,
                                                              len(source))
-    bs = config.eval.batch_size
+    bs, rows_of = config.eval.batch_size, slice(None)
+    if mesh is not None:
+        devices = mesh.devices.size
+        bs = -(-bs // devices) * devices
+        local = bs // jax.process_count()
+        rows_of = slice(jax.process_index() * local, (jax.process_index() + 1) * local)
     transform = pipeline.SnippetTransform(window, label_frame, eval_augment(config),
                                           config.model.num_classes)
     rng = np.random.default_rng(0)  # unused by the deterministic transform
     for start in range(0, n, bs):
-        idx = list(range(start, min(n, start + bs)))
-        rows = [transform.random_map(source[i], rng) for i in idx]
-        valid = [True] * len(rows) + [False] * (bs - len(rows))
-        rows += [rows[-1]] * (bs - len(rows))
+        # Global rows start..start+bs, the tail padded with the last real example.
+        idx = [min(i, n - 1) for i in range(start, start + bs)][rows_of]
+        done: dict[int, dict] = {}  # the padding repeats one example: transform it once
+        rows = [done[i] if i in done else done.setdefault(i, transform.random_map(source[i], rng))
+                for i in idx]
         batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
-        batch["valid"] = np.asarray(valid)
+        batch["valid"] = np.arange(start, start + bs)[rows_of] < n
         if batch_fn is not None:
             batch = batch_fn(batch)
+        if mesh is not None:
+            batch = sharding.to_global_batch(batch, mesh)
         yield batch
 
 

@@ -192,28 +192,56 @@ class EFCTask(Task):
         flow, occ = self._flow(params, model_state, frames1, frames2)
         return np.asarray(flow), np.asarray(occ)
 
+    @functools.cached_property
+    def _eval_sums(self):
+        """``fn(params, model_state, batch) -> {"cm": [C, C], "flow": flow-error sums}``
+        over a global batch, reduced on the device (so over every device and process)."""
+        segment = self.inference_fn()
+        num_classes = self.config.model.num_classes
+
+        @jax.jit
+        def sums(params, model_state, batch):
+            valid, out = batch["valid"], {}
+            if not self.flow_only:
+                pos = batch["label_pos"]
+                rows = jnp.arange(pos.shape[0])
+                logits = segment(self.inference_variables(params, model_state),
+                                 batch["frames"][rows, pos])
+                out["cm"] = evaluation.confusion_matrix(
+                    jnp.argmax(logits, -1), batch["labels"][rows, pos], num_classes,
+                    mask=valid)
+            if "flow_fwd" in batch:
+                frames, gt = batch["frames"], batch["flow_fwd"]  # gt [B, T - 1, H, W, 2]
+                b, t = frames.shape[:2]
+                f1 = frames[:, :-1].reshape((-1,) + frames.shape[2:])
+                f2 = frames[:, 1:].reshape((-1,) + frames.shape[2:])
+                flow = self.model.apply({"params": params, **model_state}, f1, f2,
+                                        segmentation=False)["flow"][:f1.shape[0]]
+                pixels = jnp.broadcast_to(valid[:, None, None, None], gt.shape[:-1])
+                occ = batch.get("occ_fwd")
+                out["flow"] = evaluation.flow_error_sums(
+                    flow, gt.reshape((-1,) + gt.shape[2:]),
+                    pixels.reshape((-1,) + gt.shape[2:-1]),
+                    None if occ is None else occ.reshape((-1,) + occ.shape[2:]))
+            return out
+        return sums
+
     def evaluate(self, params, model_state, step) -> dict[str, float]:
-        """mIoU on the labelled frames and the flow's EPE on consecutive validation pairs."""
+        """mIoU on the labelled frames and the flow's EPE on consecutive validation pairs,
+        sharded over the mesh."""
         del step
         cms = evaluation.ConfusionMatrices(self.config.model.num_classes)
         acc = evaluation.FlowErrorAccumulator()
-        variables = self.inference_variables(params, model_state)
-        for batch in data.eval_batches(self.config, window=None):
-            v = batch["valid"]
-            if not self.flow_only:
-                pos = batch["label_pos"]
-                frames = batch["frames"][np.arange(len(pos)), pos]
-                pred = np.asarray(self._predict(variables, frames))
-                labels = batch["labels"][np.arange(len(pos)), pos]
-                cms.add("efc", pred, labels, v)
-            if "flow_fwd" in batch:
-                f1, f2, gt, occ = consecutive_pairs(batch)
-                pred_flow, _ = self.predict_flow(params, model_state, f1, f2)
-                acc.update(pred_flow, gt, None, occ)
+        for batch in data.eval_batches(self.config, window=None, mesh=self.eval_mesh()):
+            sums = self._eval_sums(params, model_state, batch)
+            if "cm" in sums:
+                cms.add_counts("efc", np.asarray(sums["cm"]))
+            if "flow" in sums:
+                acc.add_sums(sums["flow"])
         out = {}
         if not self.flow_only:
             out["miou"] = cms.miou("efc")
-        if acc.sums:
+        if acc.sums["count_all"]:
             out.update({k: v for k, v in acc.compute().items() if k in ("epe_all", "epe_noc")})
         return out
 

@@ -17,6 +17,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from vsegjax import evaluation, losses
 from vsegjax.data.transforms import flow_batch_fn
@@ -104,13 +105,23 @@ class GRFPTask(Task):
     def _eval_fn(self):
         return jax.jit(lambda p, s, b: self.apply(p, s, b, False)[0]["logits"])
 
+    @functools.cached_property
+    def _confusion(self):
+        @jax.jit
+        def confusion(params, model_state, batch):
+            pred = jnp.argmax(self.apply(params, model_state, batch, False)[0]["logits"], -1)
+            return evaluation.confusion_matrix(pred, batch["labels"][:, self.before],
+                                               self.config.model.num_classes,
+                                               mask=batch["valid"])
+        return confusion
+
     def evaluate(self, params, model_state, step) -> dict[str, float]:
+        """mIoU of the annotated frame over the evaluation split, sharded over the mesh."""
         del step
         cms = evaluation.ConfusionMatrices(self.config.model.num_classes)
         for batch in data.eval_batches(self.config, (self.before, self.after),
-                                       batch_fn=self.batch_fn):
-            pred = jnp.argmax(self._eval_fn(params, model_state, batch), -1)
-            cms.add("grfp", pred, batch["labels"][:, self.before], batch["valid"])
+                                       batch_fn=self.batch_fn, mesh=self.eval_mesh()):
+            cms.add_counts("grfp", np.asarray(self._confusion(params, model_state, batch)))
         return {"miou": cms.miou("grfp")}
 
 

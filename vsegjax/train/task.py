@@ -8,6 +8,9 @@ from typing import Any, Iterator, Mapping
 import jax
 import ml_collections
 from absl import logging
+from jax.sharding import Mesh
+
+from vsegjax.train import sharding
 
 Batch = Mapping[str, Any]
 Variables = dict[str, Any]
@@ -25,6 +28,12 @@ class Task(abc.ABC):
         # The stage's folder (the runner sets it), for files a task caches beside its
         # checkpoints; None where a task is built outside a run.
         self.workdir = workdir
+        # The trainer's mesh (``train`` sets it): ``evaluate`` shards its batches over it.
+        self.mesh: Mesh | None = None
+
+    def eval_mesh(self) -> Mesh:
+        """Where evaluation runs: the trainer's mesh, else all devices."""
+        return self.mesh if self.mesh is not None else sharding.make_mesh()
 
     def frozen_params(self) -> tuple[str, ...]:
         """Top-level parameter groups that get no gradient, so no optimiser state either

@@ -97,6 +97,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
                                    max_to_keep=tcfg.get("keep_checkpoints", 2),
                                    async_save=tcfg.get("async_checkpoints", True))
+    task.mesh = mesh
     data_iter = task.train_iterator(config.seed)
     if ckpt.latest_step() is not None:
         state, _ = ckpt.restore(abstract_state, data_iter)
