@@ -11,14 +11,14 @@ from typing import Any
 
 import ml_collections
 
-from vsegjax.data import synthetic
+from vsegjax.data import default_data_dir, synthetic
 from vsegjax.data.labels import CITYSCAPES_CLASSES
 
 def data(name: str = "synthetic_video", config: str = "default",
          class_names: tuple[str, ...] = synthetic.CLASSES, **fields: Any
          ) -> ml_collections.ConfigDict:
     """A TFDS dataset (``vsegjax.data.datasets``); built on first use if it can be."""
-    block = dict(name=name, config=config, data_dir="~/tensorflow_datasets",
+    block = dict(name=name, config=config, data_dir=default_data_dir(),
                  build_if_missing=True, num_workers=0, class_names=list(class_names))
     block.update(fields)
     return ml_collections.ConfigDict(block)

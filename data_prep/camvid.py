@@ -14,11 +14,12 @@ import time
 
 from absl import app, flags
 
-from vsegjax.data import camvid
+from vsegjax.data import camvid, default_data_dir
 
 _MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "CamVid folder (train/, trainannot/, ...).",
                                   required=True)
-_DATA_DIR = flags.DEFINE_string("data_dir", "~/tensorflow_datasets", "TFDS data directory.")
+_DATA_DIR = flags.DEFINE_string("data_dir", default_data_dir(),
+                                "TFDS data directory ($TFDS_DATA_DIR if set).")
 _SKIP_BAD = flags.DEFINE_bool("skip_bad", False,
                               "Skip unreadable or mismatched examples (reported at the end).")
 _SEQUENCE_DIR = flags.DEFINE_string("sequence_dir", None, "Folder of 30 fps frames.")

@@ -17,11 +17,12 @@ import time
 
 from absl import app, flags
 
-from vsegjax.data import cityscapes
+from vsegjax.data import cityscapes, default_data_dir
 
 _MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "Cityscapes folder (leftImg8bit_sequence/, "
                                   "gtFine/, ...).", required=True)
-_DATA_DIR = flags.DEFINE_string("data_dir", "~/tensorflow_datasets", "TFDS data directory.")
+_DATA_DIR = flags.DEFINE_string("data_dir", default_data_dir(),
+                                "TFDS data directory ($TFDS_DATA_DIR if set).")
 _CONFIG = flags.DEFINE_enum("config", None, [c.name for c in cityscapes.BUILDER_CONFIGS],
                             "A predefined config (overrides the options below).")
 _MODE = flags.DEFINE_enum("mode", "fine", list(cityscapes.MODES), "Labels to build around.")

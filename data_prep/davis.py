@@ -14,14 +14,15 @@ import sys
 
 from absl import app, flags
 
-from vsegjax.data import video_datasets
+from vsegjax.data import default_data_dir, video_datasets
 
 _MANUAL_DIR = flags.DEFINE_string("manual_dir", None,
                                   "DAVIS folder (with JPEGImages/ and Annotations/).",
                                   required=True)
 _CONFIG = flags.DEFINE_enum("config", None, [c.name for c in video_datasets.DAVIS_PRESETS],
                             "A preset config (else the options below).")
-_DATA_DIR = flags.DEFINE_string("data_dir", "~/tensorflow_datasets", "TFDS data directory.")
+_DATA_DIR = flags.DEFINE_string("data_dir", default_data_dir(),
+                                "TFDS data directory ($TFDS_DATA_DIR if set).")
 _YEAR = flags.DEFINE_enum("year", "2016", ["2016", "2017"],
                           "2016: 0/255 masks; 2017: palette masks with instance ids.")
 _RESOLUTION = flags.DEFINE_string("resolution", "480p", "Sub-folder: 480p or Full-Resolution.")

@@ -12,10 +12,11 @@ import time
 
 from absl import app, flags
 
-from vsegjax.data import flow_datasets
+from vsegjax.data import default_data_dir, flow_datasets
 
 _MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "FlyingChairs folder.", required=True)
-_DATA_DIR = flags.DEFINE_string("data_dir", "~/tensorflow_datasets", "TFDS data directory.")
+_DATA_DIR = flags.DEFINE_string("data_dir", default_data_dir(),
+                                "TFDS data directory ($TFDS_DATA_DIR if set).")
 _SKIP_BAD = flags.DEFINE_bool("skip_bad", False,
                               "Skip unreadable or incomplete pairs (reported at the end).")
 _WORKERS = flags.DEFINE_integer("num_workers", None, "Reading threads (default: up to 8).")

@@ -12,10 +12,11 @@ import time
 
 from absl import app, flags
 
-from vsegjax.data import flow_datasets
+from vsegjax.data import default_data_dir, flow_datasets
 
 _MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "KITTI folder.", required=True)
-_DATA_DIR = flags.DEFINE_string("data_dir", "~/tensorflow_datasets", "TFDS data directory.")
+_DATA_DIR = flags.DEFINE_string("data_dir", default_data_dir(),
+                                "TFDS data directory ($TFDS_DATA_DIR if set).")
 _CONFIG = flags.DEFINE_enum("config", "flow", ["flow", "semantics"],
                             "flow: image_2 _10 -> _11 pairs with flow; semantics: the 200 "
                             "labelled images.")

@@ -12,10 +12,11 @@ import time
 
 from absl import app, flags
 
-from vsegjax.data import flow_datasets
+from vsegjax.data import default_data_dir, flow_datasets
 
 _MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "MPI-Sintel folder.", required=True)
-_DATA_DIR = flags.DEFINE_string("data_dir", "~/tensorflow_datasets", "TFDS data directory.")
+_DATA_DIR = flags.DEFINE_string("data_dir", default_data_dir(),
+                                "TFDS data directory ($TFDS_DATA_DIR if set).")
 _PASS = flags.DEFINE_enum("pass_name", "clean", list(flow_datasets.SINTEL_PASSES),
                           "Rendering pass.")
 _FRAMES = flags.DEFINE_integer("num_frames", 2, "Consecutive frames per snippet (>= 2).")

@@ -5,9 +5,10 @@
 
 from absl import app, flags
 
-from vsegjax.data import synthetic_tfds
+from vsegjax.data import default_data_dir, synthetic_tfds
 
-_DATA_DIR = flags.DEFINE_string("data_dir", "~/tensorflow_datasets", "TFDS data directory.")
+_DATA_DIR = flags.DEFINE_string("data_dir", default_data_dir(),
+                                "TFDS data directory ($TFDS_DATA_DIR if set).")
 _CONFIG = flags.DEFINE_enum("config", "default", ["default", "tiny"], "Builder config.")
 _WORKERS = flags.DEFINE_integer("num_workers", None, "Rendering processes (default: all cores).")
 

@@ -13,13 +13,14 @@ import sys
 
 from absl import app, flags
 
-from vsegjax.data import video_datasets
+from vsegjax.data import default_data_dir, video_datasets
 
 _FRAMES = flags.DEFINE_string("frames", None, "Folder of frames, or a video file.",
                               required=True)
 _LABELS = flags.DEFINE_string("labels", None, "Folder of label PNGs (optional).")
 _NUM_CLASSES = flags.DEFINE_integer("num_classes", None, "Number of classes (with --labels).")
-_DATA_DIR = flags.DEFINE_string("data_dir", "~/tensorflow_datasets", "TFDS data directory.")
+_DATA_DIR = flags.DEFINE_string("data_dir", default_data_dir(),
+                                "TFDS data directory ($TFDS_DATA_DIR if set).")
 _BEFORE = flags.DEFINE_integer("frames_before", 2, "Frames before each labelled frame.")
 _AFTER = flags.DEFINE_integer("frames_after", 2, "Frames after each labelled frame.")
 _STRIDE = flags.DEFINE_integer("stride", None, "Window step without labels (default: "

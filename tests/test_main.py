@@ -1,5 +1,6 @@
 """The entry point, the preview job and the promises the README makes."""
 
+import os
 import pathlib
 import re
 import subprocess
@@ -83,3 +84,13 @@ def test_every_registered_dataset_has_its_prep_script():
                                                                    config="default")))
         script = re.search(r"data_prep/\S+\.py", how).group(0)
         assert (ROOT / script).exists(), (name, script)
+
+
+def test_data_dir_defaults_to_tfds_own(monkeypatch):
+    from tensorflow_datasets.core import constants
+
+    from configs import common
+    monkeypatch.delenv("TFDS_DATA_DIR", raising=False)
+    assert os.path.expanduser(common.data().data_dir) == constants.get_default_data_dir()
+    monkeypatch.setenv("TFDS_DATA_DIR", "/mnt/tfds")
+    assert common.data().data_dir == constants.get_default_data_dir() == "/mnt/tfds"

@@ -186,7 +186,6 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
                 if not ckpt.has_step(step):
                     ckpt.save(step, state, data_iter, meta)
                 ckpt.close()
-                writer.flush()
                 bar.close()
                 raise preemption.Preempted(step, ckpt.directory)
             if evaluate:
@@ -198,9 +197,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
         raise
     finally:
         stop.close()
+        writer.flush()  # the rows logged so far reach the files, whatever stopped the loop
     bar.close()
     ckpt.close()
-    writer.flush()
     if start < num_steps:
         logging.info("trained %d steps in %.1f s", num_steps - start, time.time() - t0)
     return TrainResult(state=state, step=int(jax.device_get(state.step)), last_metrics=last,

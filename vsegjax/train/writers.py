@@ -67,13 +67,18 @@ def read_jsonl(path: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def create_writer(workdir: str) -> metric_writers.MetricWriter:
-    """TensorBoard + logging + ``metrics.jsonl`` on process 0; nothing elsewhere."""
+def create_writer(workdir: str, asynchronous: bool = True) -> metric_writers.MetricWriter:
+    """TensorBoard + logging + ``metrics.jsonl`` on process 0; nothing elsewhere.
+
+    Asynchronous by default: each writer has a background thread (clu's ``AsyncWriter``,
+    order kept), so the step loop does not wait for a file system or a bucket; ``flush``
+    waits for everything written so far."""
     if jax.process_index() != 0:
         return metric_writers.MultiWriter([])
+    jsonl = JsonlWriter(os.path.join(workdir, "metrics.jsonl"))
     return metric_writers.MultiWriter([
-        metric_writers.create_default_writer(workdir, asynchronous=False),
-        JsonlWriter(os.path.join(workdir, "metrics.jsonl")),
+        metric_writers.create_default_writer(workdir, asynchronous=asynchronous),
+        metric_writers.AsyncWriter(jsonl) if asynchronous else jsonl,
     ])
 
 
