@@ -1,5 +1,7 @@
 """A toy task for trainer tests (importable by subprocesses, so not a test module)."""
 
+import os
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -19,6 +21,31 @@ class _Net(nn.Module):
         if self.norm:
             x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
         return nn.Dense(3)(nn.relu(x))
+
+
+class OnFetch:
+    """Wraps a grain iterator and calls ``action()`` as batch ``at`` is fetched (a Ctrl-C,
+    a signal), keeping ``get_state``/``set_state`` for the trainer's checkpoints."""
+
+    def __init__(self, it, at, action):
+        self.it, self.at, self.action, self.count = it, at, action, 0
+
+    def __next__(self):
+        self.count += 1
+        if self.count == self.at:
+            self.action()
+        return next(self.it)
+
+    def get_state(self):
+        return self.it.get_state()
+
+    def set_state(self, state):
+        self.it.set_state(state)
+
+
+def send_signal(signum):
+    """An ``OnFetch`` action: this process sends itself ``signum``."""
+    return lambda: os.kill(os.getpid(), signum)
 
 
 class ToyTask(Task):

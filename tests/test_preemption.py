@@ -5,7 +5,6 @@ stopped; ``vsegjax.main`` is tested end to end (exit 0, the step named and saved
 several-process case is in ``test_multiprocess.py``.
 """
 
-import os
 import pathlib
 import signal
 import subprocess
@@ -16,7 +15,7 @@ import jax
 import numpy as np
 import pytest
 
-from _toy_task import ToyTask, toy_config
+from _toy_task import OnFetch, ToyTask, send_signal, toy_config
 from vsegjax.data import synthetic_tfds
 from vsegjax.train import checkpoint, train, writers
 from vsegjax.train.preemption import Preempted
@@ -24,28 +23,11 @@ from vsegjax.train.preemption import Preempted
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-class _Terminator:
-    """Sends this process SIGTERM while batch ``at`` is being fetched."""
-
-    def __init__(self, it, at):
-        self.it, self.at, self.count = it, at, 0
-
-    def __next__(self):
-        self.count += 1
-        if self.count == self.at:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return next(self.it)
-
-    def get_state(self):
-        return self.it.get_state()
-
-    def set_state(self, state):
-        self.it.set_state(state)
-
-
 class TerminatedToyTask(ToyTask):
+    """SIGTERM while batch 5 is fetched."""
+
     def train_iterator(self, seed):
-        return _Terminator(super().train_iterator(seed), 5)
+        return OnFetch(super().train_iterator(seed), 5, send_signal(signal.SIGTERM))
 
 
 def test_sigterm_saves_the_step_in_progress_and_resumes_bit_identically(tmp_path):

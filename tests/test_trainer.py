@@ -8,7 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from _toy_task import ToyTask, toy_config as _config
+from _toy_task import OnFetch, ToyTask, toy_config as _config
 from vsegjax.train import NonFiniteLossError, checkpoint, train, writers
 
 
@@ -32,28 +32,15 @@ def test_loss_falls_and_checkpoints_appear(tmp_path):
     assert leaf.sharding.is_fully_replicated
 
 
-class _Interrupting:
-    """Wraps a grain iterator and raises KeyboardInterrupt on the n-th batch (like Ctrl-C)."""
-
-    def __init__(self, it, after):
-        self.it, self.after, self.count = it, after, 0
-
-    def __next__(self):
-        self.count += 1
-        if self.count == self.after:
-            raise KeyboardInterrupt
-        return next(self.it)
-
-    def get_state(self):
-        return self.it.get_state()
-
-    def set_state(self, state):
-        self.it.set_state(state)
+def _ctrl_c():
+    raise KeyboardInterrupt
 
 
 class InterruptedToyTask(ToyTask):
+    """Ctrl-C while batch 6 is fetched."""
+
     def train_iterator(self, seed):
-        return _Interrupting(super().train_iterator(seed), after=6)
+        return OnFetch(super().train_iterator(seed), 6, _ctrl_c)
 
 
 class InterruptedInEvalToyTask(ToyTask):

@@ -101,6 +101,16 @@ def process_chunks(num_chunks: int | None, process_index: int, process_count: in
     return slice(process_index, usable, process_count)
 
 
+def batch_axes(mesh: Mesh, data_axis: str | Sequence[str] | None = None) -> tuple[str, ...]:
+    """The mesh axes a batch is split over (``None``: all of them), each checked to exist."""
+    axes = (tuple(mesh.axis_names) if data_axis is None else
+            (data_axis,) if isinstance(data_axis, str) else tuple(data_axis))
+    for axis in axes:
+        if axis not in mesh.shape:
+            raise ValueError(f"mesh has no axis {axis!r} (axes {dict(mesh.shape)})")
+    return axes
+
+
 def check_batch_size(batch_size: int, *, process_count: int | None = None,
                      mesh: Mesh | None = None, data_axis: str | Sequence[str] | None = None,
                      num_devices: int | None = None) -> int:
@@ -115,11 +125,7 @@ def check_batch_size(batch_size: int, *, process_count: int | None = None,
         raise ValueError(f"global batch_size {batch_size} is not divisible by the "
                          f"number of processes ({count})")
     if mesh is not None:
-        axes = (mesh.axis_names if data_axis is None else
-                (data_axis,) if isinstance(data_axis, str) else tuple(data_axis))
-        for axis in axes:
-            if axis not in mesh.shape:
-                raise ValueError(f"mesh has no axis {axis!r} (axes {dict(mesh.shape)})")
+        axes = batch_axes(mesh, data_axis)
         devices = int(np.prod([mesh.shape[a] for a in axes]))
         what = " x ".join(repr(a) for a in axes)
         what = f"mesh axis {what}" if len(axes) == 1 else f"mesh axes {what}"

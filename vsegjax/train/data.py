@@ -69,9 +69,9 @@ def eval_batches(config: ml_collections.ConfigDict, window: tuple[int, int] | No
     for start in range(0, n, bs):
         # Global rows start..start+bs, the tail padded with the last real example.
         idx = [min(i, n - 1) for i in range(start, start + bs)][rows_of]
-        done: dict[int, dict] = {}  # the padding repeats one example: transform it once
-        rows = [done[i] if i in done else done.setdefault(i, transform.random_map(source[i], rng))
-                for i in idx]
+        # The padding repeats one example: transform each distinct one once.
+        done = {i: transform.random_map(source[i], rng) for i in dict.fromkeys(idx)}
+        rows = [done[i] for i in idx]
         batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
         batch["valid"] = np.arange(start, start + bs)[rows_of] < n
         if batch_fn is not None:

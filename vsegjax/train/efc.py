@@ -212,11 +212,9 @@ class EFCTask(Task):
                     mask=valid)
             if "flow_fwd" in batch:
                 frames, gt = batch["frames"], batch["flow_fwd"]  # gt [B, T - 1, H, W, 2]
-                b, t = frames.shape[:2]
                 f1 = frames[:, :-1].reshape((-1,) + frames.shape[2:])
                 f2 = frames[:, 1:].reshape((-1,) + frames.shape[2:])
-                flow = self.model.apply({"params": params, **model_state}, f1, f2,
-                                        segmentation=False)["flow"][:f1.shape[0]]
+                flow, _ = self._flow(params, model_state, f1, f2)
                 pixels = jnp.broadcast_to(valid[:, None, None, None], gt.shape[:-1])
                 occ = batch.get("occ_fwd")
                 out["flow"] = evaluation.flow_error_sums(

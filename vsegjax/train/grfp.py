@@ -102,10 +102,6 @@ class GRFPTask(Task):
                                    label_frame="annotated", batch_fn=self.batch_fn)
 
     @functools.cached_property
-    def _eval_fn(self):
-        return jax.jit(lambda p, s, b: self.apply(p, s, b, False)[0]["logits"])
-
-    @functools.cached_property
     def _confusion(self):
         @jax.jit
         def confusion(params, model_state, batch):

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from vsegjax.data.pipeline import check_batch_size
+from vsegjax.data.pipeline import batch_axes, check_batch_size
 
 BATCH_AXES = ("data", "fsdp")
 
@@ -57,21 +57,15 @@ def state_shardings(abstract_state: Any, mesh: Mesh, min_size: int = 2 ** 16) ->
 
 
 def bytes_per_device(tree: Any) -> int:
-    """The bytes of ``tree``'s arrays (or ``ShapeDtypeStruct``s with shardings) held by
-    the most loaded device."""
-    per_device: dict[Any, int] = {}
-    for x in jax.tree.leaves(tree):
-        itemsize = np.dtype(x.dtype).itemsize
-        for device, index in x.sharding.devices_indices_map(x.shape).items():
-            shard = math.prod(len(range(*sl.indices(n))) for sl, n in zip(index, x.shape))
-            per_device[device] = per_device.get(device, 0) + shard * itemsize
-    return max(per_device.values(), default=0)
+    """The bytes of ``tree``'s arrays (or ``ShapeDtypeStruct``s with shardings) each
+    device holds (NamedShardings split evenly, so every device holds the same)."""
+    return sum(math.prod(x.sharding.shard_shape(x.shape)) * np.dtype(x.dtype).itemsize
+               for x in jax.tree.leaves(tree))
 
 
 def batch_size_over(mesh: Mesh, data_axis: str | Sequence[str] = BATCH_AXES) -> int:
     """How many devices a batch sharded over ``data_axis`` is split over."""
-    axes = (data_axis,) if isinstance(data_axis, str) else tuple(data_axis)
-    return math.prod(mesh.shape[a] for a in axes)
+    return math.prod(mesh.shape[a] for a in batch_axes(mesh, data_axis))
 
 
 def _device_dtype(dtype: np.dtype) -> np.dtype | None:
@@ -92,11 +86,7 @@ def to_global_batch(batch: Mapping[str, Any], mesh: Mesh,
     64-bit arrays are cast to 32 bits unless ``jax_enable_x64`` is on; non-numeric
     arrays (e.g. strings) are returned unchanged as host numpy arrays.
     """
-    data_axis = data_axis if isinstance(data_axis, str) else tuple(data_axis)
-    for axis in (data_axis,) if isinstance(data_axis, str) else data_axis:
-        if axis not in mesh.shape:
-            raise ValueError(f"mesh has no axis {axis!r} (axes {dict(mesh.shape)})")
-    sharding = NamedSharding(mesh, P(data_axis))
+    sharding = NamedSharding(mesh, P(batch_axes(mesh, data_axis)))
     out: dict[str, Any] = {}
     sizes = {k: np.shape(v)[0] if np.ndim(v) else None for k, v in batch.items()}
     local = {s for s in sizes.values()}
