@@ -31,6 +31,30 @@ def is_local(path: str | os.PathLike) -> bool:
     return "://" not in os.fspath(path)
 
 
+def resolve(path: str | os.PathLike) -> str:
+    """An absolute local path (``~`` expanded), or a bucket URI (``gs://...``) unchanged."""
+    path = os.fspath(path)
+    return os.path.abspath(os.path.expanduser(path)) if is_local(path) else path
+
+
+def makedirs(path: str | os.PathLike) -> None:
+    """``mkdir -p`` on a disk or a bucket."""
+    epath.Path(path).mkdir(parents=True, exist_ok=True)
+
+
+def isdir(path: str | os.PathLike) -> bool:
+    return epath.Path(path).is_dir()
+
+
+def isfile(path: str | os.PathLike) -> bool:
+    p = epath.Path(path)
+    return p.exists() and not p.is_dir()
+
+
+def read_text(path: str | os.PathLike) -> str:
+    return epath.Path(path).read_text()
+
+
 def atomic_write_bytes(path: str | os.PathLike, payload: bytes, *,
                        all_processes: bool = False) -> None:
     """Writes ``payload`` to ``path`` whole or not at all; parent folders are created.

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import pathlib
 from typing import Any, Mapping, Sequence
 
 import cv2
@@ -312,7 +311,7 @@ def make_panel(images: Sequence[np.ndarray], titles: Sequence[str] | None = None
 
 def save_png(path: str | os.PathLike, image: np.ndarray) -> None:
     """Writes an RGB (or grey / float [0, 1]) image as PNG, atomically; makes parent dirs."""
-    path = pathlib.Path(path)
+    path = os.fspath(path)  # not pathlib: Path("gs://b/x") would collapse to "gs:/b/x"
     image = np.asarray(image)
     grey = image.ndim == 2 or (image.ndim == 3 and image.shape[-1] == 1)
     rgb = to_uint8_rgb(image)

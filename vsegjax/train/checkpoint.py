@@ -16,6 +16,8 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
+from vsegjax import files
+
 
 class _IteratorAdapter:
     """Presents any iterator with ``get_state``/``set_state`` to grain's orbax handler.
@@ -45,7 +47,7 @@ class Checkpointer:
     """Periodic and final checkpoints in ``directory``, keeping the newest ``max_to_keep``."""
 
     def __init__(self, directory: str, max_to_keep: int = 2, async_save: bool = True):
-        self.directory = os.path.abspath(os.path.expanduser(directory))
+        self.directory = files.resolve(directory)
         self._mngr = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
@@ -105,8 +107,8 @@ def abstract_state(mngr: ocp.CheckpointManager, step: int,
 def load_state_tree(workdir: str, step: int | None = None) -> Any:
     """The saved train state of another run (``init_from``), as host arrays, unsharded,
     whatever topology wrote it."""
-    directory = os.path.join(os.path.abspath(os.path.expanduser(workdir)), "checkpoints")
-    if not os.path.isdir(directory):
+    directory = os.path.join(files.resolve(workdir), "checkpoints")
+    if not files.isdir(directory):
         raise FileNotFoundError(f"init_from: no checkpoints folder in {workdir}")
     mngr = ocp.CheckpointManager(directory, item_handlers={"state": ocp.StandardCheckpointHandler()},
                                  options=ocp.CheckpointManagerOptions(read_only=True))

@@ -30,6 +30,8 @@ from typing import Any, Callable, Sequence
 
 import ml_collections
 
+from vsegjax import files
+
 # task name -> (Task subclass, report(config, workdir, stages) -> results dict).
 TASKS: dict[str, tuple[str, str]] = {
     "static": ("vsegjax.train.segmentation:StaticSegmentationTask",
@@ -118,7 +120,7 @@ def stage_order(config: ml_collections.ConfigDict) -> list[str]:
 
 def resolve_stages(config: ml_collections.ConfigDict, workdir: str) -> list[Stage]:
     """The enabled stages with their merged configs, folders and init_from resolved."""
-    workdir = os.path.abspath(os.path.expanduser(workdir))
+    workdir = files.resolve(workdir)
     order = stage_order(config)
     enabled = [n for n in order if config.stages[n].get("enabled", True)]
     if not enabled:
@@ -190,13 +192,13 @@ def run(config: ml_collections.ConfigDict, workdir: str,
     """Trains every enabled stage in order, then writes the report's ``eval_metrics.json``."""
     # Imported here, not at the top: this module is also read for its registry by
     # ``--help``, which must not wait for JAX, TensorFlow and orbax to load.
-    from vsegjax import files, viz
+    from vsegjax import viz
     from vsegjax.data import datasets, preview
     from vsegjax.train import writers
     from vsegjax.train.trainer import train
 
     writers.quiet_orbax()
-    workdir = os.path.abspath(os.path.expanduser(workdir))
+    workdir = files.resolve(workdir)
     prepared = prepared if prepared is not None else prepare(config, workdir)
     last = prepared[-1][0].config
     source = datasets.open_split(last.data, last.eval.split)
@@ -223,11 +225,10 @@ def load_stage_config(run_dir: str, stage: str) -> ml_collections.ConfigDict:
     """The config stage ``stage`` of the run in ``run_dir`` trained with: its
     ``<stage>/config.json``, else the run's own ``config.json`` (a run from before the
     runner, whose config was the stage's, or a config with stages, resolved here)."""
-    run_dir = os.path.abspath(os.path.expanduser(run_dir))
+    run_dir = files.resolve(run_dir)
     for path in (os.path.join(run_dir, stage, "config.json"), os.path.join(run_dir, "config.json")):
-        if os.path.isfile(path):
-            with open(path) as f:
-                config = ml_collections.ConfigDict(json.load(f))
+        if files.isfile(path):
+            config = ml_collections.ConfigDict(json.loads(files.read_text(path)))
             if "stages" not in config:
                 if path.endswith(os.path.join(stage, "config.json")) or \
                         config.get("task") == stage:

@@ -28,9 +28,9 @@ import ml_collections
 import tqdm
 from absl import logging
 from clu import metrics as clu_metrics
-from clu import periodic_actions
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from vsegjax import files
 from vsegjax.train import checkpoint, optim, preemption, sharding, writers
 from vsegjax.train.step import TrainState, initial_guard, make_train_step
 from vsegjax.train.task import Task
@@ -67,8 +67,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
     ``mesh.{num_devices, fsdp, fsdp_min_size}``.
     """
     tcfg = config.train
-    workdir = os.path.abspath(os.path.expanduser(workdir))
-    os.makedirs(workdir, exist_ok=True)
+    workdir = files.resolve(workdir)
+    files.makedirs(workdir)
     num_steps = int(tcfg.num_steps)
     mcfg = config.get("mesh", {})
     mesh = sharding.make_mesh(mcfg.get("num_devices") or None, fsdp=mcfg.get("fsdp", 1) or 1)
@@ -137,8 +137,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
 
     writer = writers.create_writer(workdir)
     start = int(jax.device_get(state.step))
-    report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
-                                             every_secs=tcfg.get("report_every_secs", 30.0))
+    report = writers.ProgressReport(num_steps, writer, tcfg.get("report_every_secs", 30.0))
     log_every = max(1, tcfg.get("log_every", 50))
     ckpt_every = tcfg.get("checkpoint_every", 0) or num_steps
     check_every = max(1, tcfg.get("check_finite_every", 0) or log_every)
@@ -181,6 +180,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
                 collection = None
             if save:
                 ckpt.save(step, state, data_iter, meta)
+                writer.flush()  # a bucket's metrics files are uploaded with each checkpoint
             if stop.should_stop(step):
                 check_finite()
                 if not ckpt.has_step(step):
