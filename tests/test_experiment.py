@@ -309,3 +309,37 @@ def test_evaluation_sharded_over_eight_devices_equals_one_device(tiny_data, tmp_
     assert [int(np.sum(b["valid"])) for b in batches] == [5]  # one global batch of 8 rows
     frames = batches[0]["frames"]
     assert frames.shape[0] == 8 and len({s.device for s in frames.addressable_shards}) == 8
+
+
+def test_per_process_evaluation_rows_cover_the_split_once(tiny_data, tmp_path, monkeypatch):
+    """The final reports' split: process p of P takes rows p, p + P, ... of each global
+    batch; over all P processes every snippet is evaluated exactly once, and one process
+    gets the plain batches."""
+    import jax
+    import numpy as np
+
+    from vsegjax.train import data
+    config = shrink(load("static_synthetic", None), tiny_data)
+    config.eval.update(dict(num_snippets=7, batch_size=3))
+    stage = experiment.resolve_stages(config, str(tmp_path))[-1]
+    plain = list(data.eval_batches(stage.config, (0, 0)))
+    single = list(data.eval_batches(stage.config, (0, 0), per_process=True))
+    assert len(plain) == len(single)
+    for a, b in zip(plain, single):
+        np.testing.assert_array_equal(a["frames"], b["frames"])
+        np.testing.assert_array_equal(a["valid"], b["valid"])
+    seen = []
+    for p in range(4):  # 3 rows -> global batches of 4, one row per process
+        monkeypatch.setattr(jax, "process_count", lambda: 4)
+        monkeypatch.setattr(jax, "process_index", lambda p=p: p)
+        batches = list(data.eval_batches(stage.config, (0, 0), per_process=True))
+        assert all(len(b["valid"]) == 1 for b in batches)
+        seen += [int(i) for b in batches for i in b["index"][b["valid"]]]
+        # A process' rows are the snippets its index names.
+        for b in batches:
+            if b["valid"][0]:
+                k = int(b["index"][0])
+                np.testing.assert_array_equal(b["frames"][0], plain[k // 3]["frames"][k % 3])
+    assert sorted(seen) == list(range(7))
+    with pytest.raises(ValueError, match="not both"):
+        next(data.eval_batches(stage.config, (0, 0), per_process=True, mesh=object()))

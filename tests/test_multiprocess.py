@@ -4,6 +4,7 @@ Each process is ``python -m vsegjax.main`` with 2 CPU devices; they meet at a fr
 The reference is one process with 4 devices and the same global batch.
 """
 
+import json
 import os
 import pathlib
 import socket
@@ -88,6 +89,53 @@ def test_two_processes_end_with_the_parameters_of_one_with_four_devices(
               if "eval/miou" in r] for w in (workdir, tmp_path / "one")]
     assert [r["step"] for r in evals[0]] == [r["step"] for r in evals[1]] == [STEPS]
     assert abs(evals[0][0]["eval/miou"] - evals[1][0]["eval/miou"]) < 1e-6
+    # The final report too: each process took half the snippets, the counts were pooled.
+    reports = [json.loads((w / "eval_metrics.json").read_text())
+               for w in (workdir, tmp_path / "one")]
+    assert reports[0]["snippets_per_process"] == [2, 2]
+    assert reports[1]["snippets_per_process"] == [4]
+    for method in ("static", "positional_prior"):
+        assert abs(reports[0][method]["miou"] - reports[1][method]["miou"]) < 1e-6
+        assert reports[0][method]["per_class_iou"].keys() == reports[1][method][
+            "per_class_iou"].keys()
+
+
+_POOL_PROBE = """
+import sys, numpy as np
+from vsegjax.train import distributed
+port, pid = sys.argv[1], int(sys.argv[2])
+distributed.initialize(distributed.ProcessFlags(f"127.0.0.1:{port}", 2, pid, 60))
+from vsegjax import evaluation
+from vsegjax.evaluation import pooling
+big = np.asarray([3 * 2**40 + pid, 7], np.int64)  # beyond int32, as a pod's pixel counts
+pooled = pooling.sum_over_processes({"x": big, "f": np.asarray([0.1 + pid, 1e-12])})
+print("sum", pooled["x"].tolist(), pooled["f"].tolist())
+print("per", pooling.per_process(pid + 2))
+cms = evaluation.ConfusionMatrices(3)
+keys = ["a", ("T", 1)] if pid == 0 else [("T", 1), "a"]  # inserted in another order
+for i, k in enumerate(keys):
+    cms.add(k, np.full(4, pid), np.full(4, i))
+pooled = cms.pooled()
+print("cm", [pooled.cms["a"].tolist(), pooled.cms[("T", 1)].tolist()])
+"""
+
+
+def test_counts_are_pooled_over_processes_exactly():
+    port = free_port()
+    procs = [subprocess.Popen([sys.executable, "-c", _POOL_PROBE, str(port), str(i)],
+                              cwd=ROOT, env=env_with_devices(1), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    for i, (p, out) in enumerate(zip(procs, outs)):
+        assert p.returncode == 0, f"process {i}:\n{out[-3000:]}"
+        lines = {ln.split(" ", 1)[0]: ln.split(" ", 1)[1] for ln in out.splitlines()
+                 if ln.split(" ", 1)[0] in ("sum", "per", "cm")}
+        assert lines["sum"] == f"{[6 * 2**40 + 1, 14]} {[0.1 + 1.1, 2e-12]}"  # float64 kept
+        assert lines["per"] == "[2, 3]"
+        # Matched by key, not by insertion order: "a" has process 0's (label 0, pred 0)
+        # and process 1's (1, 1); ("T", 1) process 0's (1, 0) and process 1's (0, 1).
+        assert json.loads(lines["cm"]) == [[[4, 0, 0], [0, 4, 0], [0, 0, 0]],
+                                           [[0, 4, 0], [4, 0, 0], [0, 0, 0]]]
 
 
 def test_only_process_zero_writes_and_both_finish(two_process_run):

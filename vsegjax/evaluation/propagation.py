@@ -22,12 +22,14 @@ import os
 import pathlib
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import jax
 import numpy as np
 import tqdm
 
 from vsegjax import files
 from vsegjax.data import synthetic
 from vsegjax.data.frame_sources import list_images, read_frame, read_label_ids
+from vsegjax.evaluation.pooling import per_process
 from vsegjax.evaluation.scores import ConfusionMatrices
 from vsegjax.evaluation.segmentation import iou_from_confusion
 from vsegjax.inference import propagate as prop
@@ -74,6 +76,21 @@ class Scores:
     def add(self, method: str, k: int, pred: np.ndarray, label: np.ndarray) -> None:
         self.matrices.add((method, k), pred, label)
         self.cms.setdefault(method, {})[k] = self.matrices.cms[(method, k)]
+
+    def pooled(self, methods: Sequence[str], ks: Sequence[int]) -> "Scores":
+        """The scores summed over every process (each scored its own videos); the
+        (method, k) pairs no process scored stay absent."""
+        keys = [(m, k) for m in methods for k in sorted(ks)]
+        every = ConfusionMatrices(self.matrices.num_classes, keys)
+        for key, cm in self.matrices.cms.items():
+            every.add_counts(key, cm)
+        every = every.pooled()
+        out = Scores(self.matrices.num_classes)
+        for m, k in keys:
+            if every.cms[(m, k)].sum():
+                out.matrices.add_counts((m, k), every.cms[(m, k)])
+                out.cms.setdefault(m, {})[k] = out.matrices.cms[(m, k)]
+        return out
 
     def miou(self) -> dict[str, dict[int, float]]:
         return {m: {k: self.matrices.miou((m, k)) for k in sorted(ks)}
@@ -138,11 +155,13 @@ def format_table(miou: Mapping[str, Mapping[int, float]]) -> str:
 # --------------------------------------------------------------------------- synthetic
 
 
-def synthetic_videos(num_videos: int, num_frames: int, size: tuple[int, int], seed: int = 7):
-    """Rendered validation videos (uint8 frames, every frame labelled)."""
+def synthetic_videos(num_videos: int, num_frames: int, size: tuple[int, int], seed: int = 7,
+                     indices: Iterable[int] | None = None):
+    """Rendered validation videos (uint8 frames, every frame labelled); ``indices``
+    picks some of the ``num_videos``."""
     cfg = synthetic.SyntheticConfig(height=int(size[0]), width=int(size[1]),
                                     num_frames=int(num_frames), seed=seed)
-    for i in range(num_videos):
+    for i in (range(num_videos) if indices is None else indices):
         ex = synthetic.generate_snippet(cfg, "validation", i)
         yield ex["frames"], dict(enumerate(ex["labels"]))
 
@@ -174,14 +193,19 @@ def run_synthetic(config, workdir: str, refiner: tuple[Any, dict] | None = None
         methods["warp_refine"] = warp_refine_method(*refiner)
     scores = Scores(int(config.model.num_classes))
     ks = list(range(1, int(e.num_frames)))
+    # Process p scores videos p, p + P, ...; the matrices are pooled over the processes.
+    mine = range(jax.process_index(), int(e.num_videos), jax.process_count())
     for frames, labels in tqdm.tqdm(synthetic_videos(int(e.num_videos), int(e.num_frames),
-                                                     size, int(e.get("video_seed", 7))),
-                                    total=int(e.num_videos), desc="propagation", unit="video"):
+                                                     size, int(e.get("video_seed", 7)), mine),
+                                    total=len(mine), desc="propagation", unit="video",
+                                    disable=not files.is_writer()):
         frames = frames.astype(np.float32) / 255.0
         flows = prop.video_flows(frames, flow_source)
         score_video(scores, methods, frames, labels, 0, ks, flows)
+    scores = scores.pooled(list(methods), ks)
     result = {"dataset": "synthetic", "ks": ks, "flow": flow_source,
-              "num_videos": int(e.num_videos), "miou": scores.miou()}
+              "num_videos": int(e.num_videos), "miou": scores.miou(),
+              "videos_per_process": per_process(len(mine))}
     draw_chart(result, os.path.join(workdir, "propagation.png"),
                f"synthetic: {e.num_videos} videos, anchor = frame 0")
     print(format_table(result["miou"]))

@@ -12,6 +12,7 @@ from typing import Any, Hashable, Sequence
 
 import numpy as np
 
+from vsegjax.evaluation.pooling import sum_over_processes
 from vsegjax.evaluation.segmentation import confusion_matrix, iou_from_confusion
 
 
@@ -44,6 +45,15 @@ class ConfusionMatrices:
     def add_counts(self, key: Hashable, cm: np.ndarray) -> None:
         """Adds counts already computed (e.g. ``add``'s return for a subset)."""
         self._matrix(key)[...] += np.asarray(cm, np.int64)
+
+    def pooled(self) -> "ConfusionMatrices":
+        """The matrices summed over every process (``vsegjax.evaluation.pooling``); each
+        process must hold the same keys."""
+        names = {repr(k): k for k in self.cms}
+        summed = sum_over_processes({n: self.cms[k] for n, k in names.items()})
+        out = ConfusionMatrices(self.num_classes)
+        out.cms = {k: summed[n] for n, k in names.items()}
+        return out
 
     def miou(self, key: Hashable) -> float:
         """Mean IoU over the classes present (NaN when none is)."""

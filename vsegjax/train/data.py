@@ -42,7 +42,8 @@ def train_iterator(config: ml_collections.ConfigDict, seed: int, window: tuple[i
 def eval_batches(config: ml_collections.ConfigDict, window: tuple[int, int] | None,
                  label_frame: str | int = "annotated",
                  batch_fn: Callable[[dict], dict] | None = None,
-                 mesh: Mesh | None = None) -> Iterator[dict[str, Any]]:
+                 mesh: Mesh | None = None, per_process: bool = False
+                 ) -> Iterator[dict[str, Any]]:
     """Yields the evaluation split as batches, in order, each example once.
 
     ``eval.num_snippets`` (0 = all) bounds the cost. Batches are padded by repeating the
@@ -53,7 +54,16 @@ def eval_batches(config: ml_collections.ConfigDict, window: tuple[int, int] | No
     of which this process reads and transforms only its own rows, placed on the mesh as
     global arrays sharded over all its devices; reduce over the batch on the device
     (e.g. ``evaluation.confusion_matrix``) and every process gets the whole sum.
+
+    With ``per_process``: host batches of this process' rows of each global batch
+    (``eval.batch_size`` rounded up to a multiple of the processes; process p takes rows
+    p, p + P, ...), with ``index``, each
+    row's snippet index; for host-side reports, whose sums are pooled with
+    ``vsegjax.evaluation.pooling``. One process gets exactly the batches of the default.
     """
+    if mesh is not None and per_process:
+        raise ValueError("eval_batches: pass mesh (global arrays) or per_process (host "
+                         "rows), not both")
     source = datasets.open_split(config.data, config.eval.split)
     n = len(source) if not config.eval.num_snippets else min(config.eval.num_snippets,
                                                              len(source))
@@ -63,6 +73,9 @@ def eval_batches(config: ml_collections.ConfigDict, window: tuple[int, int] | No
         bs = -(-bs // devices) * devices
         local = bs // jax.process_count()
         rows_of = slice(jax.process_index() * local, (jax.process_index() + 1) * local)
+    elif per_process:  # every P-th row, so a short split still spreads over the processes
+        bs = -(-bs // jax.process_count()) * jax.process_count()
+        rows_of = slice(jax.process_index(), None, jax.process_count())
     transform = pipeline.SnippetTransform(window, label_frame, eval_augment(config),
                                           config.model.num_classes)
     rng = np.random.default_rng(0)  # unused by the deterministic transform
@@ -74,6 +87,8 @@ def eval_batches(config: ml_collections.ConfigDict, window: tuple[int, int] | No
         rows = [done[i] for i in idx]
         batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
         batch["valid"] = np.arange(start, start + bs)[rows_of] < n
+        if per_process:
+            batch["index"] = np.arange(start, start + bs)[rows_of]
         if batch_fn is not None:
             batch = batch_fn(batch)
         if mesh is not None:

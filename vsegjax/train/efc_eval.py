@@ -18,12 +18,14 @@ from __future__ import annotations
 import os
 from typing import Any, Sequence
 
+import jax
 import ml_collections
 import numpy as np
 import tqdm
 
-from vsegjax import evaluation, viz
+from vsegjax import evaluation, files, viz
 from vsegjax.data import datasets
+from vsegjax.evaluation import pooling
 from vsegjax.models.flow_providers import OpenCVFlow
 from vsegjax.train import data, experiment
 from vsegjax.train.efc import EFCTask, consecutive_pairs
@@ -53,7 +55,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, task: EFCTask,
     c = config.model.num_classes
     palette = viz.palette_for(datasets.palette_name(config.data))
     segments = not task.flow_only
-    cms = evaluation.ConfusionMatrices(c)
+    cms = evaluation.ConfusionMatrices(c, ["efc", "static"])
     flows = {m: evaluation.FlowErrorAccumulator() for m in ("efc", "zero", "farneback")}
     use_farneback = bool(config.eval.get("farneback", True))
     farneback = OpenCVFlow("farneback") if use_farneback else None
@@ -62,8 +64,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, task: EFCTask,
     shown, num_panels = 0, int(config.eval.get("num_panels", 8))
     has_gt_flow = False
     total = data.num_eval_snippets(config)
-    bar = tqdm.tqdm(total=total, desc="EFC evaluation", unit="snippet")
-    for batch in data.eval_batches(config, window=None):
+    bar = tqdm.tqdm(total=total if jax.process_count() == 1 else None, desc="EFC evaluation",
+                    unit="snippet", disable=not files.is_writer())
+    # Each process evaluates its rows of every global batch; process 0 draws the panels.
+    evaluated = 0
+    for batch in data.eval_batches(config, window=None, per_process=True):
         v = batch["valid"]
         rows = np.arange(len(v))
         pos = batch["label_pos"]
@@ -79,6 +84,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, task: EFCTask,
                 cms.add(m, p, labels, v)
         if "flow_fwd" in batch:
             has_gt_flow = True
+        if "flow_fwd" in batch and v.any():
             f1, f2, gt, occ = consecutive_pairs(batch)
             flow, occ_est = task.predict_flow(efc_state.params, efc_state.model_state, f1, f2)
             flows["efc"].update(flow, gt, None, occ)
@@ -88,14 +94,18 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, task: EFCTask,
                 flows["farneback"].update(np.asarray(fb)[:, 0], gt, None, occ)
             per_snippet = batch["frames"].shape[1] - 1
             for i in np.flatnonzero(v):
-                if shown >= num_panels:
+                if shown >= num_panels or not files.is_writer():
                     break
                 k = i * per_snippet + min(int(pos[i]), per_snippet - 1)  # the labelled pair
                 _panel(workdir, shown, f1[k], f2[k], flow[k], gt[k], occ_est[k],
                        {m: p[i] for m, p in pred.items()}, labels[i], palette)
                 shown += 1
         bar.update(int(v.sum()))
+        evaluated += int(v.sum())
     bar.close()
+    cms = cms.pooled()
+    for acc in flows.values():
+        acc.sums = {k: float(x) for k, x in pooling.sum_over_processes(acc.sums).items()}
 
     results: dict[str, Any] = {"efc": {}, "split": config.eval.split,
                                "variant": config.get("variant", "")}
@@ -109,6 +119,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, task: EFCTask,
         if farneback is not None:
             results["flow_baselines"]["farneback"] = _flow_scores(flows["farneback"])
     results["resolution"] = list(frames.shape[1:3])
+    results["snippets_per_process"] = pooling.per_process(evaluated)
     print(summary(results))
     return results
 

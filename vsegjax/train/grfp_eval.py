@@ -18,8 +18,9 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from vsegjax import evaluation, viz
+from vsegjax import evaluation, files, viz
 from vsegjax.data import datasets
+from vsegjax.evaluation import pooling
 from vsegjax.train import data, experiment
 from vsegjax.models.video import StaticModel, apply_static
 
@@ -167,14 +168,19 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, task, video_state,
     palette = viz.palette_for(datasets.palette_name(config.data))
     # Keys: a method; (method, "degraded") on degraded labelled frames; ("T", n) for the
     # forward model after n frames.
-    cms = evaluation.ConfusionMatrices(c, [*METHODS, *((m, "degraded") for m in METHODS)])
-    consistency = {m: [] for m in METHODS}
     lengths = range(1, lp + 2) if config.grfp.mode != "backward" else ()
+    # Every process holds every key (pooled by name below), even one with no valid row.
+    cms = evaluation.ConfusionMatrices(c, [*METHODS, *((m, "degraded") for m in METHODS),
+                                           *(("T", n) for n in lengths)])
+    consistency = {m: [] for m in METHODS}
     panel_dir = os.path.join(workdir, "panels")
     num_panels, index = config.eval.get("num_panels", 4), 0
     total = data.num_eval_snippets(config)
-    bar = tqdm.tqdm(total=total, desc="evaluate GRFP", unit="snippet")
-    for batch in data.eval_batches(config, (task.before, task.after), batch_fn=task.batch_fn):
+    bar = tqdm.tqdm(total=total if jax.process_count() == 1 else None, desc="evaluate GRFP",
+                    unit="snippet", disable=not files.is_writer())
+    # Each process evaluates its rows of every global batch; process 0 draws the panels.
+    for batch in data.eval_batches(config, (task.before, task.after), batch_fn=task.batch_fn,
+                                   per_process=True):
         preds = predictor(batch)
         by_length = {n: predictor.forward_with_length(batch, n) for n in lengths}
         # Trajectories follow the dataset's exact flow when it has one, else the flow used.
@@ -194,18 +200,24 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, task, video_state,
             for m in METHODS:
                 consistency[m].append(evaluation.temporal_consistency(
                     seqs[m], gt_fwd[i], gt_bwd[i]))
-            if index < num_panels:
+            if files.is_writer() and index < num_panels:
                 viz.save_png(os.path.join(panel_dir, f"example_{index:03d}.png"),
                              _panel(batch, i, preds, lp, palette))
             index += 1
             bar.update(1)
     bar.close()
+    cms = cms.pooled()
+    per_process = pooling.per_process(index)
+    tc_counts = pooling.sum_over_processes(
+        {f"{m}/{k}": np.asarray(getattr(evaluation.combine_consistency(consistency[m]), k))
+         for m in METHODS for k in ("consistent", "total")})
 
     names = list(config.data.get("class_names", [])) or [str(k) for k in range(c)]
     results: dict[str, Any] = {}
     for m in METHODS:
         miou_deg = cms.miou((m, "degraded"))
-        tc = evaluation.combine_consistency(consistency[m])
+        tc = evaluation.combine_consistency([evaluation.TemporalConsistencyResult(
+            0.0, tc_counts[f"{m}/consistent"], tc_counts[f"{m}/total"])])
         results[m] = {
             "miou": cms.miou(m),
             "temporal_consistency": float(tc.ratio),
@@ -215,11 +227,12 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, task, video_state,
     # GRFP forward mIoU against the number of frames T seen at inference (T = 1: static).
     results["grfp_miou_by_num_frames"] = {
         str(n): cms.miou(("T", n)) for n in lengths}
-    results["num_snippets"] = index
+    results["num_snippets"] = int(sum(per_process))
+    results["snippets_per_process"] = per_process
     results["flow_source"] = config.flow.source
     summary = "  ".join(f"{m}: mIoU {results[m]['miou']:.4f} TC {results[m]['temporal_consistency']:.4f}"
                         for m in METHODS)
-    print(f"GRFP evaluation on {index} snippets ({config.flow.source} flow): {summary}")
+    print(f"GRFP evaluation on {results['num_snippets']} snippets ({config.flow.source} flow): {summary}")
     print("GRFP forward mIoU by frames seen: " + "  ".join(
         f"T={n}: {v:.4f}" for n, v in results["grfp_miou_by_num_frames"].items()))
     print(f"wrote {min(index, num_panels)} panels in {panel_dir}")

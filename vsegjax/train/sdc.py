@@ -27,8 +27,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from vsegjax import viz
+from vsegjax import files, viz
 from vsegjax.data import transforms
+from vsegjax.evaluation import pooling
 from vsegjax.losses import efc as efc_losses
 from vsegjax.losses import sdc as sdc_losses
 from vsegjax.models.sdc import SDCFlow, SDCNet, make_sdc_model
@@ -141,7 +142,9 @@ class SDCTask(Task):
         sums: dict[str, float] = {}
         count = 0
         examples: list[dict[str, np.ndarray]] = []
-        for batch in data.eval_batches(self.config, window=None, batch_fn=transforms.frames_only_eval):
+        # Each process scores its rows of every global batch; the sums are pooled below.
+        for batch in data.eval_batches(self.config, window=None,
+                                       batch_fn=transforms.frames_only_eval, per_process=True):
             # All rows (padding included) so every batch has one shape: one compilation.
             frames = batch["frames"]
             inputs, target = all_windows(frames, n)
@@ -154,10 +157,13 @@ class SDCTask(Task):
             count += int(valid.sum())
             # One example per snippet (its first window), until there are enough.
             for i in range(0, len(target), per):
-                if len(examples) >= num_panels or not valid[i]:
+                if len(examples) >= num_panels or not valid[i] or not files.is_writer():
                     break
                 examples.append({"frame_t": inputs[i, -1], "target": target[i],
                                  "image": image[i], "motion": motion[i]})
+        pooled = pooling.sum_over_processes(dict(sums, _count=count))
+        count = int(pooled.pop("_count"))
+        sums = {k: float(v) for k, v in pooled.items()}
         if not count:
             raise ValueError(f"config field eval.split: {self.config.eval.split!r} gave no "
                              f"snippets to evaluate")

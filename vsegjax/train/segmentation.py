@@ -11,8 +11,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from vsegjax import evaluation, losses, viz
+from vsegjax import evaluation, files, losses, viz
 from vsegjax.data import datasets
+from vsegjax.evaluation import pooling
 from vsegjax.models.segmenter import make_segmenter
 from vsegjax.models.video import StaticModel, apply_static
 from vsegjax.train import data, experiment
@@ -86,16 +87,18 @@ def report(config: ml_collections.ConfigDict, workdir: str,
     # The baseline learns its per-pixel prior from the training labels at eval resolution.
     train_cfg = ml_collections.ConfigDict(config.to_dict())
     train_cfg.eval.split = config.input.get("train_split", "train")
+    # Each process takes its rows of every global batch; the counts are pooled below.
     prior = None
-    for batch in data.eval_batches(train_cfg, window=(0, 0)):
+    for batch in data.eval_batches(train_cfg, window=(0, 0), per_process=True):
         labels = batch["labels"][batch["valid"], 0]
-        prior = prior or evaluation.PositionalPrior(c, labels.shape[1:])
+        prior = prior or evaluation.PositionalPrior(c, batch["labels"].shape[2:])
         prior.update(labels)
+    prior.counts = pooling.sum_over_processes({"prior": prior.counts})["prior"]
     prior_map = prior.predict()
 
-    cms = evaluation.ConfusionMatrices(c)
-    shown = 0
-    for batch in data.eval_batches(config, window=(0, 0)):
+    cms = evaluation.ConfusionMatrices(c, ["static", "positional_prior"])
+    shown = local = 0
+    for batch in data.eval_batches(config, window=(0, 0), per_process=True):
         valid = batch["valid"]
         pred = np.asarray(task._predict(result.state.params, result.state.model_state,
                                         batch["frames"][:, 0]))
@@ -103,18 +106,24 @@ def report(config: ml_collections.ConfigDict, workdir: str,
             label = batch["labels"][i, 0]
             cms.add("static", pred[i], label)
             cms.add("positional_prior", prior_map, label)
-            if shown < config.eval.get("num_panels", 4):
+            local += 1
+            if files.is_writer() and shown < config.eval.get("num_panels", 4):
                 frame = (batch["frames"][i, 0] * 255).astype(np.uint8)
                 panel = viz.make_panel([frame, viz.colorize_labels(pred[i], palette),
                                         viz.colorize_labels(label, palette)],
                                        ["frame", "prediction", "ground truth"], ncols=3)
                 viz.save_png(os.path.join(workdir, "panels", f"example_{shown:03d}.png"), panel)
                 shown += 1
+    cms = cms.pooled()
+    per_process = pooling.per_process(local)
     results: dict[str, Any] = {m: {"miou": cms.miou(m), "per_class_iou": cms.per_class(m, names)}
                                for m in ("static", "positional_prior")}
     results["split"] = config.eval.split
     results["resolution"] = list(prior_map.shape)
+    results["num_snippets"] = int(sum(per_process))
+    results["snippets_per_process"] = per_process
     print(f"{config.data.name} {config.eval.split} at {prior_map.shape[0]}x{prior_map.shape[1]}: "
           f"static mIoU {results['static']['miou']:.4f}, positional prior "
           f"{results['positional_prior']['miou']:.4f}")
     return results
+
