@@ -224,15 +224,14 @@ CONFIG_FILES = ("config.json", "model.json")
 def load_sdc_flow(workdir: str) -> SDCFlow:
     """``SDCFlow`` of a trained SDC run: ``workdir`` is the run's folder (with ``sdc/``) or
     its training folder (with ``checkpoints/`` and ``config.json``)."""
-    root = os.path.abspath(os.path.expanduser(workdir))
-    if not any(os.path.isfile(os.path.join(root, n)) for n in CONFIG_FILES):
+    root = files.resolve(workdir)
+    if not any(files.isfile(os.path.join(root, n)) for n in CONFIG_FILES):
         root = os.path.join(root, "sdc")
-    found = [os.path.join(root, n) for n in CONFIG_FILES if os.path.isfile(os.path.join(root, n))]
+    found = [os.path.join(root, n) for n in CONFIG_FILES if files.isfile(os.path.join(root, n))]
     if not found:
         raise FileNotFoundError(f"SDC run {workdir!r}: no {' or '.join(CONFIG_FILES)} in it or "
                                 f"in its sdc/ folder; train one with configs/sdc_synthetic.py")
-    with open(found[0]) as f:
-        saved = json.load(f)
+    saved = json.loads(files.read_text(found[0]))
     if os.path.basename(found[0]) == "config.json":
         if "sdc" not in saved:
             raise ValueError(f"{found[0]}: not the config of an SDC run (no 'sdc' block)")

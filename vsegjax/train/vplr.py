@@ -19,6 +19,7 @@ only on the propagated pairs; class-uniform sampling is ``input.class_uniform``.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from typing import Any, Sequence
@@ -27,8 +28,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tqdm
+from etils import epath
 
-from vsegjax import losses
+from vsegjax import files, losses
 from vsegjax.data import datasets, pipeline, transforms
 from vsegjax.inference import propagate as prop
 from vsegjax.losses.segmentation import IGNORE_LABEL
@@ -73,8 +75,8 @@ def propagated_pairs(config: ml_collections.ConfigDict, cache_dir: str) -> dict[
                       "split": config.input.get("train_split", "train"), "at": at},
                      sort_keys=True)
     path = os.path.join(cache_dir, f"propagated_{hashlib.sha1(key.encode()).hexdigest()[:10]}.npz")
-    if os.path.exists(path):
-        with np.load(path) as z:
+    if files.isfile(path):
+        with np.load(io.BytesIO(epath.Path(path).read_bytes())) as z:
             return {k: z[k] for k in z.files}
     source = datasets.open_split(config.data, config.input.get("train_split", "train"))
     motion = motion_source(v)
@@ -102,10 +104,10 @@ def propagated_pairs(config: ml_collections.ConfigDict, cache_dir: str) -> dict[
             out_k.append(abs(t - a))
     result = {"frames": np.stack(out_f).astype(np.uint8), "labels": np.stack(out_l),
               "k": np.asarray(out_k, np.int32)}
-    os.makedirs(cache_dir, exist_ok=True)
-    tmp = path + ".tmp.npz"
-    np.savez_compressed(tmp, **result)
-    os.replace(tmp, path)  # a cut-off write never leaves a half cache behind
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **result)
+    # Whole or not at all, by process 0 only, on a disk or a bucket.
+    files.atomic_write_bytes(path, buffer.getvalue())
     return result
 
 
