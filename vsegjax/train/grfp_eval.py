@@ -216,11 +216,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, task, video_state,
     results: dict[str, Any] = {}
     for m in METHODS:
         miou_deg = cms.miou((m, "degraded"))
-        tc = evaluation.combine_consistency([evaluation.TemporalConsistencyResult(
-            0.0, tc_counts[f"{m}/consistent"], tc_counts[f"{m}/total"])])
+        total = int(tc_counts[f"{m}/total"])
+        tc_ratio = int(tc_counts[f"{m}/consistent"]) / total if total else float("nan")
         results[m] = {
             "miou": cms.miou(m),
-            "temporal_consistency": float(tc.ratio),
+            "temporal_consistency": float(tc_ratio),
             "per_class_iou": cms.per_class(m, names),
             "miou_degraded_labelled_frames": None if np.isnan(miou_deg) else miou_deg,
         }

@@ -48,19 +48,6 @@ class MetricWriter:
         self.flush()
 
 
-class TensorBoardWriter(MetricWriter):
-    """TensorBoard event files in ``logdir`` (see ``vsegjax.train.events``)."""
-
-    def __init__(self, logdir: str):
-        self._events = events.EventFileWriter(logdir)
-        self.write_scalars = self._events.write_scalars
-        self.write_images = self._events.write_images
-        self.write_texts = self._events.write_texts
-        self.write_hparams = self._events.write_hparams
-        self.flush = self._events.flush
-        self.close = self._events.close
-
-
 class JsonlWriter(MetricWriter):
     """``{"step": ..., "time": ..., name: value}`` lines in a text file. Locally each row
     is appended; a bucket object cannot be appended to, so there the rows are kept and the
@@ -207,7 +194,9 @@ def create_writer(workdir: str, asynchronous: bool = True) -> MetricWriter:
     everything written so far."""
     if jax.process_index() != 0:
         return MultiWriter([])
-    to_files = MultiWriter([TensorBoardWriter(workdir),
+    # events.EventFileWriter has the MetricWriter methods (it cannot subclass it: writers
+    # imports events).
+    to_files = MultiWriter([events.EventFileWriter(workdir),
                             JsonlWriter(os.path.join(workdir, "metrics.jsonl"))])
     return MultiWriter([LoggingWriter(), AsyncWriter(to_files) if asynchronous else to_files])
 
