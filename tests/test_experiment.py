@@ -318,7 +318,7 @@ def test_per_process_evaluation_rows_cover_the_split_once(tiny_data, tmp_path, m
     import jax
     import numpy as np
 
-    from vsegjax.train import data
+    from vsegjax.train import data, sharding
     config = shrink(load("static_synthetic", None), tiny_data)
     config.eval.update(dict(num_snippets=7, batch_size=3))
     stage = experiment.resolve_stages(config, str(tmp_path))[-1]
@@ -341,5 +341,52 @@ def test_per_process_evaluation_rows_cover_the_split_once(tiny_data, tmp_path, m
                 k = int(b["index"][0])
                 np.testing.assert_array_equal(b["frames"][0], plain[k // 3]["frames"][k % 3])
     assert sorted(seen) == list(range(7))
-    with pytest.raises(ValueError, match="not both"):
-        next(data.eval_batches(stage.config, (0, 0), per_process=True, mesh=object()))
+    monkeypatch.undo()
+    # With a mesh the rows are padded to a multiple of its devices, so a report can put
+    # them on every device (sharding.rows_to_mesh) and get its own rows back in order.
+    mesh = sharding.make_mesh(8)
+    (batch,) = data.eval_batches(stage.config, (0, 0), per_process=True, mesh=mesh)
+    assert len(batch["valid"]) == 8 and int(batch["valid"].sum()) == 7
+    placed = sharding.rows_to_mesh(batch["frames"], mesh)
+    assert len({s.device for s in placed.addressable_shards}) == 8
+    np.testing.assert_array_equal(sharding.rows_from_mesh(placed[:, 0, :2] * 2, mesh),
+                                  batch["frames"][:, 0, :2] * 2)
+
+
+def _numbers(tree, prefix=""):
+    """The numbers of a report, by their path (lists of numbers kept whole)."""
+    if isinstance(tree, dict):
+        return {k: v for key, sub in tree.items() for k, v in _numbers(sub, f"{prefix}/{key}").items()}
+    return {prefix: tree} if isinstance(tree, (int, float, list)) else {}
+
+
+@pytest.mark.parametrize("name", ["static_synthetic", "grfp_synthetic", "efc_synthetic",
+                                  "sdc_synthetic"])
+def test_final_reports_over_eight_devices_equal_one_device(tiny_data, tmp_path, name):
+    """Each final report puts its process' rows on every device of the mesh
+    (sharding.rows_to_mesh) and reads its rows back: the same numbers as on one device,
+    from parameters placed on one device (sharding.to_mesh replicates them)."""
+    import types
+
+    import jax
+
+    from vsegjax.train import sharding
+    config = shrink(load(name, None), tiny_data)
+    config.eval.update(dict(num_snippets=5, batch_size=3))  # 3 -> 8 rows over 8 devices
+    stages = experiment.resolve_stages(config, str(tmp_path))
+    tasks = [experiment.build_task(s) for s in stages]
+    states = []
+    for k, task in enumerate(tasks):
+        variables = dict(task.init_variables(jax.random.PRNGKey(k)))
+        params = variables.pop("params")
+        states.append(types.SimpleNamespace(params=params, model_state=variables))
+    reports = {}
+    for n in (1, 8):
+        for task in tasks:
+            task.mesh = sharding.make_mesh(n)
+        results = [experiment.StageResult(s, t, st, 0) for s, t, st in zip(stages, tasks, states)]
+        reports[n] = _numbers(experiment.report_fn(stages[-1].task_name)(
+            stages[-1].config, str(tmp_path / str(n)), results))
+    assert reports[1].keys() == reports[8].keys() and len(reports[1]) > 3
+    for key, value in reports[1].items():
+        assert reports[8][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key

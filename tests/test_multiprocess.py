@@ -117,25 +117,36 @@ for i, k in enumerate(keys):
     cms.add(k, np.full(4, pid), np.full(4, i))
 pooled = cms.pooled()
 print("cm", [pooled.cms["a"].tolist(), pooled.cms[("T", 1)].tolist()])
+import jax
+from jax.sharding import NamedSharding, PartitionSpec
+from vsegjax.train import sharding
+mesh = sharding.make_mesh()  # 2 devices per process
+rows = np.asarray([[100 * pid + 1.0], [100 * pid + 2.0]], np.float32)  # this process' rows
+w = sharding.to_mesh(np.float32(3), mesh)  # a host value replicated over the mesh
+# A result XLA leaves replicated: rows_from_mesh reshards it and returns this process' rows.
+f = jax.jit(lambda w, x: x * w, out_shardings=NamedSharding(mesh, PartitionSpec()))
+print("rows", sharding.rows_from_mesh(f(w, sharding.rows_to_mesh(rows, mesh)), mesh).tolist())
 """
 
 
 def test_counts_are_pooled_over_processes_exactly():
     port = free_port()
     procs = [subprocess.Popen([sys.executable, "-c", _POOL_PROBE, str(port), str(i)],
-                              cwd=ROOT, env=env_with_devices(1), stdout=subprocess.PIPE,
+                              cwd=ROOT, env=env_with_devices(2), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for i in range(2)]
     outs = [p.communicate(timeout=300)[0] for p in procs]
     for i, (p, out) in enumerate(zip(procs, outs)):
         assert p.returncode == 0, f"process {i}:\n{out[-3000:]}"
         lines = {ln.split(" ", 1)[0]: ln.split(" ", 1)[1] for ln in out.splitlines()
-                 if ln.split(" ", 1)[0] in ("sum", "per", "cm")}
+                 if ln.split(" ", 1)[0] in ("sum", "per", "cm", "rows")}
         assert lines["sum"] == f"{[6 * 2**40 + 1, 14]} {[0.1 + 1.1, 2e-12]}"  # float64 kept
         assert lines["per"] == "[2, 3]"
         # Matched by key, not by insertion order: "a" has process 0's (label 0, pred 0)
         # and process 1's (1, 1); ("T", 1) process 0's (1, 0) and process 1's (0, 1).
         assert json.loads(lines["cm"]) == [[[4, 0, 0], [0, 4, 0], [0, 0, 0]],
                                            [[0, 4, 0], [4, 0, 0], [0, 0, 0]]]
+        # A report's rows went over all 4 devices of both processes and came back home.
+        assert json.loads(lines["rows"]) == [[300.0 * i + 3], [300.0 * i + 6]]
 
 
 def test_only_process_zero_writes_and_both_finish(two_process_run):

@@ -56,26 +56,26 @@ def eval_batches(config: ml_collections.ConfigDict, window: tuple[int, int] | No
     (e.g. ``evaluation.confusion_matrix``) and every process gets the whole sum.
 
     With ``per_process``: host batches of this process' rows of each global batch
-    (``eval.batch_size`` rounded up to a multiple of the processes; process p takes rows
-    p, p + P, ...), with ``index``, each
-    row's snippet index; for host-side reports, whose sums are pooled with
-    ``vsegjax.evaluation.pooling``. One process gets exactly the batches of the default.
+    (``eval.batch_size`` rounded up to a multiple of the processes, or with ``mesh`` of
+    its devices; process p takes rows p, p + P, ...), with ``index``, each row's snippet
+    index; for host-side reports, which run their model on these rows over the whole
+    mesh with ``sharding.rows_to_mesh``/``rows_from_mesh`` and pool their sums with
+    ``vsegjax.evaluation.pooling``. One process without ``mesh`` gets exactly the
+    batches of the default.
     """
-    if mesh is not None and per_process:
-        raise ValueError("eval_batches: pass mesh (global arrays) or per_process (host "
-                         "rows), not both")
     source = datasets.open_split(config.data, config.eval.split)
     n = len(source) if not config.eval.num_snippets else min(config.eval.num_snippets,
                                                              len(source))
     bs, rows_of = config.eval.batch_size, slice(None)
-    if mesh is not None:
+    if per_process:  # every P-th row, so a short split still spreads over the processes
+        multiple = mesh.devices.size if mesh is not None else jax.process_count()
+        bs = -(-bs // multiple) * multiple
+        rows_of = slice(jax.process_index(), None, jax.process_count())
+    elif mesh is not None:
         devices = mesh.devices.size
         bs = -(-bs // devices) * devices
         local = bs // jax.process_count()
         rows_of = slice(jax.process_index() * local, (jax.process_index() + 1) * local)
-    elif per_process:  # every P-th row, so a short split still spreads over the processes
-        bs = -(-bs // jax.process_count()) * jax.process_count()
-        rows_of = slice(jax.process_index(), None, jax.process_count())
     transform = pipeline.SnippetTransform(window, label_frame, eval_augment(config),
                                           config.model.num_classes)
     rng = np.random.default_rng(0)  # unused by the deterministic transform
@@ -91,7 +91,7 @@ def eval_batches(config: ml_collections.ConfigDict, window: tuple[int, int] | No
             batch["index"] = np.arange(start, start + bs)[rows_of]
         if batch_fn is not None:
             batch = batch_fn(batch)
-        if mesh is not None:
+        if mesh is not None and not per_process:
             batch = sharding.to_global_batch(batch, mesh)
         yield batch
 

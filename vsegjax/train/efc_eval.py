@@ -27,7 +27,7 @@ from vsegjax import evaluation, files, viz
 from vsegjax.data import datasets
 from vsegjax.evaluation import pooling
 from vsegjax.models.flow_providers import OpenCVFlow
-from vsegjax.train import data, experiment
+from vsegjax.train import data, experiment, sharding
 from vsegjax.train.efc import EFCTask, consecutive_pairs
 
 FLOW_KEYS = ("epe_all", "epe_noc", "fl_all")
@@ -59,8 +59,12 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, task: EFCTask,
     flows = {m: evaluation.FlowErrorAccumulator() for m in ("efc", "zero", "farneback")}
     use_farneback = bool(config.eval.get("farneback", True))
     farneback = OpenCVFlow("farneback") if use_farneback else None
-    efc_vars = task.inference_variables(efc_state.params, efc_state.model_state) \
-        if segments else None
+    mesh = task.eval_mesh()  # each device predicts its rows of the global batch
+    efc_params, efc_model_state = sharding.to_mesh((efc_state.params, efc_state.model_state),
+                                                   mesh)
+    efc_vars = task.inference_variables(efc_params, efc_model_state) if segments else None
+    if static_state is not None:
+        static_vars = sharding.to_mesh((static_state.params, static_state.model_state), mesh)
     shown, num_panels = 0, int(config.eval.get("num_panels", 8))
     has_gt_flow = False
     total = data.num_eval_snippets(config)
@@ -68,7 +72,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, task: EFCTask,
                     unit="snippet", disable=not files.is_writer())
     # Each process evaluates its rows of every global batch; process 0 draws the panels.
     evaluated = 0
-    for batch in data.eval_batches(config, window=None, per_process=True):
+    for batch in data.eval_batches(config, window=None, per_process=True, mesh=mesh):
         v = batch["valid"]
         rows = np.arange(len(v))
         pos = batch["label_pos"]
@@ -76,23 +80,28 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, task: EFCTask,
         labels = batch["labels"][rows, pos]
         pred = {}
         if segments:
-            pred["efc"] = np.asarray(task._predict(efc_vars, frames))
+            placed = sharding.rows_to_mesh(frames, mesh)
+            pred["efc"] = task._predict(efc_vars, placed)
             if static_state is not None:
-                pred["static"] = np.asarray(static_task._predict(
-                    static_state.params, static_state.model_state, frames))
+                pred["static"] = static_task._predict(*static_vars, placed)
+            pred = sharding.rows_from_mesh(pred, mesh)
             for m, p in pred.items():
                 cms.add(m, p, labels, v)
         if "flow_fwd" in batch:
             has_gt_flow = True
         if "flow_fwd" in batch and v.any():
-            f1, f2, gt, occ = consecutive_pairs(batch)
-            flow, occ_est = task.predict_flow(efc_state.params, efc_state.model_state, f1, f2)
-            flows["efc"].update(flow, gt, None, occ)
-            flows["zero"].update(np.zeros_like(gt), gt, None, occ)
-            if farneback is not None:
-                fb, _ = farneback.flows(np.stack([f1, f2], axis=1), need="fwd")
-                flows["farneback"].update(np.asarray(fb)[:, 0], gt, None, occ)
+            # Every row's pairs (padding too: one shape over the mesh), scored where valid.
+            f1, f2, gt, occ = consecutive_pairs(dict(batch, valid=np.ones_like(v)))
+            flow, occ_est = sharding.rows_from_mesh(task._flow(
+                efc_params, efc_model_state, *sharding.rows_to_mesh((f1, f2), mesh)), mesh)
             per_snippet = batch["frames"].shape[1] - 1
+            keep = np.repeat(v, per_snippet)
+            gt_v, occ_v = gt[keep], None if occ is None else occ[keep]
+            flows["efc"].update(flow[keep], gt_v, None, occ_v)
+            flows["zero"].update(np.zeros_like(gt_v), gt_v, None, occ_v)
+            if farneback is not None:
+                fb, _ = farneback.flows(np.stack([f1[keep], f2[keep]], axis=1), need="fwd")
+                flows["farneback"].update(np.asarray(fb)[:, 0], gt_v, None, occ_v)
             for i in np.flatnonzero(v):
                 if shown >= num_panels or not files.is_writer():
                     break

@@ -21,7 +21,7 @@ import tqdm
 from vsegjax import evaluation, files, viz
 from vsegjax.data import datasets
 from vsegjax.evaluation import pooling
-from vsegjax.train import data, experiment
+from vsegjax.train import data, experiment, sharding
 from vsegjax.models.video import StaticModel, apply_static
 
 METHODS = ("static", "grfp", "grfp_fwbw")
@@ -35,12 +35,15 @@ def _fuse(fusion: dict, log_fwd: jax.Array, log_bwd: jax.Array) -> jax.Array:
 
 
 class Predictor:
-    """Jitted predictions of the three methods for a window batch."""
+    """Jitted predictions of the three methods for a window batch: ``place`` puts this
+    process' rows on every device of the mesh, the methods return its rows as numpy."""
 
     def __init__(self, task, video_state, static_state):
         self.task = task
-        self.vparams, self.vstate = video_state.params, video_state.model_state
-        self.sparams, self.sstate = static_state.params, static_state.model_state
+        self.mesh = task.eval_mesh()
+        (self.vparams, self.vstate, self.sparams, self.sstate) = sharding.to_mesh(
+            (video_state.params, video_state.model_state, static_state.params,
+             static_state.model_state), self.mesh)
         self.static_model = StaticModel(static=task.model.static)
         self.mode = task.config.grfp.mode
 
@@ -82,42 +85,48 @@ class Predictor:
     def _window_fn(self, length: int):
         return self._video(length - 1)
 
-    def forward_with_length(self, batch: dict, length: int) -> np.ndarray:
+    def place(self, batch: dict) -> dict[str, jax.Array]:
+        """The model's inputs among this process' rows, as global arrays on the mesh."""
+        return sharding.rows_to_mesh({k: batch[k] for k in ("frames", "flow_fwd", "flow_bwd")
+                                      if batch.get(k) is not None}, self.mesh)
+
+    def forward_with_length(self, placed: dict, length: int) -> np.ndarray:
         """GRFP forward prediction at the labelled frame from its last ``length`` frames
         (``length`` 1 is the static prediction; the paper's Table 3 varies this)."""
         lp = self.task.before
         lo = lp - length + 1
-        flows = [None if batch.get(k) is None else batch[k][:, lo:lp]
+        flows = [None if placed.get(k) is None else placed[k][:, lo:lp]
                  for k in ("flow_fwd", "flow_bwd")]
-        out = self._window_fn(length)(self.vparams, self.vstate, batch["frames"][:, lo:lp + 1],
+        out = self._window_fn(length)(self.vparams, self.vstate, placed["frames"][:, lo:lp + 1],
                                       *flows)
-        return np.asarray(jnp.argmax(out.get("logits_fwd", out["logits"]), -1))
+        return sharding.rows_from_mesh(jnp.argmax(out.get("logits_fwd", out["logits"]), -1),
+                                       self.mesh)
 
-    def __call__(self, batch: dict) -> dict[str, np.ndarray]:
-        args = (batch["frames"], batch.get("flow_fwd"), batch.get("flow_bwd"))
+    def __call__(self, placed: dict) -> dict[str, np.ndarray]:
+        args = (placed["frames"], placed.get("flow_fwd"), placed.get("flow_bwd"))
         lp = self.task.before
-        out = {"static_seq": np.asarray(self._static(self.sparams, self.sstate, batch["frames"]))}
+        out = {"static_seq": self._static(self.sparams, self.sstate, placed["frames"])}
         at = self._at_label(self.vparams, self.vstate, *args)
         fwd_key = "logits_fwd" if "logits_fwd" in at else "logits"
-        out["grfp"] = np.asarray(jnp.argmax(at[fwd_key], -1))
-        out["grfp_fwbw"] = np.asarray(jnp.argmax(at["logits"], -1))
-        out["gate"] = np.asarray(at["r"][:, lp, ..., 0])
+        out["grfp"] = jnp.argmax(at[fwd_key], -1)
+        out["grfp_fwbw"] = jnp.argmax(at["logits"], -1)
+        out["gate"] = at["r"][:, lp, ..., 0]
         # Whole-snippet sequences for temporal consistency: the forward pass to the last
         # frame, and (fwbw) the backward pass to the first frame, fused frame by frame.
         last = self._last(self.vparams, self.vstate, *args)
         if self.mode == "backward":  # the backward pass reaches every frame from the end
             last = self._first(self.vparams, self.vstate, *args)
-        out["grfp_seq"] = np.asarray(jnp.argmax(last["seq_logits"], -1))
+        out["grfp_seq"] = jnp.argmax(last["seq_logits"], -1)
         if self.task.model.flow is not None:  # learned flow: the model's own, for the metrics
-            out["flow_fwd"], out["flow_bwd"] = (np.asarray(f) for f in self._flows(
-                self.vparams, self.vstate, batch["frames"]))
+            out["flow_fwd"], out["flow_bwd"] = self._flows(self.vparams, self.vstate,
+                                                           placed["frames"])
         if self.mode == "fwbw":
             first = self._first(self.vparams, self.vstate, *args)
             fused = _fuse(self.vparams["grfp"]["fusion"], last["seq_logits"],
                           first["seq_logits_bwd"])
-            out["grfp_fwbw_seq"] = np.asarray(jnp.argmax(fused, -1))
-        else:
-            out["grfp_fwbw_seq"] = out["grfp_seq"]
+            out["grfp_fwbw_seq"] = jnp.argmax(fused, -1)
+        out = sharding.rows_from_mesh(out, self.mesh)
+        out.setdefault("grfp_fwbw_seq", out["grfp_seq"])
         out["static"] = out["static_seq"][:, lp]
         return out
 
@@ -180,9 +189,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, task, video_state,
                     unit="snippet", disable=not files.is_writer())
     # Each process evaluates its rows of every global batch; process 0 draws the panels.
     for batch in data.eval_batches(config, (task.before, task.after), batch_fn=task.batch_fn,
-                                   per_process=True):
-        preds = predictor(batch)
-        by_length = {n: predictor.forward_with_length(batch, n) for n in lengths}
+                                   per_process=True, mesh=predictor.mesh):
+        placed = predictor.place(batch)
+        preds = predictor(placed)
+        by_length = {n: predictor.forward_with_length(placed, n) for n in lengths}
         # Trajectories follow the dataset's exact flow when it has one, else the flow used.
         gt_fwd, gt_bwd = (_first_present((batch, preds), (f"{k}_gt", k))
                           for k in ("flow_fwd", "flow_bwd"))

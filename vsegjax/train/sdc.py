@@ -33,7 +33,7 @@ from vsegjax.evaluation import pooling
 from vsegjax.losses import efc as efc_losses
 from vsegjax.losses import sdc as sdc_losses
 from vsegjax.models.sdc import SDCFlow, SDCNet, make_sdc_model
-from vsegjax.train import checkpoint, data, experiment
+from vsegjax.train import checkpoint, data, experiment, sharding
 from vsegjax.train.task import Task
 
 
@@ -142,16 +142,20 @@ class SDCTask(Task):
         sums: dict[str, float] = {}
         count = 0
         examples: list[dict[str, np.ndarray]] = []
-        # Each process scores its rows of every global batch; the sums are pooled below.
+        # Each process scores its rows of every global batch, on every device of the mesh;
+        # the sums are pooled below.
+        mesh = self.eval_mesh()
+        params, model_state = sharding.to_mesh((params, model_state), mesh)
         for batch in data.eval_batches(self.config, window=None,
-                                       batch_fn=transforms.frames_only_eval, per_process=True):
+                                       batch_fn=transforms.frames_only_eval, per_process=True,
+                                       mesh=mesh):
             # All rows (padding included) so every batch has one shape: one compilation.
             frames = batch["frames"]
             inputs, target = all_windows(frames, n)
             per = frames.shape[1] - n
             valid = np.repeat(np.asarray(batch["valid"]), per)
-            scores, image, motion = jax.device_get(self._predict(params, model_state,
-                                                                 inputs, target))
+            scores, image, motion = sharding.rows_from_mesh(self._predict(
+                params, model_state, *sharding.rows_to_mesh((inputs, target), mesh)), mesh)
             for k, v in scores.items():
                 sums[k] = sums.get(k, 0.0) + float(np.sum(np.asarray(v)[valid]))
             count += int(valid.sum())

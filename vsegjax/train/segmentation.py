@@ -16,7 +16,7 @@ from vsegjax.data import datasets
 from vsegjax.evaluation import pooling
 from vsegjax.models.segmenter import make_segmenter
 from vsegjax.models.video import StaticModel, apply_static
-from vsegjax.train import data, experiment
+from vsegjax.train import data, experiment, sharding
 from vsegjax.train.task import Task
 
 
@@ -98,10 +98,13 @@ def report(config: ml_collections.ConfigDict, workdir: str,
 
     cms = evaluation.ConfusionMatrices(c, ["static", "positional_prior"])
     shown = local = 0
-    for batch in data.eval_batches(config, window=(0, 0), per_process=True):
+    mesh = task.eval_mesh()  # each device predicts its rows of the global batch
+    params, model_state = sharding.to_mesh((result.state.params, result.state.model_state),
+                                           mesh)
+    for batch in data.eval_batches(config, window=(0, 0), per_process=True, mesh=mesh):
         valid = batch["valid"]
-        pred = np.asarray(task._predict(result.state.params, result.state.model_state,
-                                        batch["frames"][:, 0]))
+        pred = sharding.rows_from_mesh(task._predict(
+            params, model_state, sharding.rows_to_mesh(batch["frames"][:, 0], mesh)), mesh)
         for i in np.flatnonzero(valid):
             label = batch["labels"][i, 0]
             cms.add("static", pred[i], label)

@@ -13,6 +13,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from vsegjax.data.pipeline import batch_axes, check_batch_size
@@ -117,3 +118,52 @@ def batch_iterator(batches: Iterable[Mapping[str, Any]], mesh: Mesh,
     """
     for batch in batches:
         yield to_global_batch(batch, mesh, data_axis)
+
+
+# ------------------------------------------------------------- host-side reports
+
+def rows_to_mesh(rows: Any, mesh: Mesh, data_axis: str | Sequence[str] = BATCH_AXES) -> Any:
+    """This process' rows (a pytree of host arrays with a common leading dim, e.g. from
+    ``data.eval_batches(per_process=True, mesh=mesh)``) as global arrays sharded over
+    ``mesh``'s batch axes, so a jitted function on them runs on every device of every
+    process; ``rows_from_mesh`` hands each process its rows of the result back."""
+    check_batch_size(_leading_dim(rows) * jax.process_count(), mesh=mesh, data_axis=data_axis)
+    rows = jax.tree.map(lambda x: np.asarray(x).astype(_device_dtype(np.asarray(x).dtype),
+                                                       copy=False), rows)
+    return multihost_utils.host_local_array_to_global_array(
+        rows, mesh, P(batch_axes(mesh, data_axis)))
+
+
+def rows_from_mesh(out: Any, mesh: Mesh, data_axis: str | Sequence[str] = BATCH_AXES) -> Any:
+    """This process' rows of each global array in ``out`` (leading dim = the global batch
+    of ``rows_to_mesh``), as numpy arrays in the order they were put; resharded along the
+    batch first where XLA chose another layout for a result."""
+    local = multihost_utils.global_array_to_host_local_array(
+        out, mesh, P(batch_axes(mesh, data_axis)))
+    return jax.tree.map(np.asarray, local)
+
+
+def to_mesh(tree: Any, mesh: Mesh) -> Any:
+    """``tree`` (parameters, say) usable beside arrays on ``mesh``: leaves already on the
+    mesh's devices are kept as they are (replicated or FSDP-sharded by the trainer), host
+    arrays and arrays on other local devices (a checkpoint restored on one device) are
+    replicated over the mesh."""
+    devices = set(mesh.devices.flat)
+    replicated = NamedSharding(mesh, P())
+
+    def place(x):
+        if isinstance(x, jax.Array) and x.sharding.device_set == devices:
+            return x
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            raise ValueError(f"an array on devices {sorted(d.id for d in x.sharding.device_set)}"
+                             f" spans other processes but not the mesh's devices "
+                             f"{sorted(d.id for d in devices)}")
+        return jax.device_put(x, replicated)
+    return jax.tree.map(place, tree)
+
+
+def _leading_dim(tree: Any) -> int:
+    sizes = {np.shape(x)[0] for x in jax.tree.leaves(tree)}
+    if len(sizes) != 1:
+        raise ValueError(f"rows need one common leading (batch) dim; got {sorted(sizes)}")
+    return sizes.pop()
