@@ -346,3 +346,52 @@ def test_load_flownet_from_orbax_workdir(tmp_path, small_net):
     loaded = load_flownet_variables(os.fspath(tmp_path), module)
     for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(variables)):
         np.testing.assert_array_equal(a, b)
+
+
+def _efc_run(folder, variables, **efc):
+    """A stand-in for an EFC run folder: its config.json and an orbax train state with the
+    FlowNetS branch under params['flow'] (where EFCModel keeps it)."""
+    import json
+
+    import orbax.checkpoint as ocp
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"task": "efc", "efc": efc}))
+    mngr = ocp.CheckpointManager(os.fspath(folder / "checkpoints"),
+                                 item_handlers={"state": ocp.StandardCheckpointHandler()},
+                                 options=ocp.CheckpointManagerOptions(create=True))
+    state = {"params": {"flow": variables["params"], "static": {"w": np.ones(3, np.float32)}},
+             "step": np.int32(4)}
+    mngr.save(4, args=ocp.args.Composite(state=ocp.args.StandardSave(state)))
+    mngr.wait_until_finished()
+    mngr.close()
+
+
+def test_a_residual_flownet_run_is_loaded_as_residual(tmp_path):
+    """Bug: EFC's residual FlowNetS branch was loaded by the GRFP flow provider as a
+    non-residual net (the same parameter shapes), so its flows were silently wrong. The
+    architecture now comes from the run's config.json; a contradicting field is named."""
+    module = FlowNetS(occlusion=True, residual=True, **SMALL)
+    variables = init_flownet(module, jax.random.key(3))
+    # Non-zero prediction convs, so residual and plain decoding differ.
+    variables = jax.tree.map(lambda x: x + 0.05 * jnp.sin(jnp.arange(x.size).reshape(x.shape)),
+                             variables)
+    run = tmp_path / "flow_pretrain"
+    _efc_run(run, variables, flow_branch="separate", flow=dict(SMALL, residual=True))
+    x1 = jax.random.uniform(jax.random.key(1), (1, 64, 96, 3))
+    x2 = jnp.roll(x1, 3, axis=2)
+    want = module.apply(variables, x1, x2)["flow"]
+    plain = FlowNetS(occlusion=True, **SMALL).apply(variables, x1, x2)["flow"]
+    assert float(jnp.max(jnp.abs(want - plain))) > 0.1  # the bug's error is visible
+    for where in (run, run / "checkpoints" / "4"):
+        p = make_flow_provider(flow_config(source="flownet", checkpoint=str(where)))
+        assert p.module.residual and p.module.occlusion and p.module.width == SMALL["width"]
+        got = p.module.apply(p.variables, x1, x2)["flow"]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"flow.residual=False.*residual=True"):
+        make_flow_provider(flow_config(source="flownet", checkpoint=str(run), residual=False))
+    with pytest.raises(ValueError, match=r"flow.num_levels=6.*num_levels=5"):
+        make_flow_provider(flow_config(source="flownet", checkpoint=str(run), num_levels=6))
+    shared = tmp_path / "efc_shared"
+    _efc_run(shared, variables, flow_branch="shared")
+    with pytest.raises(ValueError, match="shared decoder"):
+        make_flow_provider(flow_config(source="flownet", checkpoint=str(shared)))

@@ -32,6 +32,7 @@ Providers:
 from __future__ import annotations
 
 import abc
+import json
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vsegjax.models.efc import flow_decoder_config
 from vsegjax.models.flownet import FlowNetS, init_flownet
 
 Need = Literal["both", "fwd", "bwd"]
@@ -429,6 +431,61 @@ def load_flownet_variables(path: str, module: FlowNetS, rng: jax.Array | None = 
                                                    in zip(want, got)])}
 
 
+# The FlowNetS fields that shape its parameters or its output (``residual`` and
+# ``flow_scale`` do not change a shape, so a mismatch would load silently).
+ARCH_FIELDS = ("width", "num_levels", "max_displacement", "occlusion", "residual", "flow_scale")
+_ARCH_DEFAULTS = dict(width=1.0, num_levels=6, max_displacement=4, occlusion=False,
+                      residual=False, flow_scale=20.0)
+
+
+def checkpoint_architecture(path: str) -> tuple[dict[str, Any], str] | None:
+    """(FlowNetS fields, the config.json read) of the run that wrote the checkpoint at
+    ``path`` (a run's folder or one of its step folders), or None when there
+    is no run config beside it (e.g. a msgpack file). EFC runs with a separate FlowNetS
+    branch (``efc.flow_branch='separate'``, as its flow pre-training writes) and runs with
+    a learned ``flow`` block are understood; an EFC run's shared decoder is no FlowNetS."""
+    folder = os.path.abspath(os.path.expanduser(str(path)))
+    for _ in range(4):  # run/, run/checkpoints, run/checkpoints/<step>, .../<step>/state
+        config_path = os.path.join(folder, "config.json")
+        if os.path.isfile(config_path):
+            break
+        folder = os.path.dirname(folder)
+    else:
+        return None
+    with open(config_path) as f:
+        config = json.load(f)
+    efc = config.get("efc")
+    if isinstance(efc, Mapping):
+        if efc.get("flow_branch", "shared") != "separate":
+            raise ValueError(f"flow.checkpoint: {path} is an EFC run whose flow is the "
+                             f"shared decoder (efc.flow_branch='shared' in {config_path}), "
+                             f"not a FlowNetS; use a run with efc.flow_branch='separate'")
+        fields = flow_decoder_config().to_dict()
+        fields.update(efc.get("flow", {}))
+        fields["occlusion"] = True  # EFC's FlowNetS always has the occlusion head
+    elif isinstance(config.get("flow"), Mapping) and config["flow"].get("source") == "flownet":
+        fields = config["flow"]
+    else:
+        return None
+    return {k: fields.get(k, _ARCH_DEFAULTS[k]) for k in ARCH_FIELDS}, config_path
+
+
+def _architecture(get: Callable, checkpoint: str | None) -> dict[str, Any]:
+    """FlowNetS fields: the checkpoint's run's where it has a config (a field the flow
+    block sets to another value is an error), else the flow block's, else defaults."""
+    found = checkpoint_architecture(checkpoint) if checkpoint else None
+    if found is None:
+        return {k: get(k, _ARCH_DEFAULTS[k]) for k in ARCH_FIELDS}
+    arch, config_path = found
+    for key in ARCH_FIELDS:
+        mine = get(key, None)
+        if mine is not None and mine != arch[key]:
+            raise ValueError(f"flow.{key}={mine!r} but flow.checkpoint {checkpoint} was "
+                             f"trained with {key}={arch[key]!r} ({config_path}); set "
+                             f"flow.{key}={arch[key]!r} or leave it out")
+    return arch
+
+
 def make_flow_provider(config: Any) -> FlowProvider:
     """The provider named by ``config.flow.source`` (``config`` may also be the flow block).
 
@@ -439,7 +496,10 @@ def make_flow_provider(config: Any) -> FlowProvider:
       num_workers: threads for OpenCV (0 = sequential).
       checkpoint: trained FlowNetS (``load_flownet_variables``). Empty/None: FRESH RANDOM
         parameters (seed ``flow.seed``, default 0) - meaningful only if ``trainable``.
-      width (1.0), num_levels (6), max_displacement (4), occlusion (False): FlowNetS config.
+      width (1.0), num_levels (6), max_displacement (4), occlusion (False), residual
+        (False), flow_scale (20.0): FlowNetS config; with a checkpoint of a run, its
+        config.json's (``checkpoint_architecture``), and a block value that differs is
+        an error.
       trainable (False): let gradients reach the FlowNetS variables.
     """
     flow = _flow_block(config)
@@ -469,10 +529,12 @@ def make_flow_provider(config: Any) -> FlowProvider:
     if not isinstance(trainable, bool):
         raise ValueError(f"config field flow.trainable must be True or False; got {trainable!r}")
     try:
-        module = FlowNetS(width=float(width), num_levels=int(get("num_levels", 6)),
-                          max_displacement=int(get("max_displacement", 4)),
-                          occlusion=bool(get("occlusion", False)))
         checkpoint = get("checkpoint", None)
+        arch = _architecture(get, checkpoint)
+        module = FlowNetS(width=float(arch["width"]), num_levels=int(arch["num_levels"]),
+                          max_displacement=int(arch["max_displacement"]),
+                          occlusion=bool(arch["occlusion"]), residual=bool(arch["residual"]),
+                          flow_scale=float(arch["flow_scale"]))
         if checkpoint:
             variables = load_flownet_variables(checkpoint, module)
         else:
