@@ -13,9 +13,9 @@ import pytest
 
 from vsegjax.data.synthetic import SyntheticConfig, generate_snippet
 from vsegjax.models.flow_providers import (DatasetFlow, LearnedFlow, OpenCVFlow,
-                                           farneback_params_for_size, load_flownet_variables,
-                                           make_flow_provider)
+                                           farneback_params_for_size, make_flow_provider)
 from vsegjax.models.flownet import FlowNetS, init_flownet
+from vsegjax.models.flownet_checkpoint import load_flownet_variables
 from vsegjax.ops import resize_flow, warp
 
 DX, DY = 3.0, -2.0

@@ -32,9 +32,7 @@ Providers:
 from __future__ import annotations
 
 import abc
-import json
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Literal, Mapping
 
@@ -43,8 +41,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vsegjax.models.efc import flow_decoder_config
 from vsegjax.models.flownet import FlowNetS, init_flownet
+from vsegjax.models.flownet_checkpoint import architecture, load_flownet_variables
 
 Need = Literal["both", "fwd", "bwd"]
 SOURCES = ("dataset", "farneback", "dis", "flownet")
@@ -356,136 +354,6 @@ def _flow_block(config: Any) -> Any:
                      f"{list(SOURCES)})")
 
 
-def _find_params(tree: Any, want: Any) -> Any:
-    """The sub-dict of ``tree`` whose keys are those of ``want`` (a params dict), or None."""
-    if isinstance(tree, Mapping):
-        if set(tree) == set(want):
-            return tree
-        for key in ("params", "flow", "flownet"):
-            if key in tree:
-                found = _find_params(tree[key], want)
-                if found is not None:
-                    return found
-        for value in tree.values():
-            found = _find_params(value, want)
-            if found is not None:
-                return found
-    return None
-
-
-def _read_tree(path: str) -> Any:
-    if os.path.isfile(path):
-        import flax.serialization
-        with open(path, "rb") as f:
-            return flax.serialization.msgpack_restore(f.read())
-    import orbax.checkpoint as ocp
-    ckpt_dir = os.path.join(path, "checkpoints")
-    if os.path.isdir(ckpt_dir):  # a run's workdir: latest step's train state
-        mngr = ocp.CheckpointManager(ckpt_dir,
-                                     item_handlers={"state": ocp.StandardCheckpointHandler()},
-                                     options=ocp.CheckpointManagerOptions(read_only=True))
-        step = mngr.latest_step()
-        if step is None:
-            raise ValueError(f"flow.checkpoint: no checkpoint step in {ckpt_dir}")
-        tree = mngr.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore()))["state"]
-        mngr.close()
-        return tree
-    if os.path.isdir(os.path.join(path, "state")):  # one step folder of a CheckpointManager
-        path = os.path.join(path, "state")
-    return ocp.StandardCheckpointer().restore(path)
-
-
-def load_flownet_variables(path: str, module: FlowNetS, rng: jax.Array | None = None) -> dict:
-    """FlowNetS variables from ``path``: a flax msgpack file, an orbax checkpoint folder,
-    a step folder, or a run's workdir (its latest ``checkpoints/`` step). The parameter
-    sub-tree is found by matching ``module``'s parameter names; shapes are checked."""
-    path = os.path.abspath(os.path.expanduser(str(path)))
-    if not os.path.exists(path):
-        raise ValueError(f"flow.checkpoint: {path} does not exist")
-    template = jax.eval_shape(lambda: init_flownet(module, jax.random.key(0)))["params"]
-    try:
-        tree = _read_tree(path)
-    except ValueError:
-        raise
-    except Exception as e:  # noqa: BLE001 - surface any reader error with the file name
-        raise ValueError(f"flow.checkpoint: cannot read {path}: {type(e).__name__}: {e}") from e
-    params = _find_params(tree, template)
-    if params is None:
-        raise ValueError(f"flow.checkpoint: no FlowNetS parameters (top-level names "
-                         f"{sorted(template)}) in {path}")
-    want = jax.tree_util.tree_flatten_with_path(template)[0]
-    try:
-        got = [jnp.asarray(x) for x in jax.tree.leaves(
-            jax.tree.map(lambda _, x: x, template, params))]
-    except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"flow.checkpoint: parameters in {path} do not match FlowNetS("
-                         f"width={module.width}, num_levels={module.num_levels}): {e}") from e
-    for (kp, spec), value in zip(want, got):
-        if tuple(spec.shape) != tuple(value.shape):
-            raise ValueError(f"flow.checkpoint: {path}: parameter {jax.tree_util.keystr(kp)} "
-                             f"has shape {value.shape}, FlowNetS(width={module.width}) needs "
-                             f"{spec.shape}; check flow.width / flow.num_levels")
-    treedef = jax.tree.structure(template)
-    return {"params": jax.tree.unflatten(treedef, [v.astype(s.dtype) for (_, s), v
-                                                   in zip(want, got)])}
-
-
-# The FlowNetS fields that shape its parameters or its output (``residual`` and
-# ``flow_scale`` do not change a shape, so a mismatch would load silently).
-ARCH_FIELDS = ("width", "num_levels", "max_displacement", "occlusion", "residual", "flow_scale")
-_ARCH_DEFAULTS = dict(width=1.0, num_levels=6, max_displacement=4, occlusion=False,
-                      residual=False, flow_scale=20.0)
-
-
-def checkpoint_architecture(path: str) -> tuple[dict[str, Any], str] | None:
-    """(FlowNetS fields, the config.json read) of the run that wrote the checkpoint at
-    ``path`` (a run's folder or one of its step folders), or None when there
-    is no run config beside it (e.g. a msgpack file). EFC runs with a separate FlowNetS
-    branch (``efc.flow_branch='separate'``, as its flow pre-training writes) and runs with
-    a learned ``flow`` block are understood; an EFC run's shared decoder is no FlowNetS."""
-    folder = os.path.abspath(os.path.expanduser(str(path)))
-    for _ in range(4):  # run/, run/checkpoints, run/checkpoints/<step>, .../<step>/state
-        config_path = os.path.join(folder, "config.json")
-        if os.path.isfile(config_path):
-            break
-        folder = os.path.dirname(folder)
-    else:
-        return None
-    with open(config_path) as f:
-        config = json.load(f)
-    efc = config.get("efc")
-    if isinstance(efc, Mapping):
-        if efc.get("flow_branch", "shared") != "separate":
-            raise ValueError(f"flow.checkpoint: {path} is an EFC run whose flow is the "
-                             f"shared decoder (efc.flow_branch='shared' in {config_path}), "
-                             f"not a FlowNetS; use a run with efc.flow_branch='separate'")
-        fields = flow_decoder_config().to_dict()
-        fields.update(efc.get("flow", {}))
-        fields["occlusion"] = True  # EFC's FlowNetS always has the occlusion head
-    elif isinstance(config.get("flow"), Mapping) and config["flow"].get("source") == "flownet":
-        fields = config["flow"]
-    else:
-        return None
-    return {k: fields.get(k, _ARCH_DEFAULTS[k]) for k in ARCH_FIELDS}, config_path
-
-
-def _architecture(get: Callable, checkpoint: str | None) -> dict[str, Any]:
-    """FlowNetS fields: the checkpoint's run's where it has a config (a field the flow
-    block sets to another value is an error), else the flow block's, else defaults."""
-    found = checkpoint_architecture(checkpoint) if checkpoint else None
-    if found is None:
-        return {k: get(k, _ARCH_DEFAULTS[k]) for k in ARCH_FIELDS}
-    arch, config_path = found
-    for key in ARCH_FIELDS:
-        mine = get(key, None)
-        if mine is not None and mine != arch[key]:
-            raise ValueError(f"flow.{key}={mine!r} but flow.checkpoint {checkpoint} was "
-                             f"trained with {key}={arch[key]!r} ({config_path}); set "
-                             f"flow.{key}={arch[key]!r} or leave it out")
-    return arch
-
-
 def make_flow_provider(config: Any) -> FlowProvider:
     """The provider named by ``config.flow.source`` (``config`` may also be the flow block).
 
@@ -530,7 +398,7 @@ def make_flow_provider(config: Any) -> FlowProvider:
         raise ValueError(f"config field flow.trainable must be True or False; got {trainable!r}")
     try:
         checkpoint = get("checkpoint", None)
-        arch = _architecture(get, checkpoint)
+        arch = architecture(get, checkpoint)
         module = FlowNetS(width=float(arch["width"]), num_levels=int(arch["num_levels"]),
                           max_displacement=int(arch["max_displacement"]),
                           occlusion=bool(arch["occlusion"]), residual=bool(arch["residual"]),

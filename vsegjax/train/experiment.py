@@ -206,6 +206,10 @@ def run(config: ml_collections.ConfigDict, workdir: str,
                            range(min(2, len(source))),
                            viz.palette_for(datasets.palette_name(last.data)))
     results: list[StageResult] = []
+    # The run's own config beside its stages, so a run folder alone says what it is
+    # (vsegjax.segment and vsegjax.export read it).
+    files.atomic_write_text(os.path.join(workdir, "config.json"),
+                            json.dumps(json.loads(config.to_json_best_effort()), indent=2))
     for stage, task in prepared:
         files.atomic_write_text(os.path.join(stage.workdir, "config.json"),
                                 json.dumps(json.loads(stage.config.to_json_best_effort()),

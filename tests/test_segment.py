@@ -1,0 +1,173 @@
+"""vsegjax.segment: a trained run over a video or a folder of frames."""
+
+import importlib
+import json
+import pathlib
+import subprocess
+import sys
+
+import cv2
+import jax
+import numpy as np
+import pytest
+
+from vsegjax import segment as seg
+from vsegjax.data import synthetic, synthetic_tfds
+from vsegjax.inference import trained
+from vsegjax.train import checkpoint, experiment
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+H, W, N = 48, 64, 9
+
+
+def load_config(name):
+    return importlib.import_module(f"configs.{name}").get_config()
+
+
+def tiny(config, data_dir, steps=2):
+    config.data.data_dir = data_dir
+    config.data.config = "tiny"  # 48x64 frames
+    config.input.batch_size = 8
+    config.input.augment.resize = config.input.augment.crop_size = (H, W)
+    config.train.update(dict(num_steps=steps, eval_every=0, async_checkpoints=False))
+    config.eval.update(dict(num_snippets=2, num_panels=0))
+    return config
+
+
+@pytest.fixture(scope="module")
+def static_run(tmp_path_factory):
+    data_dir = str(tmp_path_factory.mktemp("tfds"))
+    synthetic_tfds.build(data_dir, "tiny", num_workers=1)
+    run = tmp_path_factory.mktemp("static_run")
+    experiment.run(tiny(load_config("static_synthetic"), data_dir), str(run))
+    return run
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    """N rendered frames (uint8 [N, H, W, 3]), as PNGs in a folder and as an MJPG .avi."""
+    frames = synthetic.generate_snippet(
+        synthetic.SyntheticConfig(height=H, width=W, num_frames=N, seed=3), "validation", 0
+    )["frames"]
+    root = tmp_path_factory.mktemp("video")
+    (root / "frames").mkdir()
+    for k, f in enumerate(frames):
+        cv2.imwrite(str(root / "frames" / f"f{k}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    writer = cv2.VideoWriter(str(root / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 12.0,
+                             (W, H))
+    for f in frames:
+        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return root, frames
+
+
+def count_video_frames(path) -> tuple[int, float]:
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.grab():
+        n += 1
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    cap.release()
+    return n, fps
+
+
+def test_static_labels_are_the_trained_segmenters_predictions(static_run, video, tmp_path):
+    """Frames at the run's size: every label PNG is what the training task's own
+    prediction function gives with the checkpoint's parameters (natural frame order)."""
+    root, frames = video
+    out = tmp_path / "out"
+    result = seg.segment(str(static_run), str(root / "frames"), str(out))
+    names = sorted(p.name for p in (out / "labels").iterdir())
+    assert names == sorted(f"f{k}.png" for k in range(N))
+    config = experiment.load_stage_config(str(static_run), "static")
+    task = experiment.task_class("static")(config)
+    tree = checkpoint.load_state_tree(str(static_run / "static"))
+    want = np.asarray(task._predict(tree["params"], tree["model_state"],
+                                    frames.astype(np.float32) / 255.0))
+    for k in range(N):
+        got = cv2.imread(str(out / "labels" / f"f{k}.png"), cv2.IMREAD_UNCHANGED)
+        assert got.shape == (H, W) and got.dtype == np.uint8
+        np.testing.assert_array_equal(got, want[k])
+    assert result["frames"] == N and result["task"] == "static"
+    assert result["model_size"] == [H, W] and result["fps_achieved"] > 0
+    saved = json.loads((out / "segment.json").read_text())
+    assert saved["frames"] == N and saved["class_names"] == list(config.data.class_names)
+    assert count_video_frames(out / "overlay.mp4")[0] == N
+
+
+def test_a_video_gives_one_label_per_frame_at_its_resolution(static_run, video, tmp_path):
+    root, _ = video
+    out = tmp_path / "out"
+    result = seg.segment(str(static_run), str(root / "clip.avi"), str(out), max_frames=7,
+                         max_side=32)
+    assert result["model_size"] == [24, 32] and result["frames"] == 7
+    names = sorted(p.name for p in (out / "labels").iterdir())
+    assert names == [f"{k:06d}.png" for k in range(7)]
+    for name in names:
+        assert cv2.imread(str(out / "labels" / name), cv2.IMREAD_UNCHANGED).shape == (H, W)
+    n, fps = count_video_frames(out / "overlay.mp4")
+    assert n == 7 and fps == pytest.approx(12.0) and result["fps_input"] == pytest.approx(12.0)
+    assert not list(out.glob("*.partial.mp4"))
+
+
+def test_grfp_streaming_equals_the_windowed_model(tmp_path_factory):
+    """Frame by frame, carrying h along the flow to the previous frame, gives the
+    log-probabilities of the trained video model run on the whole window (its forward
+    pass at every frame), from random parameters so the recurrence matters."""
+    from vsegjax.train.grfp import GRFPTask
+    config = load_config("grfp_synthetic")
+    config.model.num_classes = len(config.data.class_names)
+    config.input.augment.resize = config.input.augment.crop_size = (H, W)
+    config.flow.source = "farneback"
+    config.grfp.kernel_size = 3
+    config.input.window = (N - 1, 0)
+    task = GRFPTask(config)
+    variables = dict(task.init_variables(jax.random.PRNGKey(0)))
+    params = variables.pop("params")
+    # Perturb the cell so the estimate differs from the static one.
+    params = jax.tree.map(lambda x: x + 0.1 * np.cos(np.arange(x.size)).reshape(x.shape)
+                          if x.ndim == 4 and x.shape[-1] == x.shape[-2] else x, params)
+    model = trained.from_state(task, "grfp", params, variables)
+    frames = synthetic.generate_snippet(
+        synthetic.SyntheticConfig(height=H, width=W, num_frames=N, seed=5), "validation", 1
+    )["frames"].astype(np.float32) / 255.0
+    run = seg.Segmenter(model, (H, W))
+    streamed = np.stack([np.asarray(run.log_probs(f)) for f in frames])
+    to_next, to_prev = task.provider.flows(frames[None], need="both")
+    out = task.model.apply({"params": params, **variables}, frames[None], to_next, to_prev,
+                           N - 1)  # fwbw: seq_logits is the forward pass
+    window = np.asarray(out["seq_logits"][0])
+    np.testing.assert_allclose(streamed, window, atol=1e-4)
+    static = np.asarray(out["static_logits"][0])
+    assert np.max(np.abs(streamed[-1] - static)) > 1e-2  # the recurrence changed it
+
+
+def test_bad_input_is_named_in_one_line(static_run, video, tmp_path):
+    root, _ = video
+    bad = tmp_path / "bad.avi"
+    bad.write_bytes(b"not a video" * 100)
+    with pytest.raises(ValueError, match="bad.avi"):
+        seg.segment(str(static_run), str(bad), str(tmp_path / "o1"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no"):
+        seg.segment(str(static_run), str(tmp_path / "empty"), str(tmp_path / "o2"))
+    untrained = tmp_path / "untrained"
+    untrained.mkdir()
+    (untrained / "config.json").write_text((static_run / "static" / "config.json").read_text())
+    with pytest.raises(FileNotFoundError, match="no checkpoints"):
+        seg.segment(str(untrained), str(root / "frames"), str(tmp_path / "o3"))
+    with pytest.raises(ValueError, match="inside the input folder"):
+        seg.segment(str(static_run), str(root / "frames"), str(root / "frames" / "out"))
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "mine.txt").write_text("keep")
+    with pytest.raises(ValueError, match="not empty.*--overwrite"):
+        seg.segment(str(static_run), str(root / "frames"), str(full))
+    seg.segment(str(static_run), str(root / "frames"), str(full), overwrite=True, max_frames=2)
+    assert (full / "mine.txt").read_text() == "keep" and len(list((full / "labels").iterdir())) == 2
+    # The command prints one line naming the fault and exits 1.
+    cli = subprocess.run([sys.executable, "-m", "vsegjax.segment", f"--workdir={static_run}",
+                          f"--input={bad}", f"--out={tmp_path / 'o4'}"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 1
+    assert cli.stderr.strip().count("\n") == 0 and "bad.avi" in cli.stderr
