@@ -171,3 +171,70 @@ def test_bad_input_is_named_in_one_line(static_run, video, tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert cli.returncode == 1
     assert cli.stderr.strip().count("\n") == 0 and "bad.avi" in cli.stderr
+
+
+# --------------------------------------------------------------------------- export
+
+
+def test_stablehlo_export_runs_without_vsegjax_and_matches(static_run, video, tmp_path):
+    """model.jax_exported, reloaded with jax.export alone, gives the live model's logits
+    (< 1e-4, argmax identical) for any batch size, and the labels of vsegjax.segment."""
+    from vsegjax import export
+    root, frames = video
+    written = export.export(str(static_run), "stablehlo", str(tmp_path / "exp"))
+    assert sorted(p.name for p in written) == ["model.jax_exported", "signature.json"]
+    exp = jax.export.deserialize(bytearray((tmp_path / "exp" / "model.jax_exported").read_bytes()))
+    sig = json.loads((tmp_path / "exp" / "signature.json").read_text())
+    assert sig["inputs"]["frames"]["shape"] == ["B", H, W, 3] and sig["num_classes"] == 10
+    assert len(sig["palette"]) == 10 and sig["class_names"][0]
+    model = trained.load(str(static_run))
+    x = frames.astype(np.float32) / 255.0
+    for batch in (x[:2], x[:5]):  # the batch is symbolic
+        got = np.asarray(exp.call(batch))
+        want = np.asarray(model.frame_logits(model.variables, batch))
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
+        np.testing.assert_array_equal(got.argmax(-1), want.argmax(-1))
+    seg.segment(str(static_run), str(root / "frames"), str(tmp_path / "seg"))
+    labels = np.stack([cv2.imread(str(tmp_path / "seg" / "labels" / f"f{k}.png"),
+                                  cv2.IMREAD_UNCHANGED) for k in range(N)])
+    agree = float(np.mean(np.asarray(exp.call(x)).argmax(-1) == labels))
+    assert agree >= 0.995, agree
+    with pytest.raises(ValueError, match="already holds an export"):
+        export.export(str(static_run), "stablehlo", str(tmp_path / "exp"))
+    with pytest.raises(ValueError, match="--format=tflite: choose from"):
+        export.export(str(static_run), "tflite", str(tmp_path / "exp2"))
+
+
+def test_exported_stgru_step_streams_like_vsegjax_segment(tmp_path):
+    """The exported frame model + STGRU step, driven frame by frame as a server would,
+    give Segmenter's GRFP log-probabilities (< 1e-4)."""
+    from vsegjax import export
+    from vsegjax.train.grfp import GRFPTask
+    config = load_config("grfp_synthetic")
+    config.input.augment.resize = config.input.augment.crop_size = (H, W)
+    config.flow.source = "farneback"
+    config.grfp.kernel_size = 3
+    task = GRFPTask(config)
+    variables = dict(task.init_variables(jax.random.PRNGKey(1)))
+    params = variables.pop("params")
+    model = trained.from_state(task, "grfp", params, variables)
+    export.export_stablehlo(model, tmp_path)
+    frame_fn, step_fn = (jax.export.deserialize(bytearray((tmp_path / f"{n}.jax_exported")
+                                                          .read_bytes()))
+                         for n in ("model", "stgru_step"))
+    frames = synthetic.generate_snippet(
+        synthetic.SyntheticConfig(height=H, width=W, num_frames=6, seed=2), "validation", 0
+    )["frames"].astype(np.float32) / 255.0
+    run = seg.Segmenter(model, (H, W))
+    want = [np.asarray(run.log_probs(f)) for f in frames]
+    logits = frame_fn.call(frames[:1])
+    h = jax.nn.softmax(logits, -1)
+    got = [np.asarray(jax.nn.log_softmax(logits, -1))[0]]
+    for t in range(1, len(frames)):
+        _, to_prev = task.provider.flows(frames[None, t - 1:t + 1], need="bwd")
+        h, logp = step_fn.call(h, frame_fn.call(frames[t:t + 1]), frames[t:t + 1],
+                               frames[t - 1:t], np.asarray(to_prev)[:, 0])
+        got.append(np.asarray(logp)[0])
+    np.testing.assert_allclose(np.stack(got), np.stack(want), atol=1e-4)
+    sig = json.loads((tmp_path / "stgru_step.signature.json").read_text())
+    assert list(sig["inputs"]) == ["h_prev", "logits", "frame", "prev_frame", "flow"]
