@@ -203,6 +203,8 @@ def test_stablehlo_export_runs_without_vsegjax_and_matches(static_run, video, tm
         export.export(str(static_run), "stablehlo", str(tmp_path / "exp"))
     with pytest.raises(ValueError, match="--format=tflite: choose from"):
         export.export(str(static_run), "tflite", str(tmp_path / "exp2"))
+    with pytest.raises(ValueError, match="--format=onnx: not available: jax2onnx"):
+        export.export(str(static_run), "onnx", str(tmp_path / "exp2"))
 
 
 def test_exported_stgru_step_streams_like_vsegjax_segment(tmp_path):

@@ -18,7 +18,7 @@ step (GRFP eqs. 2-6), ``(h_prev, logits_t, frame_t, frame_prev, flow_t_to_prev) 
 0's logits, and each later frame's flow to the one before comes from the server's own
 flow method (the run's is named in the signature).
 
-Not yet available: ``savedmodel`` and ``onnx`` (an unknown format is named).
+``savedmodel`` and ``onnx`` are not available; asking for them says why (``UNAVAILABLE``).
 """
 
 from __future__ import annotations
@@ -36,7 +36,14 @@ from vsegjax.inference import trained
 from vsegjax.train import writers
 
 FORMATS = ("stablehlo",)
-PLANNED = ("savedmodel", "onnx")
+# Asked for but not available, and why (docs/use.md has the details).
+UNAVAILABLE = {
+    "savedmodel": "not implemented yet: it needs TensorFlow (jax2tf), which vsegjax no "
+                  "longer installs",
+    "onnx": "not available: jax2onnx 0.17.1 converts this model only with a fixed batch "
+            "(its jax.image.resize rule needs constant shapes), and onnxruntime 1.32 rejects "
+            "the graph it writes ('Add' node: incompatible dimensions after a strided conv)",
+}
 
 
 def _flags() -> None:
@@ -109,9 +116,10 @@ def _write(out: pathlib.Path, name: str, exp, signature: dict) -> list[pathlib.P
 def export(workdir: str, fmt: str, out: str, stage: str | None = None,
            platforms: Sequence[str] = ("cpu",), overwrite: bool = False) -> list[pathlib.Path]:
     """Exports the run in ``workdir`` as ``fmt`` into ``out``; returns the files written."""
+    if fmt in UNAVAILABLE:
+        raise ValueError(f"--format={fmt}: {UNAVAILABLE[fmt]}; use --format=stablehlo")
     if fmt not in FORMATS:
-        later = f" ({fmt} is not implemented yet)" if fmt in PLANNED else ""
-        raise ValueError(f"--format={fmt}: choose from {list(FORMATS)}{later}")
+        raise ValueError(f"--format={fmt}: choose from {list(FORMATS)}")
     dst = pathlib.Path(out).expanduser().resolve()
     if dst.is_file():
         raise ValueError(f"--out={out} is a file, not a folder")
