@@ -50,7 +50,8 @@ def model(num_classes: int = len(synthetic.CLASSES), **fields: Any
           ) -> ml_collections.ConfigDict:
     """The small static segmenter (``vsegjax.models.segmenter``)."""
     block = dict(backbone="small", head="simple", num_classes=num_classes, output_stride=8,
-                 width=32, dtype="float32")
+                 width=32, dtype="float32",
+                 pretrained="")  # a ResNet checkpoint (vsegjax.models.convert) or .pth
     block.update(fields)
     return ml_collections.ConfigDict(block)
 

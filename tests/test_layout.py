@@ -12,6 +12,7 @@ LOCAL_IMPORTS_ALLOWED = {
     "vsegjax.main": "--help and flag errors answer before JAX loads",
     "vsegjax.train.experiment": "the registry is read by --help without JAX",
     "vsegjax.data.datasets": "a builder is imported when its dataset is used",
+    "vsegjax.models.convert": "torch and safetensors are optional, needed only for their files",
 }
 
 

@@ -159,6 +159,8 @@ def default_config() -> ml_collections.ConfigDict:
         "dropout": 0.1,             # PSP / ASPP channel dropout
         "zero_init_residual": True,  # ResNet: last BN scale of each block starts at 0
         "dtype": "float32",         # computation dtype: float32 | bfloat16
+        # ResNet backbone weights to start from (vsegjax.models.convert); "" = random.
+        "pretrained": "",
     })
 
 

@@ -31,6 +31,7 @@ from clu import metrics as clu_metrics
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from vsegjax import files
+from vsegjax.models import convert
 from vsegjax.train import checkpoint, optim, preemption, sharding, writers
 from vsegjax.train.step import TrainState, initial_guard, make_train_step
 from vsegjax.train.task import Task
@@ -104,16 +105,25 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
         logging.info("resumed from %s at step %d", ckpt.directory, int(state.step))
     else:
         state = jax.jit(create_state, out_shardings=state_sharding)(init_key)
-        if tcfg.get("init_from"):
-            loaded = checkpoint.load_state_tree(tcfg.init_from)
-            merged = task.init_from({"params": state.params, **state.model_state},
-                                    {"params": loaded["params"], **loaded["model_state"]})
-            params, model_state = _split_variables(merged)
-            params, model_state = jax.device_put((params, model_state),
+
+        def start_from(variables):  # new parameters, placed as the state's, fresh optimiser
+            params, model_state = jax.device_put(_split_variables(variables),
                                                  (state_sharding.params,
                                                   state_sharding.model_state))
-            state = state.replace(params=params, model_state=model_state,
-                                  opt_state=jax.jit(tx.init, out_shardings=state_sharding.opt_state)(params))
+            return state.replace(params=params, model_state=model_state, opt_state=jax.jit(
+                tx.init, out_shardings=state_sharding.opt_state)(params))
+
+        pretrained = config.model.get("pretrained")
+        if pretrained and not tcfg.get("init_from"):  # init_from already holds a backbone
+            backbone = convert.load_pretrained(pretrained)
+            state = start_from(convert.apply_pretrained(
+                {"params": state.params, **state.model_state}, backbone))
+            logging.info("backbone initialised from %s", pretrained)
+        if tcfg.get("init_from"):
+            loaded = checkpoint.load_state_tree(tcfg.init_from)
+            state = start_from(task.init_from({"params": state.params, **state.model_state},
+                                              {"params": loaded["params"],
+                                               **loaded["model_state"]}))
             logging.info("initialised from %s", tcfg.init_from)
 
     accum = int(tcfg.get("grad_accum_steps", 1) or 1)
