@@ -113,7 +113,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
             return state.replace(params=params, model_state=model_state, opt_state=jax.jit(
                 tx.init, out_shardings=state_sharding.opt_state)(params))
 
-        pretrained = config.model.get("pretrained")
+        pretrained = config.get("model", {}).get("pretrained")
         if pretrained and not tcfg.get("init_from"):  # init_from already holds a backbone
             backbone = convert.load_pretrained(pretrained)
             state = start_from(convert.apply_pretrained(
