@@ -118,6 +118,8 @@ def checkpoint_architecture(path: str) -> tuple[dict[str, Any], str] | None:
         return None
     with open(config_path) as f:
         config = json.load(f)
+    if "stages" in config:  # a whole run's config: its stages' folders hold the weights
+        return None
     efc = config.get("efc")
     if isinstance(efc, Mapping):
         if efc.get("flow_branch", "shared") != "separate":

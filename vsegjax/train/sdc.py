@@ -229,7 +229,8 @@ def load_sdc_flow(workdir: str) -> SDCFlow:
     """``SDCFlow`` of a trained SDC run: ``workdir`` is the run's folder (with ``sdc/``) or
     its training folder (with ``checkpoints/`` and ``config.json``)."""
     root = files.resolve(workdir)
-    if not any(files.isfile(os.path.join(root, n)) for n in CONFIG_FILES):
+    # The runner's folder has a config.json too (the whole run's) but no checkpoints/.
+    if not files.isdir(os.path.join(root, "checkpoints")):
         root = os.path.join(root, "sdc")
     found = [os.path.join(root, n) for n in CONFIG_FILES if files.isfile(os.path.join(root, n))]
     if not found:
