@@ -13,6 +13,7 @@ LOCAL_IMPORTS_ALLOWED = {
     "vsegjax.train.experiment": "the registry is read by --help without JAX",
     "vsegjax.data.datasets": "a builder is imported when its dataset is used",
     "vsegjax.models.convert": "torch and safetensors are optional, needed only for their files",
+    "vsegjax.export": "TensorFlow is optional, needed only for --format=savedmodel",
 }
 
 

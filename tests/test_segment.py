@@ -1,6 +1,7 @@
 """vsegjax.segment: a trained run over a video or a folder of frames."""
 
 import importlib
+import importlib.util
 import json
 import pathlib
 import subprocess
@@ -11,6 +12,7 @@ import jax
 import numpy as np
 import pytest
 
+from _savedmodel import random_grfp_model
 from vsegjax import segment as seg
 from vsegjax.data import synthetic, synthetic_tfds
 from vsegjax.inference import trained
@@ -207,19 +209,91 @@ def test_stablehlo_export_runs_without_vsegjax_and_matches(static_run, video, tm
         export.export(str(static_run), "onnx", str(tmp_path / "exp2"))
 
 
+def test_savedmodel_without_tensorflow_says_how_to_get_it(static_run, tmp_path, monkeypatch):
+    from vsegjax import export
+    monkeypatch.setitem(sys.modules, "tensorflow", None)  # import tensorflow fails
+    monkeypatch.delitem(sys.modules, "vsegjax.inference.savedmodel", raising=False)
+    with pytest.raises(ValueError, match=r"--format=savedmodel needs TensorFlow .*"
+                                         r"pip install 'vsegjax\[export\]'"):
+        export.export(str(static_run), "savedmodel", str(tmp_path / "sm"))
+    assert not (tmp_path / "sm").exists()
+
+
+needs_tf = pytest.mark.skipif(
+    importlib.util.find_spec("tensorflow") is None,
+    reason="TensorFlow is not installed (pip install -e '.[test,export]'); "
+           "--format=savedmodel needs it")
+
+
+def serve_savedmodel(model_dir, signature, inputs, tmp_path):
+    """Runs ``signature`` of the SavedModel on each dict of inputs, in a process where
+    TensorFlow runs and jax/vsegjax cannot be imported."""
+    paths = []
+    for k, arrays in enumerate(inputs):
+        paths.append(tmp_path / f"in{k}.npz")
+        np.savez(paths[-1], **arrays)
+    run = subprocess.run([sys.executable, str(ROOT / "tests" / "_savedmodel.py"), "serve",
+                          str(model_dir), signature, *map(str, paths)],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return [dict(np.load(p.with_suffix(".out.npz"))) for p in paths]
+
+
+@needs_tf
+def test_savedmodel_served_by_tensorflow_alone_matches(static_run, video, tmp_path):
+    """--format=savedmodel: TensorFlow without JAX or vsegjax serves the live model's
+    logits (< 1e-4, labels = their argmax) for any batch size."""
+    _, frames = video
+    cli = subprocess.run([sys.executable, "-m", "vsegjax.export", f"--workdir={static_run}",
+                          "--format=savedmodel", f"--out={tmp_path / 'sm'}",
+                          "--platforms=cpu"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=600)
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    sig = json.loads((tmp_path / "sm" / "assets.extra" / "signature.json").read_text())
+    assert sig["format"] == "savedmodel" and sig["inputs"]["frames"]["shape"] == ["B", H, W, 3]
+    model = trained.load(str(static_run))
+    x = frames.astype(np.float32) / 255.0
+    batches = [x[:2], x[:5]]
+    served = serve_savedmodel(tmp_path / "sm", "serving_default",
+                              [{"frames": b} for b in batches], tmp_path)
+    for batch, got in zip(batches, served):
+        want = np.asarray(model.frame_logits(model.variables, batch))
+        np.testing.assert_allclose(got["logits"], want, atol=1e-4, rtol=1e-4)
+        np.testing.assert_array_equal(got["labels"], want.argmax(-1))
+
+
+@needs_tf
+def test_savedmodel_stgru_step_matches_the_live_step(tmp_path):
+    """A GRFP SavedModel's stgru_step signature is the live STGRU step (< 1e-4)."""
+    run = subprocess.run([sys.executable, str(ROOT / "tests" / "_savedmodel.py"),
+                          "export-grfp", str(tmp_path / "sm")],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    task, model = random_grfp_model((H, W))
+    frames = synthetic.generate_snippet(
+        synthetic.SyntheticConfig(height=H, width=W, num_frames=2, label_index=1, seed=2),
+        "validation", 0
+    )["frames"].astype(np.float32) / 255.0
+    prev, cur = frames[:1], frames[1:]
+    h_prev = np.asarray(jax.nn.softmax(model.frame_logits(model.variables, prev), -1))
+    logits = np.asarray(model.frame_logits(model.variables, cur))
+    _, to_prev = task.provider.flows(frames[None], need="bwd")
+    flow = np.asarray(to_prev)[:, 0]
+    inputs = dict(h_prev=h_prev, logits=logits, frame=cur, prev_frame=prev, flow=flow)
+    (got,) = serve_savedmodel(tmp_path / "sm", "stgru_step", [inputs], tmp_path)
+    want_h, want_logp = model.stgru_step(model.stgru, h_prev, logits, cur, prev, flow)
+    np.testing.assert_allclose(got["h"], np.asarray(want_h), atol=1e-4)
+    np.testing.assert_allclose(got["log_probs"], np.asarray(want_logp), atol=1e-4)
+    sig = json.loads((tmp_path / "sm" / "assets.extra" / "stgru_step.signature.json")
+                     .read_text())
+    assert list(sig["inputs"]) == list(inputs)
+
+
 def test_exported_stgru_step_streams_like_vsegjax_segment(tmp_path):
     """The exported frame model + STGRU step, driven frame by frame as a server would,
     give Segmenter's GRFP log-probabilities (< 1e-4)."""
     from vsegjax import export
-    from vsegjax.train.grfp import GRFPTask
-    config = load_config("grfp_synthetic")
-    config.input.augment.resize = config.input.augment.crop_size = (H, W)
-    config.flow.source = "farneback"
-    config.grfp.kernel_size = 3
-    task = GRFPTask(config)
-    variables = dict(task.init_variables(jax.random.PRNGKey(1)))
-    params = variables.pop("params")
-    model = trained.from_state(task, "grfp", params, variables)
+    task, model = random_grfp_model((H, W))
     export.export_stablehlo(model, tmp_path)
     frame_fn, step_fn = (jax.export.deserialize(bytearray((tmp_path / f"{n}.jax_exported")
                                                           .read_bytes()))

@@ -1,6 +1,6 @@
 """Export a trained run's model.
 
-    python -m vsegjax.export --workdir=RUN --format=stablehlo --out=OUT [--stage=NAME]
+    python -m vsegjax.export --workdir=RUN --format=stablehlo|savedmodel --out=OUT [--stage=NAME]
         [--platforms=cpu,cuda,tpu] [--overwrite]
 
 ``stablehlo`` writes ``OUT/model.jax_exported``: the bytes of ``jax.export``'s
@@ -18,7 +18,9 @@ step (GRFP eqs. 2-6), ``(h_prev, logits_t, frame_t, frame_prev, flow_t_to_prev) 
 0's logits, and each later frame's flow to the one before comes from the server's own
 flow method (the run's is named in the signature).
 
-``savedmodel`` and ``onnx`` are not available; asking for them says why (``UNAVAILABLE``).
+``savedmodel`` writes a TensorFlow SavedModel of the same functions (jax2tf; TensorFlow
+alone serves it, see ``vsegjax.inference.savedmodel``); it needs the ``export`` extra.
+``onnx`` is not available; asking for it says why (``UNAVAILABLE``).
 """
 
 from __future__ import annotations
@@ -35,11 +37,11 @@ from absl import app, flags
 from vsegjax.inference import trained
 from vsegjax.train import writers
 
-FORMATS = ("stablehlo",)
+FORMATS = ("stablehlo", "savedmodel")
+# A folder holding one of these already holds an export.
+MARKERS = ("model.jax_exported", "saved_model.pb")
 # Asked for but not available, and why (docs/use.md has the details).
 UNAVAILABLE = {
-    "savedmodel": "not implemented yet: it needs TensorFlow (jax2tf), which vsegjax no "
-                  "longer installs",
     "onnx": "not available: jax2onnx 0.17.1 converts this model only with a fixed batch "
             "(its jax.image.resize rule needs constant shapes), and onnxruntime 1.32 rejects "
             "the graph it writes ('Add' node: incompatible dimensions after a strided conv)",
@@ -59,6 +61,31 @@ def _spec(shape: Sequence[Any]) -> dict[str, Any]:
     return {"shape": [d if isinstance(d, int) else str(d) for d in shape], "dtype": "float32"}
 
 
+def signatures(model: trained.TrainedModel, platforms: Sequence[str]) -> dict[str, dict]:
+    """What each exported function takes and gives (``"model"``, and ``"stgru_step"`` for
+    a GRFP model), written beside it as JSON whatever the format."""
+    h, w = model.input_size
+    c = model.num_classes
+    b = "B"
+    common = dict(model.signature(), platforms=list(platforms))
+    out = {"model": dict(common, function="frame_logits",
+                         inputs={"frames": dict(_spec((b, h, w, 3)), range=[0.0, 1.0])},
+                         outputs={"logits": _spec((b, h, w, c))})}
+    if model.recurrent:
+        out["stgru_step"] = dict(
+            common, function="stgru_step",
+            inputs={"h_prev": dict(_spec((b, h, w, c)), meaning="probabilities, frame t-1"),
+                    "logits": dict(_spec((b, h, w, c)), meaning="frame model's, frame t"),
+                    "frame": dict(_spec((b, h, w, 3)), range=[0.0, 1.0]),
+                    "prev_frame": dict(_spec((b, h, w, 3)), range=[0.0, 1.0]),
+                    "flow": dict(_spec((b, h, w, 2)),
+                                 meaning="from frame t to frame t-1, (x, y) in pixels")},
+            outputs={"h": _spec((b, h, w, c)), "log_probs": _spec((b, h, w, c))},
+            start="h_0 = softmax(logits of frame 0); log_probs_0 = log_softmax of them",
+            flow_source=type(model.flow_provider).__name__)
+    return out
+
+
 def export_stablehlo(model: trained.TrainedModel, out: pathlib.Path,
                      platforms: Sequence[str] = ("cpu",)) -> list[pathlib.Path]:
     """Writes ``model.jax_exported`` + ``signature.json`` (and the STGRU step's for a GRFP
@@ -67,17 +94,14 @@ def export_stablehlo(model: trained.TrainedModel, out: pathlib.Path,
     c = model.num_classes
     (b,) = jax.export.symbolic_shape("B")
     variables = model.variables
+    sigs = signatures(model, platforms)
 
     def frame_fn(frames):
         return model.frame_logits(variables, frames).astype(jnp.float32)
 
     frames = jax.ShapeDtypeStruct((b, h, w, 3), jnp.float32)
-    written = []
     exp = jax.export.export(jax.jit(frame_fn), platforms=list(platforms))(frames)
-    signature = dict(model.signature(), function="frame_logits", platforms=list(platforms),
-                     inputs={"frames": dict(_spec((b, h, w, 3)), range=[0.0, 1.0])},
-                     outputs={"logits": _spec((b, h, w, c))})
-    written += _write(out, "model", exp, signature)
+    written = _write(out, "model", exp, sigs["model"])
     if model.recurrent:
         stgru = model.stgru
 
@@ -89,18 +113,7 @@ def export_stablehlo(model: trained.TrainedModel, out: pathlib.Path,
         flow = jax.ShapeDtypeStruct((b, h, w, 2), jnp.float32)
         exp = jax.export.export(jax.jit(step_fn), platforms=list(platforms))(
             state, state, image, image, flow)
-        signature = dict(
-            model.signature(), function="stgru_step", platforms=list(platforms),
-            inputs={"h_prev": dict(_spec((b, h, w, c)), meaning="probabilities, frame t-1"),
-                    "logits": dict(_spec((b, h, w, c)), meaning="model.jax_exported of frame t"),
-                    "frame": dict(_spec((b, h, w, 3)), range=[0.0, 1.0]),
-                    "prev_frame": dict(_spec((b, h, w, 3)), range=[0.0, 1.0]),
-                    "flow": dict(_spec((b, h, w, 2)),
-                                 meaning="from frame t to frame t-1, (x, y) in pixels")},
-            outputs={"h": _spec((b, h, w, c)), "log_probs": _spec((b, h, w, c))},
-            start="h_0 = softmax(logits of frame 0); log_probs_0 = log_softmax of them",
-            flow_source=type(model.flow_provider).__name__)
-        written += _write(out, "stgru_step", exp, signature)
+        written += _write(out, "stgru_step", exp, sigs["stgru_step"])
     return written
 
 
@@ -123,12 +136,21 @@ def export(workdir: str, fmt: str, out: str, stage: str | None = None,
     dst = pathlib.Path(out).expanduser().resolve()
     if dst.is_file():
         raise ValueError(f"--out={out} is a file, not a folder")
-    if (dst / "model.jax_exported").exists() and not overwrite:
+    if any((dst / name).exists() for name in MARKERS) and not overwrite:
         raise ValueError(f"--out={out} already holds an export; pass --overwrite to "
                          f"replace it")
+    if fmt == "savedmodel":
+        try:
+            # TensorFlow is optional (the export extra); only this format needs it.
+            from vsegjax.inference import savedmodel
+        except ImportError as e:
+            raise ValueError(f"--format=savedmodel needs TensorFlow ({e}); install it with "
+                             f"pip install 'vsegjax[export]'") from None
     writers.quiet_orbax()
     model = trained.load(workdir, stage)
     dst.mkdir(parents=True, exist_ok=True)
+    if fmt == "savedmodel":
+        return savedmodel.save(model, dst, signatures(model, platforms), platforms)
     return export_stablehlo(model, dst, platforms)
 
 
