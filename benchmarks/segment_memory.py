@@ -3,8 +3,8 @@
     python benchmarks/segment_memory.py --workdir=RUN [--input=VIDEO] [--frames=40,160]
 
 Runs ``python -m vsegjax.segment`` once per frame count, each in its own process, and
-prints frames, frames/s and the peak resident memory each process reached (its
-``segment.json``), then the ratio of the longest run's peak to the shortest's. The input
+prints frames, the label PNGs and MP4 frames it wrote, frames/s and the peak resident
+memory each process reached (its ``segment.json``), then the ratio of the longest run's peak to the shortest's. The input
 defaults to ``../shared/data/video/vtest.avi``.
 """
 
@@ -17,7 +17,18 @@ import subprocess
 import sys
 import tempfile
 
+import cv2
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _count_frames(path: pathlib.Path) -> int:
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.grab():
+        n += 1
+    cap.release()
+    return n
 
 
 def main() -> None:
@@ -36,10 +47,15 @@ def main() -> None:
                    f"--input={args.input}", f"--out={out}", f"--max_frames={n}",
                    *args.extra.split()]
             subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-            rows.append(json.loads((out / "segment.json").read_text()))
-    print(f"{'frames':>7} {'frames/s':>9} {'peak RSS MB':>12}")
+            row = json.loads((out / "segment.json").read_text())
+            # What was written, counted from the files themselves.
+            row["pngs"] = len(list((out / "labels").glob("*.png")))
+            row["mp4_frames"] = _count_frames(out / "overlay.mp4")
+            rows.append(row)
+    print(f"{'frames':>7} {'PNGs':>5} {'MP4 frames':>11} {'frames/s':>9} {'peak RSS MB':>12}")
     for r in rows:
-        print(f"{r['frames']:>7} {r['fps_achieved']:>9.1f} {r['peak_rss_mb']:>12.0f}")
+        print(f"{r['frames']:>7} {r['pngs']:>5} {r['mp4_frames']:>11} "
+              f"{r['fps_achieved']:>9.1f} {r['peak_rss_mb']:>12.0f}")
     print(f"peak RSS {rows[-1]['frames']} / {rows[0]['frames']} frames: "
           f"{rows[-1]['peak_rss_mb'] / rows[0]['peak_rss_mb']:.3f}x "
           f"(task {rows[0]['task']}, model size {rows[0]['model_size']})")

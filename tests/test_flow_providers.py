@@ -11,6 +11,7 @@ import numpy as np
 import optax
 import pytest
 
+from vsegjax import autolabel
 from vsegjax.data.synthetic import SyntheticConfig, generate_snippet
 from vsegjax.models.flow_providers import (DatasetFlow, LearnedFlow, OpenCVFlow,
                                            farneback_params_for_size, make_flow_provider)
@@ -387,6 +388,9 @@ def test_a_residual_flownet_run_is_loaded_as_residual(tmp_path):
         assert p.module.residual and p.module.occlusion and p.module.width == SMALL["width"]
         got = p.module.apply(p.variables, x1, x2)["flow"]
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    p = autolabel.flow_source(str(run))  # autolabel --flow=RUN reads it the same way
+    np.testing.assert_allclose(p.module.apply(p.variables, x1, x2)["flow"], want,
+                               rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match=r"flow.residual=False.*residual=True"):
         make_flow_provider(flow_config(source="flownet", checkpoint=str(run), residual=False))
     with pytest.raises(ValueError, match=r"flow.num_levels=6.*num_levels=5"):

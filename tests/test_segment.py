@@ -144,7 +144,7 @@ def test_grfp_streaming_equals_the_windowed_model(tmp_path_factory):
     assert np.max(np.abs(streamed[-1] - static)) > 1e-2  # the recurrence changed it
 
 
-def test_bad_input_is_named_in_one_line(static_run, video, tmp_path):
+def test_bad_input_is_named_in_one_line(static_run, video, tmp_path, monkeypatch):
     root, _ = video
     bad = tmp_path / "bad.avi"
     bad.write_bytes(b"not a video" * 100)
@@ -156,8 +156,19 @@ def test_bad_input_is_named_in_one_line(static_run, video, tmp_path):
     untrained = tmp_path / "untrained"
     untrained.mkdir()
     (untrained / "config.json").write_text((static_run / "static" / "config.json").read_text())
+    opened = []
+
+    def open_and_note(*args):
+        opened.append(open_frames(*args))
+        return opened[-1]
+
+    open_frames = seg.open_frames
+    monkeypatch.setattr(seg, "open_frames", open_and_note)
     with pytest.raises(FileNotFoundError, match="no checkpoints"):
-        seg.segment(str(untrained), str(root / "frames"), str(tmp_path / "o3"))
+        seg.segment(str(untrained), str(root / "clip.avi"), str(tmp_path / "o3"))
+    monkeypatch.undo()
+    # Bug: a model that failed to load left the video's capture open.
+    assert opened[0]._cap is None
     with pytest.raises(ValueError, match="inside the input folder"):
         seg.segment(str(static_run), str(root / "frames"), str(root / "frames" / "out"))
     full = tmp_path / "full"

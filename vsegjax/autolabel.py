@@ -113,26 +113,17 @@ def _check_out(out: str, *inputs: str) -> pathlib.Path:
     return out_p
 
 
-def _run_config(path: pathlib.Path) -> dict | None:
-    for d in (path, path.parent, path.parent.parent):
-        f = d / "config.json"
-        if f.is_file():
-            return json.loads(f.read_text())
-    return None
-
-
 def flow_source(spec: str):
-    """'dis' / 'farneback', or a FlowNetS run (its config.json gives the architecture)."""
+    """'dis' / 'farneback', or a FlowNetS run (the flow provider reads the architecture
+    from its config.json, see vsegjax.models.flownet_checkpoint)."""
     if spec in ("dis", "farneback"):
         return spec
     path = pathlib.Path(spec).expanduser()
     if not path.exists():
         raise AutolabelError(f"--flow={spec}: not 'dis', 'farneback' or an existing FlowNetS "
                              f"checkpoint / run folder")
-    block = dict((_run_config(path) or {}).get("flow") or {})
-    block = {k: v for k, v in block.items() if k in ("width", "num_levels", "max_displacement")}
     try:
-        return make_flow_provider({"source": "flownet", "checkpoint": str(path), **block})
+        return make_flow_provider({"source": "flownet", "checkpoint": str(path)})
     except ValueError as e:
         raise AutolabelError(f"--flow={spec}: {e}") from None
 

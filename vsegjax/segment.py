@@ -161,31 +161,34 @@ def segment(workdir: str, input_path: str, out: str, max_frames: int | None = No
     writers.quiet_orbax()
     src, dst = check_paths(input_path, out, overwrite)
     source = open_frames(src, max_frames)  # bad input is named before the model loads
-    first = source.get(0)
-    model = trained.load(workdir, stage, flow)
-    size = work_size(*first.shape[:2], max_side or max(model.input_size))
-    rate = float(getattr(source, "fps", 0.0) or fps)
+    try:  # the source is closed whatever fails (a run without checkpoints, say)
+        first = source.get(0)
+        model = trained.load(workdir, stage, flow)
+        size = work_size(*first.shape[:2], max_side or max(model.input_size))
+        rate = float(getattr(source, "fps", 0.0) or fps)
 
-    labels_dir = dst / "labels"
-    labels_dir.mkdir(parents=True, exist_ok=True)
-    if overwrite:  # only this command's own products are replaced
-        for old in labels_dir.glob("*.png"):
-            old.unlink()
-    video_tmp = dst / "overlay.partial.mp4"
-    writer = cv2.VideoWriter(str(video_tmp), cv2.VideoWriter_fourcc(*"mp4v"), rate,
-                             (first.shape[1], first.shape[0]))
-    if not writer.isOpened():
-        raise RuntimeError(f"{video_tmp}: OpenCV cannot write an mp4v video here")
-    run = Segmenter(model, size)
-    t0, n = time.perf_counter(), len(source)
-    try:
-        for k, frame in tqdm.tqdm(_frames(source, first.shape), total=n, unit="frame",
-                                  desc=f"segment ({model.task_name})"):
-            ids = run(frame)
-            cv2.imwrite(str(labels_dir / f"{source.stems[k]}.png"), ids)
-            writer.write(cv2.cvtColor(viz.overlay(frame, ids, model.palette), cv2.COLOR_RGB2BGR))
+        labels_dir = dst / "labels"
+        labels_dir.mkdir(parents=True, exist_ok=True)
+        if overwrite:  # only this command's own products are replaced
+            for old in labels_dir.glob("*.png"):
+                old.unlink()
+        video_tmp = dst / "overlay.partial.mp4"
+        writer = cv2.VideoWriter(str(video_tmp), cv2.VideoWriter_fourcc(*"mp4v"), rate,
+                                 (first.shape[1], first.shape[0]))
+        if not writer.isOpened():
+            raise RuntimeError(f"{video_tmp}: OpenCV cannot write an mp4v video here")
+        run = Segmenter(model, size)
+        t0, n = time.perf_counter(), len(source)
+        try:
+            for k, frame in tqdm.tqdm(_frames(source, first.shape), total=n, unit="frame",
+                                      desc=f"segment ({model.task_name})"):
+                ids = run(frame)
+                cv2.imwrite(str(labels_dir / f"{source.stems[k]}.png"), ids)
+                overlay = viz.overlay(frame, ids, model.palette)
+                writer.write(cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+        finally:
+            writer.release()
     finally:
-        writer.release()
         source.close()
     seconds = time.perf_counter() - t0
     os.replace(video_tmp, dst / "overlay.mp4")

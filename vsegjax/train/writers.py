@@ -201,12 +201,24 @@ def create_writer(workdir: str, asynchronous: bool = True) -> MetricWriter:
     return MultiWriter([LoggingWriter(), AsyncWriter(to_files) if asynchronous else to_files])
 
 
+# Orbax warnings that are expected when a checkpoint is read for one item only (read-only
+# managers, the trainer's "meta"/"data" items left on disk): nothing for a user to do.
+_EXPECTED_ORBAX_WARNINGS = ("CheckpointManagerOptions.read_only=True",
+                            "Given directory is read only",
+                            "was found in the checkpoint, but could not be restored")
+
+
 class _DropOrbaxInfo(logging.Filter):
     """Drops orbax's INFO lines (about 40 per checkpoint save, between the progress bar's
-    updates); its warnings and errors still show."""
+    updates) and its expected warnings; other warnings and errors still show."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno > logging.INFO or f"{os.sep}orbax{os.sep}" not in record.pathname
+        if f"{os.sep}orbax{os.sep}" not in record.pathname:
+            return True
+        if record.levelno <= logging.INFO:
+            return False
+        message = record.getMessage()
+        return not any(text in message for text in _EXPECTED_ORBAX_WARNINGS)
 
 
 def quiet_orbax() -> None:
