@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import time
 from typing import Any, Mapping
 
@@ -63,7 +64,8 @@ def run(path: pathlib.Path, params: Mapping[str, Any] | None = None,
         if index is not None and tagged is not None and index > tagged:
             index -= 1  # the notebook's own numbering, without the injected cell
         where = f"cell {index} (counting from 0, markdown included)" if failed else "a cell"
-        raise NotebookFailed(f"{path.name} {where} failed: {e.ename}: {e.evalue}\n{e}"
+        detail = re.sub(r"\x1b\[[0-9;]*m", "", str(e))  # the traceback's colours
+        raise NotebookFailed(f"{path.name} {where} failed: {e.ename}: {e.evalue}\n{detail}"
                              ) from None
     finally:
         os.environ.clear()

@@ -14,8 +14,12 @@ NOTEBOOKS = sorted((ROOT / "colabs").glob("*.ipynb"))
 # Per notebook: the short sizes for the test (the notebooks keep their real defaults), and
 # files the run must leave in WORKDIR.
 SHORT = {
+    "efc_flow.ipynb": ({"STATIC_STEPS": 4, "EFC_STEPS": 2},
+                       ["run/eval_metrics.json", "run/panels/example_000.png"]),
     "grfp_synthetic.ipynb": ({"STATIC_STEPS": 4, "GRFP_STEPS": 2},
                              ["run/eval_metrics.json", "snippet_0.png"]),
+    "segment_and_export.ipynb": ({"TRAIN_STEPS": 4, "MAX_FRAMES": 6},
+                                 ["segmented/overlay.mp4", "exported/model.jax_exported"]),
 }
 
 

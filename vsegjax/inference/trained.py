@@ -125,16 +125,13 @@ def _branch(params: dict, model_state: dict, name: str) -> dict:
     return out
 
 
-def load(run_dir: str, stage: str | None = None, flow: str | None = None) -> TrainedModel:
-    """The trained model of ``stage`` (default: the run's last segmenting stage) at its
-    latest checkpoint. ``flow`` ('dis' | 'farneback') replaces a GRFP run's flow source,
-    which it must where the run read the dataset's stored flow."""
-
+def load_task(run_dir: str, stage: str | None = None
+              ) -> tuple[Any, dict, dict, int, str, str]:
+    """(task, params, model_state, step, stage folder, stage name) of ``stage`` of a run
+    (default: its last segmenting stage) at its latest checkpoint, for calling the task's
+    own functions (EFC's ``predict_flow``, say) on a trained run."""
     run_dir = files.resolve(run_dir)
     folder, name, task_name, config = find_stage(run_dir, stage)
-    if task_name not in SEGMENT_TASKS:
-        raise ValueError(f"{folder}: stage {name!r} is a {task_name!r} run; segment and "
-                         f"export take {list(SEGMENT_TASKS)} runs")
     if not files.isdir(os.path.join(folder, "checkpoints")):
         raise FileNotFoundError(f"{folder}: no checkpoints/ folder; has stage {name!r} "
                                 f"trained?")
@@ -143,8 +140,22 @@ def load(run_dir: str, stage: str | None = None, flow: str | None = None) -> Tra
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{folder}: no checkpoint to load ({e})") from e
     task = experiment.task_class(task_name)(config, workdir=folder)
-    return from_state(task, task_name, tree["params"], dict(tree.get("model_state") or {}),
-                      step=int(tree["step"]), run_dir=folder, stage=name, flow=flow)
+    return (task, tree["params"], dict(tree.get("model_state") or {}), int(tree["step"]),
+            folder, name)
+
+
+def load(run_dir: str, stage: str | None = None, flow: str | None = None) -> TrainedModel:
+    """The trained model of ``stage`` (default: the run's last segmenting stage) at its
+    latest checkpoint. ``flow`` ('dis' | 'farneback') replaces a GRFP run's flow source,
+    which it must where the run read the dataset's stored flow."""
+
+    folder, name, task_name, _ = find_stage(files.resolve(run_dir), stage)
+    if task_name not in SEGMENT_TASKS:
+        raise ValueError(f"{folder}: stage {name!r} is a {task_name!r} run; segment and "
+                         f"export take {list(SEGMENT_TASKS)} runs")
+    task, params, model_state, step, folder, name = load_task(run_dir, stage)
+    return from_state(task, task_name, params, model_state, step=step, run_dir=folder,
+                      stage=name, flow=flow)
 
 
 def from_state(task: Any, task_name: str, params: dict, model_state: dict, step: int = 0,
