@@ -14,10 +14,14 @@ NOTEBOOKS = sorted((ROOT / "colabs").glob("*.ipynb"))
 # Per notebook: the short sizes for the test (the notebooks keep their real defaults), and
 # files the run must leave in WORKDIR.
 SHORT = {
+    "autolabel_davis.ipynb": ({"NUM_FRAMES": 4, "MAX_SIDE": 64, "TRAIN_STEPS": 2},
+                              ["warp_refine/autolabel.json", "copy/labels"]),
     "efc_flow.ipynb": ({"STATIC_STEPS": 4, "EFC_STEPS": 2},
                        ["run/eval_metrics.json", "run/panels/example_000.png"]),
     "grfp_synthetic.ipynb": ({"STATIC_STEPS": 4, "GRFP_STEPS": 2},
                              ["run/eval_metrics.json", "snippet_0.png"]),
+    "vplr_propagation.ipynb": ({"SDC_STEPS": 4, "NUM_VIDEOS": 2},
+                               ["sdc_run/eval_metrics.json"]),
     "segment_and_export.ipynb": ({"TRAIN_STEPS": 4, "MAX_FRAMES": 6},
                                  ["segmented/overlay.mp4", "exported/model.jax_exported"]),
 }

@@ -246,3 +246,12 @@ def test_uniform_prior_is_not_a_softmax_of_constants():
     # One softmax per refined step (inside the scan body) in both; one more over the
     # segmenter's logits, and none over a uniform prior.
     assert softmaxes["none"] == 1 and softmaxes["segmenter"] == 2, softmaxes
+
+
+def test_synthetic_videos_shorter_than_the_default_label_index():
+    """Bug: videos of <= 4 frames raised (label_index 4 outside the video); the
+    autolabel notebook asks for 4."""
+    (frames, labels), = pe.synthetic_videos(1, 3, (32, 48))
+    assert frames.shape == (3, 32, 48, 3) and sorted(labels) == [0, 1, 2]
+    (long_frames, _), = pe.synthetic_videos(1, 6, (32, 48))
+    assert long_frames.shape[0] == 6

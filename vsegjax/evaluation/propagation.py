@@ -159,8 +159,12 @@ def synthetic_videos(num_videos: int, num_frames: int, size: tuple[int, int], se
                      indices: Iterable[int] | None = None):
     """Rendered validation videos (uint8 frames, every frame labelled); ``indices``
     picks some of the ``num_videos``."""
+    # Every frame is labelled here; label_index only has to lie inside a short video (the
+    # default, 4, is kept for longer ones so their rendering does not change).
+    label_index = min(synthetic.SyntheticConfig.label_index, int(num_frames) - 1)
     cfg = synthetic.SyntheticConfig(height=int(size[0]), width=int(size[1]),
-                                    num_frames=int(num_frames), seed=seed)
+                                    num_frames=int(num_frames), label_index=label_index,
+                                    seed=seed)
     for i in (range(num_videos) if indices is None else indices):
         ex = synthetic.generate_snippet(cfg, "validation", i)
         yield ex["frames"], dict(enumerate(ex["labels"]))
