@@ -1,7 +1,7 @@
 """GRFP vs its static net on a real, unlabelled video: temporal consistency of the labels.
 
     python benchmarks/segment_consistency.py --workdir=RUN [--input=VIDEO] [--frames=160]
-        [--side=384]
+        [--side=384] [--side_by_side=OUT.mp4]
 
 Segments the first ``--frames`` frames of the video with ``vsegjax.segment`` twice, with
 the run's GRFP stage and with its static stage, then follows DIS flow trajectories
@@ -9,6 +9,8 @@ the run's GRFP stage and with its static stage, then follows DIS flow trajectori
 at ``--side`` pixels wide and prints, for each model, frames/s and the share of
 trajectories whose label never changes. There are no labels, so this measures stability,
 not accuracy. The input defaults to ``../shared/data/video/vtest.avi``.
+``--side_by_side`` also writes the two overlay videos next to each other (static left,
+GRFP right, same frames and fps).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ def main() -> None:
     parser.add_argument("--input", default=str(ROOT.parent / "shared/data/video/vtest.avi"))
     parser.add_argument("--frames", type=int, default=160)
     parser.add_argument("--side", type=int, default=384, help="width trajectories run at")
+    parser.add_argument("--side_by_side", default="", help="an .mp4 to write static | GRFP to")
     args = parser.parse_args()
     source = VideoFrames(args.input, max_frames=args.frames)
     h0, w0 = source.get(0).shape[:2]
@@ -60,12 +63,45 @@ def main() -> None:
             tc = temporal_consistency(labels, fwd, bwd)
             changed = float(np.mean(labels[1:] != labels[:-1]))
             rows.append((stage, info, tc, changed))
+        if args.side_by_side:
+            n = side_by_side(pathlib.Path(tmp) / "static" / "overlay.mp4",
+                             pathlib.Path(tmp) / "grfp" / "overlay.mp4", args.side_by_side)
+            print(f"wrote {args.side_by_side} ({n} frames: static | GRFP)")
     print(f"{args.input}: {len(frames)} frames, trajectories at {size[0]}x{size[1]} (DIS)")
     print(f"{'stage':>7} {'model size':>11} {'frames/s':>9} {'temporal consistency':>21} "
           f"{'pixels changing/frame':>22}")
     for stage, info, tc, changed in rows:
         print(f"{stage:>7} {str(info['model_size']):>11} {info['fps_achieved']:>9.1f} "
               f"{tc.ratio:>21.4f} {changed:>22.4f}")
+
+
+def side_by_side(left: pathlib.Path, right: pathlib.Path, out: str) -> int:
+    """Writes ``left | right`` frame by frame (titled) to ``out``; returns the frame count."""
+    a, b = cv2.VideoCapture(str(left)), cv2.VideoCapture(str(right))
+    fps = a.get(cv2.CAP_PROP_FPS) or 25.0
+    writer, n = None, 0
+    try:
+        while True:
+            ok_a, fa = a.read()
+            ok_b, fb = b.read()
+            if not (ok_a and ok_b):
+                break
+            for frame, title in ((fa, "static"), (fb, "GRFP")):
+                cv2.putText(frame, title, (8, 28), cv2.FONT_HERSHEY_SIMPLEX, 0.9,
+                            (255, 255, 255), 2, cv2.LINE_AA)
+            both = np.concatenate([fa, fb], axis=1)
+            if writer is None:
+                pathlib.Path(out).parent.mkdir(parents=True, exist_ok=True)
+                writer = cv2.VideoWriter(out, cv2.VideoWriter_fourcc(*"mp4v"), fps,
+                                         both.shape[1::-1])
+            writer.write(both)
+            n += 1
+    finally:
+        a.release()
+        b.release()
+        if writer is not None:
+            writer.release()
+    return n
 
 
 if __name__ == "__main__":

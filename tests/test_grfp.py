@@ -83,6 +83,17 @@ def test_grfp_stage_starts_from_static_and_keeps_it_frozen(tiny_data, tmp_path):
         np.testing.assert_array_equal(a, b)
     assert set(video["params"]["grfp"]) == {"forward", "backward", "fusion"}
 
+    # A second seed of the GRFP stage alone, started from this run's static stage: its
+    # report's static baseline is the frozen net inside the video model, the same one.
+    first = json.loads((tmp_path / "eval_metrics.json").read_text())
+    config.seed = 1
+    config.stages.static.enabled = False
+    config.stages.grfp.init_from = str(tmp_path / "static")
+    second = experiment.run(config, str(tmp_path / "seed1"))
+    assert second["static"]["miou"] == pytest.approx(first["static"]["miou"], abs=1e-6)
+    assert second["static"]["per_class_iou"] == pytest.approx(first["static"]["per_class_iou"])
+    assert not (tmp_path / "seed1" / "static").exists()
+
 
 def test_loss_terms_follow_weights(tiny_data):
     config = grfp_stage(tiny_config(tiny_data))
@@ -94,7 +105,7 @@ def test_loss_terms_follow_weights(tiny_data):
         grfp.GRFPTask(config)
 
 
-@pytest.mark.parametrize("name", ["grfp_synthetic", "grfp_cityscapes"])
+@pytest.mark.parametrize("name", ["grfp_synthetic", "grfp_cityscapes", "grfp_camvid"])
 def test_configs_build_their_models(name):
     config = load_config(name)
     stage = grfp_stage(config)
@@ -106,6 +117,15 @@ def test_configs_build_their_models(name):
         assert tuple(config.input.augment.crop_size) == (512, 512)
         assert task.window_len == 5 and "flow" in shapes["params"]
         assert set(task.frozen_params()) == {"flow"}
+    if name == "grfp_camvid":  # the static stage is camvid_static's; GRFP reads the sequence
+        static = experiment.resolve_stages(config, "/tmp/unused")[0].config
+        reference = load_config("camvid_static")
+        for block in ("data", "model", "train", "optimizer", "eval"):
+            assert static[block].to_dict() == reference[block].to_dict(), block
+        assert (stage.data.name, stage.data.config) == ("camvid_sequence", "t5_split50")
+        assert stage.eval.split == "heldout" and stage.input.train_split == "train"
+        assert task.window_len == 5 and stage.flow.source == "dis"
+        assert set(task.frozen_params()) == {"static"}
 
 
 def test_learned_flow_is_computed_in_the_model_and_frozen(tiny_data):

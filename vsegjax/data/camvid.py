@@ -64,6 +64,8 @@ SPLIT_FOLDERS = {
 }
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm")
 FULL_SIZE = (360, 480)  # (height, width) of the SegNet version
+CITATION = ("Brostow, Fauqueur, Cipolla. Semantic object classes in video: a high-definition "
+            "ground truth database. Pattern Recognition Letters 30(2), 2009.")
 
 EXPECTED_LAYOUT = (
     "expected CamVid as distributed with SegNet: folders train/ + trainannot/, val/ + "
@@ -446,9 +448,7 @@ class CamVid(snippet_builder.SnippetBuilder):
             features=snippet_builder.snippet_features(cfg.num_frames, (h, w)),
             supervised_keys=None,
             homepage="http://mi.eng.cam.ac.uk/research/projects/VideoRec/CamVid/",
-            citation=("Brostow, Fauqueur, Cipolla. Semantic object classes in video: a "
-                      "high-definition ground truth database. Pattern Recognition Letters "
-                      "30(2), 2009."),
+            citation=CITATION,
             metadata=tfds.core.MetadataDict(),
             disable_shuffling=True,
         )

@@ -42,6 +42,17 @@ register("camvid", _camvid_builder,
          "camvid")
 
 
+def _camvid_sequence_builder(data: ml_collections.ConfigDict):
+    from vsegjax.data import camvid_sequence
+    return camvid_sequence.make_builder(data.data_dir, data.get("config") or
+                                        camvid_sequence.DEFAULT.name)
+
+
+register("camvid_sequence", _camvid_sequence_builder,
+         "python data_prep/camvid.py --sequence --manual_dir=<the CamVid folder> "
+         "--data_dir={data_dir}", "camvid")
+
+
 def _flow_builder(name: str):
     def factory(data: ml_collections.ConfigDict):
         from vsegjax.data import flow_datasets

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -161,10 +161,28 @@ def report(config: ml_collections.ConfigDict, workdir: str,
     """The runner's report: the GRFP stage against the static stage it started from."""
     video = stages[-1]
     static = experiment.find_stage(stages, "static")
-    if static is None:
+    if static is not None:
+        return evaluate(config, workdir, video.task, video.state, static.state)
+    if config.grfp.train_static:
         raise ValueError("config field stages: GRFP's report compares with a 'static' "
-                         "stage, and the config has none")
-    return evaluate(config, workdir, video.task, video.state, static.state)
+                         "stage, and the config has none (with grfp.train_static the video "
+                         "model's static net is no longer the baseline)")
+    # The static stage ran in another run (e.g. a second seed of the GRFP stage started
+    # from it): the frozen static net inside the video model is that baseline, unchanged.
+    return evaluate(config, workdir, video.task, video.state, frozen_static_state(video.state))
+
+
+class _StaticState(NamedTuple):
+    params: dict
+    model_state: dict
+
+
+def frozen_static_state(video_state) -> _StaticState:
+    """The static net's variables inside a video model's state, as a static stage's."""
+    return _StaticState(
+        {"static": video_state.params["static"]},
+        {name: {"static": tree["static"]} for name, tree in video_state.model_state.items()
+         if "static" in tree})
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str, task, video_state,
