@@ -62,9 +62,16 @@ def test_grfp_runs_both_stages_and_writes_metrics(tiny_data, tmp_path):
         assert 0.0 < saved[method]["temporal_consistency"] <= 1.0
         assert len(saved[method]["per_class_iou"]) == 10
     assert set(saved["grfp_miou_by_num_frames"]) == {"1", "2", "3", "4"}
-    # One frame seen = the static prediction of the same static net.
-    assert saved["grfp_miou_by_num_frames"]["1"] == pytest.approx(saved["static"]["miou"])
+    # One frame seen = the static prediction of the same static net. The two run through
+    # differently batched XLA programs, so an argmax tie may flip on a few pixels (2.5e-6
+    # apart seen on one CPU): equal to 1e-4, far below one class changing.
+    assert saved["grfp_miou_by_num_frames"]["1"] == pytest.approx(saved["static"]["miou"],
+                                                                  abs=1e-4)
     assert saved["num_snippets"] == 5 and results["grfp"]["miou"] == saved["grfp"]["miou"]
+    carried = saved["label_carried_one_frame"]
+    assert 0 <= carried["num_snippets"] <= 5
+    if carried["num_snippets"]:
+        assert 0.0 <= carried["copy"] <= 1.0 and 0.0 <= carried["flow"] <= 1.0
     assert sorted(p.name for p in (tmp_path / "panels").glob("*.png")) == [
         "example_000.png", "example_001.png"]
     assert (tmp_path / "static" / "checkpoints").is_dir()
@@ -189,3 +196,18 @@ def test_static_task_runs_and_reports_the_positional_baseline(tiny_data, tmp_pat
     assert saved["static"]["miou"] == results["static"]["miou"]
     assert 0.0 < saved["positional_prior"]["miou"] < 1.0 and saved["resolution"] == [48, 64]
     assert (tmp_path / "panels" / "example_000.png").exists()
+
+
+def test_carry_label_follows_the_flow():
+    """A label map moved 2 px right and 1 down between frames is carried back exactly by
+    the flow t -> t-1 of (-2, -1); where that flow leaves the image the result is 255."""
+    from vsegjax.train.grfp_eval import carry_label
+    rng = np.random.default_rng(0)
+    prev = rng.integers(0, 5, (12, 16)).astype(np.uint8)
+    cur = np.full_like(prev, 7)
+    cur[1:, 2:] = prev[:-1, :-2]
+    flow = np.broadcast_to(np.array([-2.0, -1.0], np.float32), (12, 16, 2))
+    carried = carry_label(prev, flow)
+    np.testing.assert_array_equal(carried[1:, 2:], cur[1:, 2:])
+    assert np.all(carried[0] == 255) and np.all(carried[:, :2] == 255)
+    np.testing.assert_array_equal(carry_label(prev, np.zeros((12, 16, 2))), prev)

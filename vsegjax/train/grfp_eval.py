@@ -131,6 +131,17 @@ class Predictor:
         return out
 
 
+def carry_label(prev: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """Label map ``prev`` [H, W] of frame t-1 carried into frame t along ``flow`` [H, W, 2]
+    (t -> t-1, nearest pixel); 255 (ignored) where the flow leaves the image."""
+    h, w = prev.shape
+    x = np.rint(np.arange(w)[None, :] + flow[..., 0]).astype(np.int64)
+    y = np.rint(np.arange(h)[:, None] + flow[..., 1]).astype(np.int64)
+    inside = (x >= 0) & (x < w) & (y >= 0) & (y < h)
+    return np.where(inside, prev[np.clip(y, 0, h - 1), np.clip(x, 0, w - 1)], 255).astype(
+        prev.dtype)
+
+
 def _first_present(dicts, keys):
     for key in keys:
         for d in dicts:
@@ -197,8 +208,12 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, task, video_state,
     # forward model after n frames.
     lengths = range(1, lp + 2) if config.grfp.mode != "backward" else ()
     # Every process holds every key (pooled by name below), even one with no valid row.
+    # ("carried", ...): where frame t-1 is labelled too, its label copied or carried along
+    # the flow the STGRU uses, scored on frame t: how good that flow is on this data.
     cms = evaluation.ConfusionMatrices(c, [*METHODS, *((m, "degraded") for m in METHODS),
-                                           *(("T", n) for n in lengths)])
+                                           *(("T", n) for n in lengths),
+                                           ("carried", "copy"), ("carried", "flow")])
+    num_carried = 0
     consistency = {m: [] for m in METHODS}
     panel_dir = os.path.join(workdir, "panels")
     num_panels, index = config.eval.get("num_panels", 4), 0
@@ -223,6 +238,14 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, task, video_state,
                     cms.add_counts((m, "degraded"), cm)
             for n in lengths:
                 cms.add(("T", n), by_length[n][i], label)
+            used_bwd = _first_present((batch, preds), ("flow_bwd",))
+            if lp > 0 and used_bwd is not None and batch.get("has_label") is not None \
+                    and batch["has_label"][i, lp - 1]:
+                prev = batch["labels"][i, lp - 1]
+                cms.add(("carried", "copy"), prev, label)
+                cms.add(("carried", "flow"), carry_label(prev, np.asarray(used_bwd[i, lp - 1])),
+                        label)
+                num_carried += 1
             seqs = {"static": preds["static_seq"][i], "grfp": preds["grfp_seq"][i],
                     "grfp_fwbw": preds["grfp_fwbw_seq"][i]}
             for m in METHODS:
@@ -255,6 +278,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, task, video_state,
     # GRFP forward mIoU against the number of frames T seen at inference (T = 1: static).
     results["grfp_miou_by_num_frames"] = {
         str(n): cms.miou(("T", n)) for n in lengths}
+    carried = {k: cms.miou(("carried", k)) for k in ("copy", "flow")}
+    results["label_carried_one_frame"] = {
+        **{k: None if np.isnan(v) else v for k, v in carried.items()},
+        "num_snippets": int(sum(pooling.per_process(num_carried)))}
     results["num_snippets"] = int(sum(per_process))
     results["snippets_per_process"] = per_process
     results["flow_source"] = config.flow.source
@@ -263,5 +290,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, task, video_state,
     print(f"GRFP evaluation on {results['num_snippets']} snippets ({config.flow.source} flow): {summary}")
     print("GRFP forward mIoU by frames seen: " + "  ".join(
         f"T={n}: {v:.4f}" for n, v in results["grfp_miou_by_num_frames"].items()))
+    lc = results["label_carried_one_frame"]
+    if lc["num_snippets"]:
+        print(f"label of frame t-1 scored on frame t ({lc['num_snippets']} snippets): copied "
+              f"mIoU {lc['copy']:.4f}, carried along the {config.flow.source} flow "
+              f"{lc['flow']:.4f}")
     print(f"wrote {min(index, num_panels)} panels in {panel_dir}")
     return results
