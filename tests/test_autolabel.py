@@ -95,7 +95,7 @@ def test_bad_inputs_are_named(video, tmp_path, capsys):
     (bad / "f002.png").unlink()
     with pytest.raises(autolabel.AutolabelError, match="zzz.png has no frame"):
         autolabel.autolabel(str(root / "frames"), str(bad), str(tmp_path / "o"), "copy", C)
-    with pytest.raises(autolabel.AutolabelError, match="inside the input folder"):
+    with pytest.raises(autolabel.AutolabelError, match="inside the --frames folder"):
         autolabel.autolabel(str(root / "frames"), str(root / "labels"),
                             str(root / "frames" / "out"), "copy", C)
     frames = tmp_path / "frames"

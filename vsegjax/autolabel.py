@@ -24,6 +24,7 @@ Input folders are only read. Labelled frames keep their label; the rest is compu
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import sys
 import time
@@ -103,13 +104,39 @@ def _strides(text: str) -> tuple[int, ...]:
     return strides
 
 
-def _check_out(out: str, *inputs: str) -> pathlib.Path:
+OUTPUT_DIRS = ("labels", "overlay", "confidence", "refiner")
+
+
+def check_out(out: str, inputs: dict[str, str]) -> pathlib.Path:
+    """The resolved ``--out``, refused when anything written there would touch an input.
+
+    ``inputs`` maps a flag (``--frames``) to its folder. ``--out`` may hold the inputs
+    (``--out=clip`` for ``clip/frames``), but it may not be or lie inside one, and none of
+    its output folders (``OUTPUT_DIRS``) may be or hold one: ``clip/labels`` as
+    ``--labels`` with ``--out=clip`` would have its labels rewritten. Also refused before
+    any work: an ``--out`` that is a file or cannot be created or written.
+    """
     out_p = pathlib.Path(out).expanduser().resolve()
-    for d in inputs:
-        d_p = pathlib.Path(d).expanduser().resolve()
+    for flag, folder in inputs.items():
+        d_p = pathlib.Path(folder).expanduser().resolve()
         if out_p == d_p or d_p in out_p.parents:
-            raise AutolabelError(f"--out {out_p} lies inside the input folder {d_p}; choose "
+            raise AutolabelError(f"--out {out_p} lies inside the {flag} folder {d_p}; choose "
                                  f"another folder (inputs are never written)")
+        for sub in OUTPUT_DIRS:
+            written = out_p / sub
+            if written == d_p or written in d_p.parents:
+                raise AutolabelError(f"--out {out_p}: autolabel writes {written}/, which "
+                                     f"{'is' if written == d_p else 'holds'} the {flag} folder "
+                                     f"{d_p}; choose another --out (inputs are never written)")
+    if out_p.exists() and not out_p.is_dir():
+        raise AutolabelError(f"--out {out_p} is an existing file; give a folder")
+    for sub in OUTPUT_DIRS[:3]:
+        if (out_p / sub).exists() and not (out_p / sub).is_dir():
+            raise AutolabelError(f"--out {out_p}: {out_p / sub} is a file where autolabel "
+                                 f"writes a folder")
+    existing = next(p for p in (out_p, *out_p.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise AutolabelError(f"--out {out_p}: cannot write in {existing} (permission denied)")
     return out_p
 
 
@@ -155,18 +182,12 @@ def autolabel(frames_dir: str, labels_dir: str, out: str, method: str, num_class
         raise AutolabelError(f"--num_classes={num_classes}: must be in 1..255")
     if not 0.0 <= min_confidence <= 1.0:
         raise AutolabelError(f"--min_confidence={min_confidence}: must be in [0, 1]")
-    out_p = _check_out(out, frames_dir, labels_dir)
+    out_p = check_out(out, {"--frames": frames_dir, "--labels": labels_dir})
     t0 = time.time()
-    paths, frames_u8, labels_full = _read_inputs(frames_dir, labels_dir, num_classes)
-    full_h, full_w = frames_u8.shape[1:3]
-    frames_u8, labels = prop.resize_video(frames_u8, labels_full, max_side)
-    frames = frames_u8.astype(np.float32) / 255.0
-    h, w = frames.shape[1:3]
-
+    # Every model argument is loaded before the frames are read or any flow computed, so
+    # a bad one fails at once.
     if method == "copy":
         source: Any = "copy"
-    elif method == "flow":
-        source = flow_source(flow)
     elif method == "sdc":
         if not sdc:
             raise AutolabelError("--method=sdc needs --sdc=<run folder of a trained "
@@ -177,20 +198,28 @@ def autolabel(frames_dir: str, labels_dir: str, out: str, method: str, num_class
             raise AutolabelError(f"--sdc={sdc}: {e}") from None
     else:
         source = flow_source(flow)
+    if method == "warp_refine" and refiner:
+        try:
+            task, variables = wr.load_refiner(refiner, num_classes)
+        except (ValueError, FileNotFoundError) as e:
+            raise AutolabelError(str(e)) from None
+    paths, frames_u8, labels_full = _read_inputs(frames_dir, labels_dir, num_classes)
+    full_h, full_w = frames_u8.shape[1:3]
+    frames_u8, labels = prop.resize_video(frames_u8, labels_full, max_side)
+    frames = frames_u8.astype(np.float32) / 255.0
+    h, w = frames.shape[1:3]
     print(f"flow ({method}) on {len(frames)} frames at {w}x{h} ...", file=sys.stderr)
     flows = prop.video_flows(frames, source)
 
     if method == "warp_refine":
-        if refiner:
+        if not refiner:
             try:
-                task, variables = wr.load_refiner(refiner, num_classes)
-            except (ValueError, FileNotFoundError) as e:
+                task, variables = wr.train_on_video(
+                    frames, labels, num_classes, flows, str(out_p), steps=train_steps, k=k,
+                    seed=seed, prior=prior, strides=strides, warp_weight=warp_weight,
+                    flow_name=flow)
+            except wr.RefinerMismatch as e:  # a refiner of another video in <out>/refiner
                 raise AutolabelError(str(e)) from None
-        else:
-            task, variables = wr.train_on_video(frames, labels, num_classes, flows,
-                                                str(out_p), steps=train_steps, k=k, seed=seed,
-                                                prior=prior, strides=strides,
-                                                warp_weight=warp_weight)
         probs = wr.label_video(task, variables, frames, labels, flows)
         hard = {t: np.argmax(p, -1).astype(np.uint8) for t, p in probs.items()}
         conf = {t: p.max(-1) for t, p in probs.items()}

@@ -29,12 +29,31 @@ def natural_key(name: str) -> list:
 
 
 def list_images(folder, what: str, suffixes=IMAGE_SUFFIXES, error=FileNotFoundError):
-    """The image files in ``folder`` in natural order; ``error`` naming it if none/missing."""
+    """The image files in ``folder`` in natural order; ``error`` naming it if none/missing.
+
+    Frames are matched to labels and outputs by file stem, so two images with one stem
+    (``00001.jpg`` and ``00001.png``) are refused naming both, and so is a stem that
+    cannot name a file (``...png`` has the stem ``..``); other dot-files are hidden files
+    (``._x.png`` from macOS) and are left out.
+    """
     folder = pathlib.Path(folder).expanduser()
     if not folder.is_dir():
         raise error(f"{what} folder not found: {folder}")
-    found = [p for p in folder.iterdir()
-             if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith(".")]
+    found, by_stem = [], {}
+    for p in folder.iterdir():
+        if not p.is_file() or p.suffix.lower() not in suffixes:
+            continue
+        if p.stem in ("", ".", ".."):
+            raise error(f"{what}: {p} has the file stem {p.stem!r}, which cannot name its "
+                        f"outputs; rename it")
+        if p.name.startswith("."):
+            continue
+        if p.stem in by_stem:
+            first, second = sorted([by_stem[p.stem], p])
+            raise error(f"{what}: {first} and {second} have the same stem {p.stem!r}, so their "
+                        f"labels and outputs would be one file; keep one of them")
+        by_stem[p.stem] = p
+        found.append(p)
     if not found:
         raise error(f"{what} folder {folder} holds no {'/'.join(suffixes)} files")
     return sorted(found, key=lambda p: natural_key(p.name))

@@ -290,7 +290,8 @@ def run_real(dataset: str, data: str, out: str, methods: Iterable[str] = ("copy"
                 task, variables = warp_refine.train_on_video(
                     frames, {a: labels[a] for a in anchors}, num_classes, flows,
                     os.path.join(out, "refiners", name), steps=train_steps, k=cycle_k,
-                    prior=prior, strides=tuple(strides), warp_weight=warp_weight)
+                    prior=prior, strides=tuple(strides), warp_weight=warp_weight,
+                    flow_name=str(flow))
                 fns[m] = warp_refine_method(task, variables)
         for a in anchors:
             score_video(scores, fns, frames, labels, a, ks, flows)

@@ -9,6 +9,7 @@ run resumes). Frames are floats in [0, 1] at the working resolution.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pathlib
@@ -167,9 +168,13 @@ def train_on_video(frames: np.ndarray, labels: Mapping[int, np.ndarray], num_cla
                    flows: tuple[np.ndarray, np.ndarray], workdir: str, steps: int = 300,
                    k: int = 3, crop: tuple[int, int] = (128, 128), seed: int = 0,
                    config: ml_collections.ConfigDict | None = None, prior: str = "segmenter",
-                   strides: Sequence[int] = (1,), warp_weight: float = 0.0
-                   ) -> tuple[WarpRefineTask, dict]:
-    """Trains prior + refiner on one video's sparse labels; (task, variables)."""
+                   strides: Sequence[int] = (1,), warp_weight: float = 0.0,
+                   flow_name: str = "") -> tuple[WarpRefineTask, dict]:
+    """Trains prior + refiner on one video's sparse labels; (task, variables).
+
+    ``<workdir>/refiner`` records what it was trained on (``flow_name`` names the flow
+    among it); a second call with the same workdir resumes it only for the same frames,
+    labels, flow and settings (``check_refiner_reuse``)."""
 
     h, w = np.asarray(frames).shape[1:3]
     crop = (min(crop[0], h), min(crop[1], w))
@@ -180,10 +185,55 @@ def train_on_video(frames: np.ndarray, labels: Mapping[int, np.ndarray], num_cla
                            strides=tuple(cfg.warp_refine.get("strides", (1,))))
     task = _VideoTask(cfg, windows)
     run_dir = os.path.join(workdir, "refiner")
+    check_refiner_reuse(run_dir, training_fingerprint(frames, labels, cfg, flow_name))
     result = train(cfg, run_dir, task)
     # What --refiner=<run_dir> needs to rebuild the model (the trainer saves only arrays).
     files.atomic_write_text(os.path.join(run_dir, "config.json"), cfg.to_json(indent=2))
     return task, {"params": result.state.params, **result.state.model_state}
+
+
+FINGERPRINT_FILE = "trained_on.json"
+
+
+class RefinerMismatch(ValueError):
+    """A refiner folder holds a model trained on something else; the message says what."""
+
+
+def training_fingerprint(frames: np.ndarray, labels: Mapping[int, np.ndarray],
+                         cfg: ml_collections.ConfigDict, flow_name: str = "") -> dict[str, Any]:
+    """What a refiner trained by ``train_on_video`` depends on: the frames and labels it
+    saw (hashed) and its config except the step count (more steps resume the same run)."""
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(frames, np.float32).tobytes())
+    for t in sorted(labels):
+        digest.update(np.int64(t).tobytes())
+        digest.update(np.ascontiguousarray(labels[t], np.uint8).tobytes())
+    settings = json.loads(cfg.to_json())
+    settings.get("train", {}).pop("num_steps", None)
+    return {"frames": int(len(frames)), "labelled": sorted(int(t) for t in labels),
+            "data_sha256": digest.hexdigest(), "flow": flow_name, "config": settings}
+
+
+def check_refiner_reuse(run_dir: str, fingerprint: dict[str, Any]) -> None:
+    """Records what the refiner in ``run_dir`` is trained on; a ``run_dir`` that already
+    holds a refiner of other frames, labels or settings is refused (resuming it would
+    silently reuse the wrong model)."""
+    path = pathlib.Path(run_dir) / FINGERPRINT_FILE
+    if (pathlib.Path(run_dir) / "checkpoints").is_dir():
+        if not path.is_file():
+            raise RefinerMismatch(f"{run_dir} holds a refiner with no record of what it was "
+                                  f"trained on ({FINGERPRINT_FILE}); choose another --out, or "
+                                  f"pass it as --refiner={run_dir} to use it as it is")
+        old = json.loads(path.read_text())
+        if old != fingerprint:
+            what = [k for k in ("frames", "labelled", "data_sha256", "flow", "config")
+                    if old.get(k) != fingerprint[k]]
+            kind = ("settings" if set(what) <= {"flow", "config"} else "frames or labels")
+            raise RefinerMismatch(f"{run_dir} holds a refiner trained on other {kind} "
+                                  f"({', '.join(what)}) than this run's; choose another "
+                                  f"--out, or delete {run_dir} to train a new one")
+        return
+    files.atomic_write_text(str(path), json.dumps(fingerprint, indent=2))
 
 
 def load_refiner(path: str, num_classes: int) -> tuple[WarpRefineTask, dict]:

@@ -1,0 +1,143 @@
+"""Nothing of the user's lost, every bad input one clear line (the hardening issue).
+
+One test per item found by trying the commands as a new user would; each failed on the
+code before its fix."""
+
+import hashlib
+import os
+import pathlib
+
+import cv2
+import pytest
+
+from vsegjax import autolabel
+from vsegjax.data import frame_sources, synthetic
+
+C = len(synthetic.CLASSES)
+
+
+def _digest(folder: pathlib.Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        h.update(str(p.relative_to(folder)).encode() + (p.read_bytes() if p.is_file() else b""))
+    return h.hexdigest()
+
+
+@pytest.fixture
+def clip(tmp_path):
+    """clip/frames (6 frames 32x48) and clip/labels (frames 0 and 5, palette-free ids)."""
+    ex = synthetic.generate_snippet(synthetic.SyntheticConfig(height=32, width=48,
+                                                              num_frames=6, seed=3), "train", 0)
+    root = tmp_path / "clip"
+    (root / "frames").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for t, f in enumerate(ex["frames"]):
+        cv2.imwrite(str(root / "frames" / f"{t:05d}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    for t in (0, 5):
+        cv2.imwrite(str(root / "labels" / f"{t:05d}.png"), ex["labels"][t])
+    return root
+
+
+def _run(root, out, method="copy", **flags):
+    argv = [f"--frames={root / 'frames'}", f"--labels={root / 'labels'}", f"--out={out}",
+            f"--method={method}", f"--num_classes={C}", "--max_side=0",
+            *(f"--{k}={v}" for k, v in flags.items())]
+    return autolabel.main(argv)
+
+
+# 1. autolabel --out=clip with clip/labels as --labels rewrote the user's labels.
+def test_autolabel_refuses_an_out_whose_labels_folder_is_the_input(clip, capsys):
+    before = _digest(clip)
+    assert _run(clip, clip) == 2
+    err = capsys.readouterr().err
+    assert "writes" in err and "labels" in err and "--labels folder" in err
+    assert err.count("\n") == 1
+    assert _digest(clip) == before
+    # An output folder that holds an input is refused too (overlay/ holding --frames).
+    nested = clip.parent / "nested"
+    (nested / "overlay").mkdir(parents=True)
+    os.rename(clip / "frames", nested / "overlay" / "frames")
+    with pytest.raises(autolabel.AutolabelError, match="holds the --frames folder"):
+        autolabel.autolabel(str(nested / "overlay" / "frames"), str(clip / "labels"),
+                            str(nested), "copy", C)
+    # --out holding the inputs, with other output folders, is fine.
+    os.rename(nested / "overlay" / "frames", clip / "frames")
+    fine = clip.parent / "work"
+    (fine / "src").mkdir(parents=True)
+    os.rename(clip / "labels", fine / "src" / "labels")
+    os.rename(clip / "frames", fine / "src" / "frames")
+    assert autolabel.main([f"--frames={fine / 'src' / 'frames'}",
+                           f"--labels={fine / 'src' / 'labels'}", f"--out={fine}",
+                           "--method=copy", f"--num_classes={C}"]) == 0
+    assert len(list((fine / "labels").iterdir())) == 6
+
+
+# 4. Two frames with one stem overwrote each other's outputs; a '..' stem was skipped.
+def test_frames_sharing_a_stem_are_refused_naming_both(clip, tmp_path, capsys):
+    frame = cv2.imread(str(clip / "frames" / "00001.png"))
+    cv2.imwrite(str(clip / "frames" / "00001.jpg"), frame)
+    assert _run(clip, tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert "00001.jpg" in err and "00001.png" in err and "same stem" in err
+    assert not (tmp_path / "out").exists()
+    (clip / "frames" / "00001.jpg").unlink()
+    cv2.imwrite(str(clip / "frames" / "...png"), frame)
+    with pytest.raises(FileNotFoundError, match=r"\.\.\.png has the file stem '\.\.'"):
+        frame_sources.list_images(clip / "frames", "--frames")
+    assert _run(clip, tmp_path / "out") == 2
+    assert "'..'" in capsys.readouterr().err
+
+
+# 7c. A second video's warp_refine with the same --out reused the first video's refiner.
+def test_warp_refine_does_not_reuse_a_refiner_of_other_frames(clip, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _run(clip, out, "warp_refine", train_steps=2, k=2) == 0
+    assert (out / "refiner" / "trained_on.json").is_file()
+    # The same video again resumes (nothing to train: the last step is saved).
+    assert _run(clip, out, "warp_refine", train_steps=2, k=2) == 0
+    capsys.readouterr()
+    other = tmp_path / "other"
+    (other / "frames").mkdir(parents=True)
+    (other / "labels").mkdir()
+    for p in sorted((clip / "frames").iterdir()):
+        image = cv2.imread(str(p))
+        cv2.imwrite(str(other / "frames" / p.name), 255 - image)  # another video
+    for p in (clip / "labels").iterdir():
+        (other / "labels" / p.name).write_bytes(p.read_bytes())
+    before = _digest(out / "refiner")
+    assert _run(other, out, "warp_refine", train_steps=2, k=2) == 2
+    err = capsys.readouterr().err
+    assert "trained on other frames or labels" in err and "data_sha256" in err
+    assert _digest(out / "refiner") == before
+    # Other settings (the flow) are named as such.
+    assert _run(clip, out, "warp_refine", train_steps=2, k=2, flow="farneback") == 2
+    err = capsys.readouterr().err
+    assert "other settings (flow)" in err
+
+
+# 8. --out naming a file failed with NotADirectoryError after the flow was computed;
+# an unwritable --out with PermissionError.
+def test_bad_out_paths_fail_before_any_work(clip, tmp_path, capsys, monkeypatch):
+    def no_flow(*a, **k):
+        raise AssertionError("flow computed before --out was checked")
+    monkeypatch.setattr(autolabel.prop, "video_flows", no_flow)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("keep me")
+    assert _run(clip, a_file, "flow") == 2
+    assert "is an existing file" in capsys.readouterr().err
+    assert a_file.read_text() == "keep me"
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o500)
+        try:
+            assert _run(clip, locked / "out", "flow") == 2
+            assert "permission denied" in capsys.readouterr().err
+        finally:
+            locked.chmod(0o700)
+    # --flow=<not a checkpoint> names the flag, not a config field.
+    not_ckpt = tmp_path / "not_a_checkpoint"
+    not_ckpt.mkdir()
+    assert _run(clip, tmp_path / "o2", "flow", flow=not_ckpt) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --flow={not_ckpt}") and "config field" not in err
