@@ -51,7 +51,7 @@ def send_signal(signum):
 class ToyTask(Task):
     """Per-pixel 3-class segmentation of random colour images (class = brightest channel)."""
 
-    def __init__(self, config, poison_from=None, norm=True):
+    def __init__(self, config, poison_from=None, norm=True, poison_value=np.inf):
         super().__init__(config)
         self.model = _Net(norm=norm)
         rng = np.random.default_rng(0)
@@ -59,9 +59,9 @@ class ToyTask(Task):
         self.source = [{"frames": f, "labels": f.argmax(-1).astype(np.uint8),
                         "has_label": np.ones(1, bool), "label_index": np.int32(0),
                         "poison": np.float32(0.0)} for f in frames]
-        if poison_from is not None:  # NaN loss for batches holding these records
-            for ex in self.source[poison_from:]:
-                ex["poison"] = np.float32(np.inf)
+        if poison_from is not None:  # batches holding these records: inputs x (1 + value)
+            for ex in self.source[poison_from:]:  # (inf: a NaN loss; 1e4: a huge one)
+                ex["poison"] = np.float32(poison_value)
 
     def init_variables(self, rng):
         return dict(self.model.init(rng, jnp.zeros((1, 8, 8, 3))))

@@ -6,12 +6,16 @@ code before its fix."""
 import hashlib
 import os
 import pathlib
+import signal
 
 import cv2
+import jax
 import pytest
 
+from _toy_task import ToyTask, toy_config
 from vsegjax import autolabel
 from vsegjax.data import frame_sources, synthetic
+from vsegjax.train import NonFiniteLossError, checkpoint, train
 
 C = len(synthetic.CLASSES)
 
@@ -141,3 +145,66 @@ def test_bad_out_paths_fail_before_any_work(clip, tmp_path, capsys, monkeypatch)
     assert _run(clip, tmp_path / "o2", "flow", flow=not_ckpt) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: --flow={not_ckpt}") and "config field" not in err
+
+
+# 2. A loss that explodes without becoming NaN was not stopped, and rotation deleted the
+# last good checkpoint.
+def test_a_diverging_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    cfg = toy_config(num_steps=12, checkpoint_every=1, keep_checkpoints=1)
+    cfg.no_shuffle = True  # steps 1-3 fine; from step 4 the inputs are x 1e4 (finite;
+    # no batch norm to absorb it)
+    with pytest.raises(NonFiniteLossError,
+                       match=r"diverging loss at step 4: .* above 100 x .*last good "
+                             r"checkpoint is step 2 .*Step 3 holds the state that went bad"):
+        train(cfg, str(tmp_path), ToyTask(cfg, poison_from=24, poison_value=1e4, norm=False))
+    assert checkpoint.Checkpointer(str(tmp_path / "checkpoints")).all_steps() == [2, 3]
+    # Rotation still keeps keep_checkpoints good ones on a healthy run; factor 0 turns the
+    # rule off (the same run then trains to the end).
+    cfg = toy_config(num_steps=12, checkpoint_every=1, keep_checkpoints=1)
+    cfg.no_shuffle = True
+    cfg.train.divergence = dict(factor=0.0)
+    train(cfg, str(tmp_path / "off"), ToyTask(cfg, poison_from=24, poison_value=1e4, norm=False))
+    assert checkpoint.Checkpointer(str(tmp_path / "off" / "checkpoints")).all_steps() == [11, 12]
+    cfg.train.divergence = dict(factor=0.5)
+    with pytest.raises(ValueError, match="train.divergence: factor must be 0"):
+        train(cfg, str(tmp_path / "bad"), ToyTask(cfg))
+
+
+# 7a. With learning_rate=1e39 step 1's parameters were all inf and saved as "the last good
+# checkpoint": the guard checked only the loss and the gradient.
+def test_non_finite_parameters_after_an_update_are_never_saved(tmp_path):
+    cfg = toy_config(num_steps=4, checkpoint_every=1)
+    cfg.optimizer.learning_rate = 1e39
+    cfg.optimizer.schedule = "constant"
+    with pytest.raises(NonFiniteLossError, match="non-finite parameters after the update at "
+                                                 "step 1: .*No good checkpoint was saved"):
+        train(cfg, str(tmp_path), ToyTask(cfg))
+    assert not list((tmp_path / "checkpoints").glob("[0-9]*"))
+
+
+# 7b. Ctrl-C landing just after the step call (which donates the old state) lost the
+# state: "nothing saved beyond step None".
+def test_ctrl_c_just_after_a_step_call_still_saves_that_step(tmp_path, monkeypatch):
+    real_jit = jax.jit
+    calls = {"n": 0}
+
+    def jit(fun, **kwargs):
+        compiled = real_jit(fun, **kwargs)
+        if getattr(fun, "__name__", "") != "train_step":
+            return compiled
+
+        def call(*args):
+            out = compiled(*args)
+            calls["n"] += 1
+            if calls["n"] == 5:  # the signal arrives before the result is bound
+                os.kill(os.getpid(), signal.SIGINT)
+            return out
+        return call
+
+    monkeypatch.setattr(jax, "jit", jit)
+    cfg = toy_config(num_steps=9, checkpoint_every=100)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, str(tmp_path), ToyTask(cfg))
+    assert checkpoint.Checkpointer(str(tmp_path / "checkpoints")).all_steps() == [5]
+    # The handler is put back: Ctrl-C outside training is Python's own again.
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

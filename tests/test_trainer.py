@@ -89,7 +89,7 @@ def test_a_bad_step_found_late_is_still_named_and_never_saved(tmp_path):
     # The guard is read only before saving: step 4 goes bad, the check at step 12 names it.
     cfg = _config(num_steps=12, checkpoint_every=100, check_finite_every=100)
     cfg.no_shuffle = True
-    with pytest.raises(NonFiniteLossError, match="at step 4: .*No checkpoint was saved"):
+    with pytest.raises(NonFiniteLossError, match="at step 4: .*No good checkpoint was saved"):
         train(cfg, str(tmp_path), ToyTask(cfg, poison_from=24))
     assert not list((tmp_path / "checkpoints").glob("[0-9]*"))
 

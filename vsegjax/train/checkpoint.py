@@ -44,13 +44,23 @@ class _IteratorAdapter:
 
 
 class Checkpointer:
-    """Periodic and final checkpoints in ``directory``, keeping the newest ``max_to_keep``."""
+    """Periodic and final checkpoints in ``directory``, keeping the newest ``max_to_keep``.
+
+    Rotation is done here, not by orbax, because a checkpoint is known to be good only
+    once the step after it has passed the trainer's guard (its loss is computed from the
+    saved parameters). ``save(..., verified_through=s)`` first deletes old checkpoints
+    but never the newest one at or before step ``s``, so a run that goes bad always
+    keeps its last good checkpoint (one more than ``max_to_keep`` when it is 1).
+    """
 
     def __init__(self, directory: str, max_to_keep: int = 2, async_save: bool = True):
         self.directory = files.resolve(directory)
+        if max_to_keep is not None and max_to_keep < 1:
+            raise ValueError(f"train.keep_checkpoints must be >= 1, got {max_to_keep}")
+        self._keep = max_to_keep
         self._mngr = ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+            options=ocp.CheckpointManagerOptions(max_to_keep=None, create=True,
                                                  enable_async_checkpointing=async_save),
             item_handlers={"state": ocp.StandardCheckpointHandler(),
                            "data": grain.checkpoint.CheckpointHandler(),
@@ -66,11 +76,28 @@ class Checkpointer:
         return step in self._mngr.all_steps()
 
     def save(self, step: int, state: Any, data_iter: Any | None = None,
-             meta: dict | None = None) -> None:
+             meta: dict | None = None, verified_through: int | None = None) -> None:
+        """Saves ``step``; checkpoints up to ``verified_through`` are known good (default:
+        all earlier ones), and the newest of those is never rotated away."""
+        self._rotate(step - 1 if verified_through is None else verified_through)
         items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta or {})}
         if data_iter is not None:
             items["data"] = grain.checkpoint.CheckpointSave(_IteratorAdapter(data_iter))
         self._mngr.save(step, args=ocp.args.Composite(**items), force=True)
+
+    def _rotate(self, verified_through: int) -> None:
+        if self._keep is None:
+            return
+        self._mngr.wait_until_finished()  # orbax waits for the previous save anyway
+        good = [s for s in self.all_steps() if s <= verified_through]
+        # The save about to start counts towards max_to_keep, but the last good one stays.
+        for old in good[:-max(self._keep - 1, 1)]:
+            self._mngr.delete(old)
+
+    def last_good(self, verified_through: int) -> int | None:
+        """The newest saved step at or before ``verified_through``."""
+        good = [s for s in self.all_steps() if s <= verified_through]
+        return good[-1] if good else None
 
     def restore(self, abstract_state: Any, data_iter: Any | None = None,
                 step: int | None = None) -> tuple[Any, dict]:

@@ -5,6 +5,11 @@ The guard is why the loop need not wait for the device: rather than the host rea
 ``isfinite(loss)`` after every step, the step itself freezes the state from the first bad
 step on and remembers which step that was; the trainer reads the guard now and then and
 always before saving, so a bad state is never saved and the error still names the step.
+A step is bad when its loss or gradient norm is not finite, when the parameters it
+produces are not (an update can overflow from finite gradients), or when its loss
+diverges: above ``factor`` times the median of the last ``window`` accepted losses
+(``train.divergence``; the median is floored at ``min_reference`` so a loss near zero
+does not flag noise; ``factor = 0`` turns the rule off).
 
 Gradient accumulation (``train.grad_accum_steps = k``) splits the global batch into k
 micro-batches and sums their gradients in a ``lax.scan``, so only one micro-batch's
@@ -16,6 +21,7 @@ running averages are updated k times.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import flax
@@ -36,9 +42,39 @@ class TrainState:
     rng: jax.Array  # the root key; each step uses fold_in(rng, step)
 
 
-def initial_guard() -> dict[str, jax.Array]:
-    """No bad step yet (``step == -1``)."""
-    return {"step": jnp.int32(-1), "loss": jnp.float32(0), "grad_norm": jnp.float32(0)}
+@dataclasses.dataclass(frozen=True)
+class Divergence:
+    """The divergence rule (``train.divergence``): a loss above ``factor`` x
+    max(median of the last ``window`` accepted losses, ``min_reference``) is bad."""
+    factor: float = 100.0
+    window: int = 50
+    min_reference: float = 0.01
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "Divergence":
+        cfg = dict(cfg or {})
+        unknown = set(cfg) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"train.divergence: unknown fields {sorted(unknown)} (it takes "
+                             f"factor, window, min_reference)")
+        rule = cls(**cfg)
+        if rule.factor < 0 or (rule.factor and rule.factor <= 1) or rule.window < 1 \
+                or rule.min_reference < 0:
+            raise ValueError(f"train.divergence: factor must be 0 (off) or > 1, window >= 1 "
+                             f"and min_reference >= 0; got {rule}")
+        return rule
+
+
+def initial_guard(rule: Divergence = Divergence()) -> dict[str, jax.Array]:
+    """No bad step yet (``step == -1``) and no loss history (NaN, ignored by the median)."""
+    return {"step": jnp.int32(-1), "loss": jnp.float32(0), "grad_norm": jnp.float32(0),
+            "why": jnp.int32(0), "reference": jnp.float32(0),
+            "recent": jnp.full((rule.window,), jnp.nan, jnp.float32), "seen": jnp.int32(0)}
+
+
+# guard["why"]: the reason a step was bad.
+WHY = {1: "non-finite loss or gradient", 2: "non-finite parameters after the update",
+       3: "diverging loss"}
 
 
 def split_micro_batches(batch: Batch, k: int, num_devices: int = 1) -> Batch:
@@ -88,26 +124,45 @@ def loss_and_grads(loss_fn: LossFn, params: Any, model_state: Any, batch: Batch,
     return losses.mean(), jax.tree.map(jnp.mean, metrics), model_state, grads
 
 
+def _all_finite(tree: Any) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+              if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
 def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, k: int = 1,
-                    num_devices: int = 1):
-    """``step(state, batch, guard) -> (state, metrics, guard)``, to be jitted."""
+                    num_devices: int = 1, divergence: Divergence = Divergence()):
+    """``step(state, batch, guard) -> (state, metrics, guard)``, to be jitted; ``guard``
+    comes from ``initial_guard(divergence)``."""
     def train_step(state: TrainState, batch: Batch, guard: dict):
         rng = jax.random.fold_in(state.rng, state.step)
         loss, metrics, model_state, grads = loss_and_grads(
             loss_fn, state.params, state.model_state, batch, rng, k, num_devices)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         grad_norm = optax.global_norm(grads)
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        clean = guard["step"] < 0  # no bad step yet
         new = state.replace(step=state.step + 1,
                             params=optax.apply_updates(state.params, updates),
                             opt_state=opt_state, model_state=model_state)
-        # From the first non-finite step on the state stays as it was, so what is saved
-        # stays good; the host reads the guard only now and then.
-        new = jax.tree.map(lambda a, b: jnp.where(finite & clean, a, b), new, state)
-        first = clean & ~finite
-        guard = {"step": jnp.where(first, state.step + 1, guard["step"]),
-                 "loss": jnp.where(first, loss, guard["loss"]),
-                 "grad_norm": jnp.where(first, grad_norm, guard["grad_norm"])}
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        finite_state = _all_finite((new.params, new.model_state))
+        reference = jnp.maximum(jnp.nanmedian(guard["recent"]), divergence.min_reference)
+        diverged = ((divergence.factor > 0) & (guard["seen"] > 0)
+                    & (loss > divergence.factor * reference))
+        why = jnp.where(~finite, 1, jnp.where(~finite_state, 2, jnp.where(diverged, 3, 0)))
+        clean = guard["step"] < 0  # no bad step yet
+        ok = clean & (why == 0)
+        # From the first bad step on the state stays as it was, so what is saved stays
+        # good; the host reads the guard only now and then.
+        new = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, state)
+        first = clean & (why > 0)
+
+        def pick(now, before):
+            return jnp.where(first, now, before)
+        guard = {"step": pick(state.step + 1, guard["step"]), "loss": pick(loss, guard["loss"]),
+                 "grad_norm": pick(grad_norm, guard["grad_norm"]), "why": pick(why, guard["why"]),
+                 "reference": pick(reference, guard["reference"]),
+                 "recent": jnp.where(ok, guard["recent"].at[guard["seen"] % divergence.window]
+                                     .set(loss), guard["recent"]),
+                 "seen": guard["seen"] + ok.astype(jnp.int32)}
         return new, dict(metrics, loss=loss, grad_norm=grad_norm), guard
     return train_step

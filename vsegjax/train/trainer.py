@@ -12,7 +12,8 @@ The loop never waits for the device between steps: a non-finite loss or gradient
 recorded on the device (the first bad step, after which the state stops moving) and read
 every ``train.check_finite_every`` steps (default ``log_every``) and before anything is
 saved, so a bad step is never saved. SIGTERM finishes the step in progress, saves it and
-raises ``Preempted`` (``vsegjax.main`` exits 0); the same command resumes.
+raises ``Preempted`` (``vsegjax.main`` exits 0); Ctrl-C does the same and raises
+``KeyboardInterrupt``. The same command resumes.
 """
 
 from __future__ import annotations
@@ -33,12 +34,13 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from vsegjax import files
 from vsegjax.models import convert
 from vsegjax.train import checkpoint, optim, preemption, sharding, writers
-from vsegjax.train.step import TrainState, initial_guard, make_train_step
+from vsegjax.train.step import WHY, Divergence, TrainState, initial_guard, make_train_step
 from vsegjax.train.task import Task
 
 
 class NonFiniteLossError(RuntimeError):
-    """Raised when a step's loss or gradient is NaN/inf; the bad state is never saved."""
+    """Raised when a step is bad (loss, gradient or new parameters not finite, or the loss
+    diverging; ``vsegjax.train.step``); the bad state is never saved."""
 
 
 @dataclasses.dataclass
@@ -129,21 +131,16 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
     accum = int(tcfg.get("grad_accum_steps", 1) or 1)
     if accum < 1:
         raise ValueError(f"train.grad_accum_steps must be >= 1, got {accum}")
-    step_fn = jax.jit(make_train_step(task.loss_fn, tx, accum, sharding.batch_size_over(mesh)),
+    rule = Divergence.from_config(tcfg.get("divergence"))
+    step_fn = jax.jit(make_train_step(task.loss_fn, tx, accum, sharding.batch_size_over(mesh),
+                                      rule),
                       donate_argnums=0, out_shardings=(state_sharding, replicated, replicated))
-    guard = jax.device_put(initial_guard(), replicated)
+    guard = jax.device_put(initial_guard(rule), replicated)
 
     def check_finite() -> None:
         bad = jax.device_get(guard)
         if int(bad["step"]) >= 0:
-            ckpt.wait()
-            good = ckpt.latest_step()
-            where = (f"The last good checkpoint is step {good} in {ckpt.directory}."
-                     if good is not None else f"No checkpoint was saved in {ckpt.directory}.")
-            raise NonFiniteLossError(
-                f"non-finite loss or gradient at step {int(bad['step'])}: loss "
-                f"{float(bad['loss'])}, grad_norm {float(bad['grad_norm'])}; training "
-                f"stopped. {where}")
+            raise _bad_step_error(bad, ckpt, rule)
 
     writer = writers.create_writer(workdir)
     start = int(jax.device_get(state.step))
@@ -191,6 +188,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
             if save:
                 ckpt.save(step, state, data_iter, meta)
                 writer.flush()  # a bucket's metrics files are uploaded with each checkpoint
+            if stop.interrupted:  # Ctrl-C: saved by the handler below, at a clean point
+                raise KeyboardInterrupt
             if stop.should_stop(step):
                 check_finite()
                 if not ckpt.has_step(step):
@@ -214,6 +213,27 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
         logging.info("trained %d steps in %.1f s", num_steps - start, time.time() - t0)
     return TrainResult(state=state, step=int(jax.device_get(state.step)), last_metrics=last,
                        workdir=workdir)
+
+
+def _bad_step_error(bad: dict, ckpt: checkpoint.Checkpointer,
+                    rule: Divergence) -> NonFiniteLossError:
+    """The one-line error for the guard's first bad step, naming the checkpoint to go on from."""
+    step, why = int(bad["step"]), int(bad["why"])
+    ckpt.wait()
+    # A diverging loss at step s was computed from step s - 1's parameters, so the last
+    # good checkpoint is before that; otherwise step s - 1 itself is good.
+    good = ckpt.last_good(step - 2 if why == 3 else step - 1)
+    where = (f"The last good checkpoint is step {good} in {ckpt.directory}."
+             if good is not None else f"No good checkpoint was saved in {ckpt.directory}.")
+    later = [s for s in ckpt.all_steps() if good is None or s > good]
+    if later:
+        where += f" (Step {later[0]} holds the state that went bad.)"
+    detail = f"loss {float(bad['loss']):.6g}, grad_norm {float(bad['grad_norm']):.6g}"
+    if why == 3:
+        detail += (f", above {rule.factor:g} x {float(bad['reference']):.6g} (the median of "
+                   f"the last accepted losses; train.divergence sets the rule)")
+    return NonFiniteLossError(f"{WHY.get(why, 'bad step')} at step {step}: {detail}; "
+                              f"training stopped. {where}")
 
 
 def _save_on_interrupt(ckpt: checkpoint.Checkpointer, state: TrainState, data_iter: Any,
