@@ -42,6 +42,9 @@ def main(argv):
             resize=[int(v) for v in _RESIZE.value] if _RESIZE.value else None,
             name=_NAME.value)
         print(f"user_video/{config.name}: {config.description}", flush=True)
+        # The frames and labels are checked before TFDS creates anything in the data dir.
+        video_datasets.plan_user_video(
+            config, skip=(lambda what, err: None) if _SKIP_BAD.value else None)
         builder = video_datasets.build("user_video", _DATA_DIR.value, config,
                                        skip_bad=_SKIP_BAD.value,
                                        progress=lambda msg: print(msg, flush=True))

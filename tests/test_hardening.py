@@ -6,18 +6,23 @@ code before its fix."""
 import hashlib
 import os
 import pathlib
+import re
 import signal
+import subprocess
+import sys
 
 import cv2
 import jax
+import numpy as np
 import pytest
 
 from _toy_task import ToyTask, toy_config
 from vsegjax import autolabel
-from vsegjax.data import frame_sources, synthetic
-from vsegjax.train import NonFiniteLossError, checkpoint, train
+from vsegjax.data import frame_sources, synthetic, video_datasets
+from vsegjax.train import NonFiniteLossError, checkpoint, experiment, train
 
 C = len(synthetic.CLASSES)
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _digest(folder: pathlib.Path) -> str:
@@ -208,3 +213,100 @@ def test_ctrl_c_just_after_a_step_call_still_saves_that_step(tmp_path, monkeypat
     assert checkpoint.Checkpointer(str(tmp_path / "checkpoints")).all_steps() == [5]
     # The handler is put back: Ctrl-C outside training is Python's own again.
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+# 3. --config.train.num_steps=-5 (or 0) was trained and evaluated with exit 0; other
+# numeric fields failed deep in the pipeline.
+@pytest.mark.parametrize("field,value,named,allowed", [
+    ("train.num_steps", -5, "train.num_steps", "an int >= 1"),
+    ("input.batch_size", 0, "input.batch_size", "an int >= 1"),
+    ("eval.batch_size", -1, "eval.batch_size", "an int >= 1"),
+    ("optimizer.learning_rate", 0.0, "optimizer.learning_rate", "a finite number > 0"),
+    ("optimizer.learning_rate", float("nan"), "optimizer.learning_rate", "> 0"),
+    ("input.augment.resize", (0, 64), "input.augment.resize", "two ints >= 1"),
+    ("grfp.loss_weights.L_fwd", -1.0, "grfp.loss_weights.L_fwd", "a finite number >= 0"),
+])
+def test_numeric_config_fields_are_checked_before_anything_runs(field, value, named, allowed):
+    from configs import grfp_synthetic
+    c = grfp_synthetic.get_config()
+    block, *rest = field.split(".")
+    target = c[block]
+    for key in rest[:-1]:
+        target = target[key]
+    target[rest[-1]] = value
+    with pytest.raises(ValueError, match=rf"^config field {re.escape(named)}: .*{re.escape(allowed)}"):
+        experiment.resolve_stages(c, "/nonexistent/run")
+    # A stage's own override is named where it is set.
+    c = grfp_synthetic.get_config()
+    c.stages.grfp.train.num_steps = 0
+    with pytest.raises(ValueError, match=r"config field stages.grfp.train.num_steps: an int"):
+        experiment.resolve_stages(c, "/nonexistent/run")
+
+
+def _script(*args, timeout=300):
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+
+
+# 7e. user_video --name=../../x wrote the dataset outside --data_dir; the unknown-field
+# error of vsegjax.main was garbled.
+def test_user_video_name_is_a_folder_name_and_unknown_fields_read_plainly(clip, tmp_path):
+    data_dir = tmp_path / "tfds"
+    for name in ("../../x", "a/b", ".hidden"):
+        with pytest.raises(ValueError, match="a dataset config name is letters, digits"):
+            video_datasets.user_video_config(clip / "frames", name=name)
+    assert video_datasets.user_video_config(clip / "frames", name="clip-1.v2").name == "clip-1.v2"
+    proc = _script("data_prep/user_video.py", f"--frames={clip / 'frames'}",
+                   f"--data_dir={data_dir}", "--name=../../x")
+    assert proc.returncode == 1 and "--name='../../x'" in proc.stderr
+    assert not data_dir.exists() and not (tmp_path.parent / "x").exists()
+    proc = _script("-m", "vsegjax.main", "--config=configs/static_synthetic.py",
+                   f"--workdir={tmp_path / 'run'}", "--config.train.num_stepz=3")
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 1
+    assert last == ("error: unknown config field 'num_stepz' (--config.train.num_stepz). "
+                    'Did you mean "num_steps" instead of "num_stepz"? See the config file '
+                    "for the fields it defines.")
+
+
+# 9. data_prep/user_video.py checked its input only after TFDS had started preparing,
+# leaving downloads/extracted behind in the data dir.
+def test_user_video_checks_its_input_before_touching_the_data_dir(clip, tmp_path):
+    data_dir = tmp_path / "tfds"
+    proc = _script("data_prep/user_video.py", f"--frames={tmp_path / 'missing'}",
+                   f"--data_dir={data_dir}")
+    assert proc.returncode == 1 and "frames not found" in proc.stderr
+    (clip / "labels" / "00099.png").write_bytes((clip / "labels" / "00000.png").read_bytes())
+    proc = _script("data_prep/user_video.py", f"--frames={clip / 'frames'}",
+                   f"--labels={clip / 'labels'}", f"--num_classes={C}", f"--data_dir={data_dir}")
+    assert proc.returncode == 1 and "no frame '00099'" in proc.stderr
+    assert not data_dir.exists()
+
+
+# 7. A truncated or corrupt latest checkpoint gave a 169-line TensorStore traceback.
+def test_an_unreadable_latest_checkpoint_is_one_line_with_the_way_on(tmp_path):
+    def config(num_steps):  # a constant rate: 6 steps then 3 more equal 9 straight
+        c = toy_config(num_steps=num_steps, checkpoint_every=3)
+        c.optimizer.schedule = "constant"
+        return c
+
+    cfg = config(6)
+    straight = train(config(9), str(tmp_path / "a"), ToyTask(cfg))
+    train(cfg, str(tmp_path / "b"), ToyTask(cfg))
+    ckpts = tmp_path / "b" / "checkpoints"
+    for f in (ckpts / "6" / "state").rglob("*"):
+        if f.is_file() and f.stat().st_size > 64:
+            f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])  # truncated
+    more = config(9)
+    with pytest.raises(checkpoint.CheckpointError) as e:
+        train(more, str(tmp_path / "b"), ToyTask(more))
+    message = str(e.value)
+    assert "\n" not in message and "checkpoint step 6 cannot be read" in message
+    assert f"mv {ckpts / '6'} {ckpts / '6'}.unreadable" in message
+    assert "resume from step 3" in message
+    # Doing what it says resumes from step 3 and ends where an unbroken run ends.
+    os.rename(ckpts / "6", ckpts / "6.unreadable")
+    resumed = train(more, str(tmp_path / "b"), ToyTask(more))
+    for a, b in zip(jax.tree.leaves(straight.state), jax.tree.leaves(resumed.state)):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    assert (ckpts / "6.unreadable").is_dir()  # nothing of the user's deleted

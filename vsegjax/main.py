@@ -15,6 +15,7 @@ answers at once; the configs and tasks it lists are read from the files and the 
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import pathlib
@@ -57,12 +58,22 @@ def parse_flags(argv: list[str]) -> list[str]:
     except flags.Error as e:
         raise SystemExit(f"error: {e}") from None
     except (KeyError, AttributeError) as e:
-        key = str(e).strip("\"'")
+        # ml_collections' KeyError holds "'field'\nDid you mean ...?": print it as text
+        # (str() of a KeyError is the repr of its message, escapes and all).
+        message = str(e.args[0]) if e.args else str(e)
+        while len(message) > 1 and message[0] == message[-1] and message[0] in "'\"":
+            try:  # a nested field's message comes quoted once more
+                message = str(ast.literal_eval(message))
+            except (ValueError, SyntaxError):
+                break
+        key, _, hint = message.partition("\n")
+        key = key.strip("\"'")
         bad = [a.split("=")[0] for a in argv if a.startswith("--config.")
                and key in a.split("=")[0].split(".")]
         where = f" ({', '.join(bad)})" if bad else ""
-        raise SystemExit(f"error: unknown config field {key!r}{where}; see the config file "
-                         f"for the fields it defines") from None
+        hint = f" {hint.strip()}" if hint.strip() else ""
+        raise SystemExit(f"error: unknown config field '{key}'{where}.{hint} See the config "
+                         f"file for the fields it defines.") from None
     except OSError as e:
         cause = e.__cause__ or e
         raise SystemExit(f"error: cannot load the config file: {cause}") from None
@@ -91,12 +102,16 @@ def main(argv):
             prepared = experiment.prepare(config, workdir)
         except ValueError as e:
             raise SystemExit(f"error: {e}") from None
+        from vsegjax.train.checkpoint import CheckpointError
         from vsegjax.train.preemption import Preempted
+        from vsegjax.train.trainer import NonFiniteLossError
         try:
             experiment.run(config, workdir, prepared)
         except Preempted as e:  # saved; exit 0 so a scheduler does not count a failure
             print(e, flush=True)
             return
+        except (CheckpointError, NonFiniteLossError) as e:  # one line, the way on in it
+            raise SystemExit(f"error: {e}") from None
     else:
         from vsegjax.data import preview
         preview.run(config, workdir)

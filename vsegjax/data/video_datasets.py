@@ -358,6 +358,11 @@ def user_video_config(frames, labels=None, *, num_classes: int | None = None,
                           every_nth=every_nth,
                           resize=tuple(resize) if resize is not None else None,
                           skip_bad=skip_bad)
+    if name is not None and not re.fullmatch(r"[A-Za-z0-9][\w.-]*", name):
+        # The name is a folder under the data dir: no separators, no "..", nothing hidden.
+        raise ValueError(f"--name={name!r}: a dataset config name is letters, digits, '_', "
+                         f"'-' and '.', starting with a letter or digit (it becomes a "
+                         f"folder in the data dir)")
     if name is None:
         stem = re.sub(r"[^\w-]", "_", pathlib.Path(cfg.frames).stem or "video")[:40]
         size = f"{cfg.resize[0]}x{cfg.resize[1]}" if cfg.resize else "full"

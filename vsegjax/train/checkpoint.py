@@ -43,6 +43,10 @@ class _IteratorAdapter:
             self._it.start_prefetch()
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read; the message names its folder and the way on."""
+
+
 class Checkpointer:
     """Periodic and final checkpoints in ``directory``, keeping the newest ``max_to_keep``.
 
@@ -108,8 +112,23 @@ class Checkpointer:
         items = {"state": ocp.args.StandardRestore(abstract_state), "meta": ocp.args.JsonRestore()}
         if data_iter is not None:
             items["data"] = grain.checkpoint.CheckpointRestore(_IteratorAdapter(data_iter))
-        restored = self._mngr.restore(step, args=ocp.args.Composite(**items))
+        try:
+            restored = self._mngr.restore(step, args=ocp.args.Composite(**items))
+        except Exception as e:  # noqa: BLE001  (TensorStore, orbax and grain raise many kinds)
+            raise self._unreadable(step, e) from e
         return restored["state"], restored["meta"]
+
+    def _unreadable(self, step: int, error: Exception) -> "CheckpointError":
+        cause = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        folder = os.path.join(self.directory, str(step))
+        earlier = [s for s in self.all_steps() if s < step]
+        aside = f"{folder}.unreadable"
+        how = (f"to resume from step {earlier[-1]}, move it aside (mv {folder} {aside}) and "
+               f"run the same command again" if earlier else
+               f"there is no earlier checkpoint; move it aside (mv {folder} {aside}) to "
+               f"start the run again from step 0")
+        return CheckpointError(f"checkpoint step {step} cannot be read ({type(error).__name__}: "
+                               f"{cause}); {how}")
 
     def wait(self) -> None:
         """Blocks until background saves are on disk."""

@@ -31,6 +31,7 @@ from typing import Any, Callable, Sequence
 import ml_collections
 
 from vsegjax import files
+from vsegjax.train import validate
 
 # task name -> (Task subclass, report(config, workdir, stages) -> results dict).
 TASKS: dict[str, tuple[str, str]] = {
@@ -149,11 +150,7 @@ def resolve_stages(config: ml_collections.ConfigDict, workdir: str) -> list[Stag
             init = cfg.train.init_from  # an explicit train.init_from wins
         if cfg.get("train") is not None:
             cfg.train.init_from = init
-        steps = cfg.get("train", {}).get("num_steps")
-        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-            field = f"{where}.train.num_steps" if "num_steps" in spec.get("train", {}) \
-                else "train.num_steps"
-            raise ValueError(f"config field {field}: an int >= 1; got {steps!r}")
+        validate.check_stage(cfg, spec, where)
         stages.append(Stage(name, task_name, cfg, os.path.join(workdir, name), init))
     return stages
 
