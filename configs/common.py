@@ -61,7 +61,10 @@ def train(num_steps: int, **fields: Any) -> ml_collections.ConfigDict:
     block = dict(num_steps=num_steps, log_every=50, checkpoint_every=250, eval_every=0,
                  keep_checkpoints=2, init_from="", async_checkpoints=True,
                  report_every_secs=30.0, grad_accum_steps=1,
-                 check_finite_every=0)  # 0 = log_every
+                 check_finite_every=0,  # 0 = log_every
+                 # A loss above factor x the median of the last `window` losses stops the
+                 # run (vsegjax/train/step.py); factor 0 turns the rule off.
+                 divergence=dict(factor=100.0, window=50, min_reference=0.01))
     block.update(fields)
     return ml_collections.ConfigDict(block)
 

@@ -150,7 +150,8 @@ def _first_present(dicts, keys):
     return None
 
 
-def _panel(batch: dict, i: int, preds: dict, lp: int, palette: np.ndarray) -> np.ndarray:
+def _panel(batch: dict, i: int, preds: dict, lp: int, palette: np.ndarray,
+           mode: str = "fwbw") -> np.ndarray:
     frame = (batch["frames"][i, lp] * 255).astype(np.uint8)
     # Tiles are drawn at least 256 px wide (make_panel sizes every tile like the first).
     up = max(1, 256 // frame.shape[1])
@@ -162,7 +163,7 @@ def _panel(batch: dict, i: int, preds: dict, lp: int, palette: np.ndarray) -> np
              viz.colorize_labels(preds["grfp_fwbw"][i], palette),
              viz.colorize_labels(batch["labels"][i, lp], palette),
              viz.flow_to_color(flow), viz.gate_to_color(preds["gate"][i])]
-    titles = ["frame", "static", "GRFP fw-bw", "ground truth", f"flow {lp}->{lp - 1}",
+    titles = ["frame", "static", f"GRFP {mode}", "ground truth", f"flow {lp}->{lp - 1}",
               "gate r_t"]
     return viz.make_panel(tiles, titles, ncols=3)
 
@@ -253,7 +254,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, task, video_state,
                     seqs[m], gt_fwd[i], gt_bwd[i]))
             if files.is_writer() and index < num_panels:
                 viz.save_png(os.path.join(panel_dir, f"example_{index:03d}.png"),
-                             _panel(batch, i, preds, lp, palette))
+                             _panel(batch, i, preds, lp, palette, config.grfp.mode))
             index += 1
             bar.update(1)
     bar.close()

@@ -50,6 +50,11 @@ RULES: dict[str, Rule] = {
     "train.grad_accum_steps": _int(1),
     "train.check_finite_every": _int(0),
     "train.report_every_secs": _float(0, strict=True),
+    "train.divergence.factor": ("0 (off) or a finite number > 1", lambda v: (
+        not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+        and (v == 0 or v > 1))),
+    "train.divergence.window": _int(1),
+    "train.divergence.min_reference": _float(0),
     "input.batch_size": _int(1),
     "input.augment.resize": SIZE,
     "input.augment.crop_size": SIZE,
