@@ -66,10 +66,12 @@ class Divergence:
 
 
 def initial_guard(rule: Divergence = Divergence()) -> dict[str, jax.Array]:
-    """No bad step yet (``step == -1``) and no loss history (NaN, ignored by the median)."""
+    """No bad step yet (``step == -1``) and no loss history (``seen == 0``). The history is
+    zeros, not NaN: several processes check that they place equal values, and NaN is not
+    equal to itself."""
     return {"step": jnp.int32(-1), "loss": jnp.float32(0), "grad_norm": jnp.float32(0),
             "why": jnp.int32(0), "reference": jnp.float32(0),
-            "recent": jnp.full((rule.window,), jnp.nan, jnp.float32), "seen": jnp.int32(0)}
+            "recent": jnp.zeros((rule.window,), jnp.float32), "seen": jnp.int32(0)}
 
 
 # guard["why"]: the reason a step was bad.
@@ -145,7 +147,9 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, k: int = 
                             opt_state=opt_state, model_state=model_state)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         finite_state = _all_finite((new.params, new.model_state))
-        reference = jnp.maximum(jnp.nanmedian(guard["recent"]), divergence.min_reference)
+        filled = jnp.arange(divergence.window) < guard["seen"]
+        reference = jnp.maximum(jnp.nanmedian(jnp.where(filled, guard["recent"], jnp.nan)),
+                                divergence.min_reference)
         diverged = ((divergence.factor > 0) & (guard["seen"] > 0)
                     & (loss > divergence.factor * reference))
         why = jnp.where(~finite, 1, jnp.where(~finite_state, 2, jnp.where(diverged, 3, 0)))
