@@ -47,6 +47,9 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
                                       "Number of processes of a multi-process run.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None,
                                    "This process' index in 0..num_processes-1.")
+_ALLOW_CHANGE = flags.DEFINE_bool(
+    "allow_config_change", False, "Resume a run whose stages were saved with another model, "
+    "data or optimizer config (the change is recorded in <stage>/config_changes.jsonl).")
 _INIT_TIMEOUT = flags.DEFINE_integer(
     "initialization_timeout", 300, "Seconds to wait for the coordinator and every process.")
 
@@ -93,13 +96,10 @@ def main(argv):
         distributed.initialize(process)
     except (ValueError, TimeoutError, RuntimeError) as e:
         raise SystemExit(f"error: {e}") from None
-    from vsegjax import files
-    files.atomic_write_text(os.path.join(workdir, "config.json"),
-                            json.dumps(json.loads(config.to_json_best_effort()), indent=2))
     if "stages" in config:
         from vsegjax.train import experiment  # the heavy imports come with the run
-        try:
-            prepared = experiment.prepare(config, workdir)
+        try:  # the runner writes config.json, keeping a resumed run's record
+            prepared = experiment.prepare(config, workdir, _ALLOW_CHANGE.value)
         except ValueError as e:
             raise SystemExit(f"error: {e}") from None
         from vsegjax.train.checkpoint import CheckpointError
@@ -113,7 +113,10 @@ def main(argv):
         except (CheckpointError, NonFiniteLossError) as e:  # one line, the way on in it
             raise SystemExit(f"error: {e}") from None
     else:
+        from vsegjax import files
         from vsegjax.data import preview
+        files.atomic_write_text(os.path.join(workdir, "config.json"),
+                                json.dumps(json.loads(config.to_json_best_effort()), indent=2))
         preview.run(config, workdir)
 
 

@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 import ml_collections
 
 from vsegjax import files
-from vsegjax.train import validate
+from vsegjax.train import run_record, validate
 
 # task name -> (Task subclass, report(config, workdir, stages) -> results dict).
 TASKS: dict[str, tuple[str, str]] = {
@@ -74,6 +74,8 @@ class Stage:
     config: ml_collections.ConfigDict  # the top-level config with the overrides merged
     workdir: str
     init_from: str  # "" or the folder of a run (a stage's or a path)
+    # Changes from the stage's recorded config.json on resume (vsegjax.train.run_record).
+    config_changes: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -177,10 +179,15 @@ def build_task(stage: Stage) -> Any:
     return task_class(stage.task_name)(stage.config, workdir=stage.workdir)
 
 
-def prepare(config: ml_collections.ConfigDict, workdir: str) -> list[tuple[Stage, Any]]:
+def prepare(config: ml_collections.ConfigDict, workdir: str,
+            allow_config_change: bool = False) -> list[tuple[Stage, Any]]:
     """The enabled stages and their tasks: every config error is raised here, before
-    anything trains."""
+    anything trains, including a resume whose config changes what a stage's checkpoints
+    are (unless ``allow_config_change``)."""
     stages = resolve_stages(config, workdir)
+    for s in stages:
+        s.config_changes = run_record.check_resume(
+            s.workdir, run_record.config_json(s.config), f"stage {s.name}", allow_config_change)
     return [(s, build_task(s)) for s in stages]
 
 
@@ -205,12 +212,16 @@ def run(config: ml_collections.ConfigDict, workdir: str,
     results: list[StageResult] = []
     # The run's own config beside its stages, so a run folder alone says what it is
     # (vsegjax.segment and vsegjax.export read it).
-    files.atomic_write_text(os.path.join(workdir, "config.json"),
-                            json.dumps(json.loads(config.to_json_best_effort()), indent=2))
+    top = run_record.config_json(config)
+    top_path = os.path.join(workdir, run_record.CONFIG_FILE)
+    forced = any(k.split(".")[0] not in run_record.ACCEPTED
+                 for s, _ in prepared for k in s.config_changes)
+    if not files.isfile(top_path) or forced:  # else the run's original record stays
+        files.atomic_write_text(top_path, json.dumps(top, indent=2))
     for stage, task in prepared:
-        files.atomic_write_text(os.path.join(stage.workdir, "config.json"),
-                                json.dumps(json.loads(stage.config.to_json_best_effort()),
-                                           indent=2))
+        files.makedirs(stage.workdir)
+        run_record.write(stage.workdir, run_record.config_json(stage.config),
+                         stage.config_changes)
         out = train(stage.config, stage.workdir, task)
         results.append(StageResult(stage, task, out.state, out.step))
     metrics = report_fn(prepared[-1][0].task_name)(last, workdir, results)
