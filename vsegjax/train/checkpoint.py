@@ -52,9 +52,10 @@ class Checkpointer:
 
     Rotation is done here, not by orbax, because a checkpoint is known to be good only
     once the step after it has passed the trainer's guard (its loss is computed from the
-    saved parameters). ``save(..., verified_through=s)`` first deletes old checkpoints
-    but never the newest one at or before step ``s``, so a run that goes bad always
-    keeps its last good checkpoint (one more than ``max_to_keep`` when it is 1).
+    saved parameters). ``save(step)`` is called only after the guard passed ``step``, so
+    every earlier checkpoint is good; it deletes old ones but never the newest of those,
+    so a run that goes bad keeps its last good checkpoint (one more than ``max_to_keep``
+    when it is 1).
     """
 
     def __init__(self, directory: str, max_to_keep: int = 2, async_save: bool = True):
@@ -80,10 +81,10 @@ class Checkpointer:
         return step in self._mngr.all_steps()
 
     def save(self, step: int, state: Any, data_iter: Any | None = None,
-             meta: dict | None = None, verified_through: int | None = None) -> None:
-        """Saves ``step``; checkpoints up to ``verified_through`` are known good (default:
-        all earlier ones), and the newest of those is never rotated away."""
-        self._rotate(step - 1 if verified_through is None else verified_through)
+             meta: dict | None = None) -> None:
+        """Saves ``step``; the earlier checkpoints are known good, and the newest of them
+        is never rotated away."""
+        self._rotate(step - 1)
         items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta or {})}
         if data_iter is not None:
             items["data"] = grain.checkpoint.CheckpointSave(_IteratorAdapter(data_iter))
@@ -93,15 +94,18 @@ class Checkpointer:
         if self._keep is None:
             return
         self._mngr.wait_until_finished()  # orbax waits for the previous save anyway
-        good = [s for s in self.all_steps() if s <= verified_through]
+        good = self._steps_through(verified_through)
         # The save about to start counts towards max_to_keep, but the last good one stays.
         for old in good[:-max(self._keep - 1, 1)]:
             self._mngr.delete(old)
 
     def last_good(self, verified_through: int) -> int | None:
         """The newest saved step at or before ``verified_through``."""
-        good = [s for s in self.all_steps() if s <= verified_through]
+        good = self._steps_through(verified_through)
         return good[-1] if good else None
+
+    def _steps_through(self, step: int) -> list[int]:
+        return [s for s in self.all_steps() if s <= step]
 
     def restore(self, abstract_state: Any, data_iter: Any | None = None,
                 step: int | None = None) -> tuple[Any, dict]:
@@ -121,7 +125,7 @@ class Checkpointer:
     def _unreadable(self, step: int, error: Exception) -> "CheckpointError":
         cause = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
         folder = os.path.join(self.directory, str(step))
-        earlier = [s for s in self.all_steps() if s < step]
+        earlier = self._steps_through(step - 1)
         aside = f"{folder}.unreadable"
         how = (f"to resume from step {earlier[-1]}, move it aside (mv {folder} {aside}) and "
                f"run the same command again" if earlier else
