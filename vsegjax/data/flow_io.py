@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from vsegjax import files
+from vsegjax.data import image_decode
 
 PathLike = str | os.PathLike
 
@@ -71,7 +72,8 @@ def read_image(path: PathLike) -> np.ndarray:
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    # Through image_decode, so a JPEG libjpeg calls corrupt is an error, not a grey frame.
+    image = image_decode.decode(path.read_bytes(), cv2.IMREAD_COLOR, str(path))
     if image is None:
         raise ValueError(f"{path}: OpenCV could not decode the image (corrupt or unsupported)")
     if image.dtype != np.uint8:

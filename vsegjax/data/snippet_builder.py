@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 
-from vsegjax.data import flow_io
+from vsegjax.data import flow_io, image_decode
 
 _Encoding = tfds.features.Encoding
 _log = logging.getLogger(__name__)
@@ -75,6 +75,8 @@ def read_frame(path: str | os.PathLike, what: str = "image file") -> np.ndarray:
     check_not_truncated(path)
     try:
         return flow_io.read_image(path)
+    except image_decode.CorruptImage as e:
+        raise BadExample(str(e), [path]) from e
     except (OSError, ValueError) as e:
         raise BadExample(f"{path}: cannot decode the {what} (corrupt or not an image: {e})",
                          [path]) from e
