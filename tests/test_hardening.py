@@ -3,17 +3,20 @@
 One test per item found by trying the commands as a new user would; each failed on the
 code before its fix."""
 
+import ast
 import hashlib
 import json
 import os
 import pathlib
 import re
+import shutil
 import signal
 import subprocess
 import sys
 
 import cv2
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -21,6 +24,8 @@ from _toy_task import ToyTask, toy_config
 from vsegjax import autolabel
 from vsegjax.data import frame_sources, image_decode, synthetic, video_datasets
 from vsegjax.data.snippet_builder import BadExample, read_frame
+from vsegjax.models.flownet import FlowNetS, init_flownet
+from vsegjax.models.flownet_checkpoint import load_flownet_variables
 from vsegjax.train import NonFiniteLossError, checkpoint, experiment, train
 
 C = len(synthetic.CLASSES)
@@ -176,6 +181,116 @@ def test_warp_refine_does_not_reuse_a_refiner_of_other_frames(clip, tmp_path, ca
     assert _run(clip, out, "warp_refine", train_steps=2, k=2, flow="farneback") == 2
     err = capsys.readouterr().err
     assert "other settings (flow)" in err
+
+
+# 10. init_from, the FlowNetS flow checkpoint and --refiner restored without a target: a
+# received checkpoint decided the array sizes (and init_from read the optimiser state too).
+@pytest.fixture
+def forbid_reads(monkeypatch):
+    """Call it to make reading any array of a checkpoint an error from then on: what is
+    raised after that was found from the metadata alone."""
+    def forbid():
+        monkeypatch.setattr(checkpoint.ocp.PyTreeCheckpointHandler, "restore",
+                            lambda *a, **k: pytest.fail("read before the shapes were checked"))
+    return forbid
+
+
+def test_init_from_reads_only_shared_groups_checked_first(tmp_path, monkeypatch,
+                                                         forbid_reads):
+    first = toy_config(num_steps=2)
+    train(first, str(tmp_path / "first"), ToyTask(first))
+    cfg = toy_config(num_steps=1, init_from=str(tmp_path / "first"))
+    read = []
+    real = checkpoint.ocp.PyTreeCheckpointHandler.restore
+
+    def spy(self, directory, args=None):
+        read.extend(checkpoint.variables_template(args.item))  # the top-level paths read
+        return real(self, directory, args=args)
+
+    monkeypatch.setattr(checkpoint.ocp.PyTreeCheckpointHandler, "restore", spy)
+    train(cfg, str(tmp_path / "second"), ToyTask(cfg))
+    assert read and {p[0] for p in read} <= {"params", "model_state"}  # no opt_state, rng
+
+    class Wider(ToyTask):
+        def init_variables(self, rng):
+            variables = super().init_variables(rng)
+            kernel = variables["params"]["Dense_0"]["kernel"]
+            variables["params"]["Dense_0"]["kernel"] = jnp.zeros(kernel.shape[:-1] + (4,))
+            return variables
+
+    forbid_reads()
+    with pytest.raises(ValueError, match=r"train.init_from .*first: parameter params/Dense_0/"
+                                         r"kernel has shape \(8, 3\) in the checkpoint, this "
+                                         r"config expects \(8, 4\)"):
+        train(cfg, str(tmp_path / "third"), Wider(cfg))
+
+
+def test_a_flownet_checkpoint_is_checked_against_the_config_before_reading(
+        tmp_path, forbid_reads):
+    small = FlowNetS(width=0.25, num_levels=3, max_displacement=2)
+    params = init_flownet(small, jax.random.key(0))["params"]
+    saved = checkpoint.Checkpointer(str(tmp_path / "run" / "checkpoints"), async_save=False)
+    saved.save(3, {"params": {"flow": params}, "step": jnp.int32(3)})
+    saved.close()
+    wider = FlowNetS(width=0.5, num_levels=3, max_displacement=2)
+    forbid_reads()
+    with pytest.raises(ValueError, match=r"flow.checkpoint: .*run for FlowNetS\(width=0.5, "
+                                         r"num_levels=3\): parameter params/flow/\S+ has shape "
+                                         r"\(.*\) in the checkpoint, this config expects "
+                                         r"\(.*\); check flow.width"):
+        load_flownet_variables(str(tmp_path / "run"), wider)
+
+
+def test_a_refiner_is_checked_against_its_config_before_reading(clip, tmp_path, capsys,
+                                                                forbid_reads):
+    out = tmp_path / "out"
+    assert _run(clip, out, "warp_refine", train_steps=1, k=2) == 0
+    received = tmp_path / "received"
+    shutil.copytree(out / "refiner", received)
+    record = json.loads((received / "config.json").read_text())
+    width = record["warp_refine"].get("refiner_width", 32)
+    record["warp_refine"]["refiner_width"] = width * 2  # a checkpoint that is not its config
+    (received / "config.json").write_text(json.dumps(record))
+    capsys.readouterr()
+    forbid_reads()
+    assert _run(clip, tmp_path / "again", "warp_refine", refiner=received) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    found = re.search(rf"--refiner {re.escape(str(received))}: parameter params/refiner/\S+ "
+                      rf"has shape (\(.*\)) in the checkpoint, this config expects (\(.*\))$",
+                      err.strip())
+    assert found, err
+    saved, expected = (ast.literal_eval(g) for g in found.groups())
+    assert [b // a for a, b in zip(saved, expected) if a != b] == [2]  # the doubled width
+
+
+# 7d. init_from, --refiner and --sdc read a checkpoint written on 8 devices in a process
+# with one; a run of 2 processes resuming in 1 is tests/test_multiprocess.py's.
+def test_a_checkpoint_of_eight_devices_loads_on_one(tmp_path):
+    assert jax.device_count() == 8
+    mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
+    rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    kernel = jax.device_put(jnp.arange(64 * 3, dtype=jnp.float32).reshape(64, 3), rows)
+    saved = checkpoint.Checkpointer(str(tmp_path / "run" / "checkpoints"), async_save=False)
+    saved.save(5, {"params": {"Dense_0": {"kernel": kernel}}, "model_state": {},
+                   "opt_state": {"mu": kernel}, "step": jnp.int32(5)})
+    saved.close()
+    probe = ("import jax, numpy as np\n"
+             "from vsegjax.train import checkpoint\n"
+             "assert jax.device_count() == 1\n"
+             f"run = {str(tmp_path / 'run')!r}\n"
+             "tree = checkpoint.load_state_tree(run)\n"
+             "want = {'params': {'Dense_0': {'kernel': jax.ShapeDtypeStruct((64, 3), "
+             "np.float32)}}}\n"
+             "variables, step = checkpoint.load_variables(run, want, 'init_from')\n"
+             "print(step, float(tree['opt_state']['mu'].sum()), "
+             "float(variables['params']['Dense_0']['kernel'].sum()))\n")
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    total = float(np.arange(64 * 3).sum())
+    assert proc.stdout.split() == ["5", str(total), str(total)]
 
 
 # 8. --out naming a file failed with NotADirectoryError after the flow was computed;

@@ -7,6 +7,7 @@ The reference is one process with 4 devices and the same global batch.
 import json
 import os
 import pathlib
+import shutil
 import socket
 import subprocess
 import sys
@@ -175,6 +176,32 @@ def test_a_two_process_checkpoint_restores_in_one_process_on_eight_devices(two_p
     for x, y in zip(jax.tree.leaves(state), jax.tree.leaves(saved)):
         assert len(x.addressable_shards) == 8
         np.testing.assert_array_equal(np.asarray(x), y)
+
+
+def test_a_two_process_checkpoint_resumes_in_one_process_where_it_left_off(
+        tiny_data, two_process_run, tmp_path):
+    """A pod's run carried on on one machine: grain saved no position for process 0 of 1,
+    and the resume failed. The state and the input position carry over, so 6 steps on 2
+    processes and 2 more on 1 equal 8 steps on 1 (the warm-up is 50 steps, so the
+    learning rate does not depend on num_steps)."""
+    workdir, _ = two_process_run
+    resumed = tmp_path / "resumed"
+    shutil.copytree(workdir, resumed)
+    more = (*EVAL, f"--config.train.num_steps={STEPS + 2}")
+    runs = {name: subprocess.run(main_command(tiny_data, folder, *more), cwd=ROOT,
+                                 env=env_with_devices(4), capture_output=True, text=True,
+                                 timeout=600)
+            for name, folder in (("resumed", resumed), ("straight", tmp_path / "straight"))}
+    for name, result in runs.items():
+        assert result.returncode == 0, f"{name}:\n{result.stderr[-3000:]}"
+    assert ("written by 2 process(es) (process_0-of-2.json, process_1-of-2.json) and this "
+            "run has 1: every writer was at the same input position" in runs["resumed"].stderr)
+    a = checkpoint.load_state_tree(str(resumed / "static"))
+    b = checkpoint.load_state_tree(str(tmp_path / "straight" / "static"))
+    assert int(a["step"]) == int(b["step"]) == STEPS + 2
+    diffs = jax.tree.map(lambda x, y: float(np.max(np.abs(np.asarray(x, np.float64) - y))),
+                         a["params"], b["params"])
+    assert max(jax.tree.leaves(diffs)) < 1e-5
 
 
 def test_bad_process_flags_are_named():

@@ -163,5 +163,7 @@ def test_init_from_a_different_model_is_an_error(tmp_path):
             variables["params"]["Dense_0"]["kernel"] = jnp.zeros(kernel.shape[:-1] + (4,))
             return variables
 
-    with pytest.raises(ValueError, match="init_from: group params/Dense_0"):
+    with pytest.raises(ValueError, match=r"init_from .*: parameter params/Dense_0/kernel has "
+                                         r"shape \(8, 3\) in the checkpoint, this config expects "
+                                         r"\(8, 4\)"):
         train(cfg, str(tmp_path / "second"), WiderTask(cfg))

@@ -135,13 +135,15 @@ def load_task(run_dir: str, stage: str | None = None
     if not files.isdir(os.path.join(folder, "checkpoints")):
         raise FileNotFoundError(f"{folder}: no checkpoints/ folder; has stage {name!r} "
                                 f"trained?")
+    task = experiment.task_class(task_name)(config, workdir=folder)
+    # Read against the shapes the run's config implies (and only the model's variables).
+    expected = jax.eval_shape(task.init_variables, jax.random.PRNGKey(0))
     try:
-        tree = checkpoint.load_state_tree(folder)
+        variables, step = checkpoint.load_variables(folder, expected, "checkpoint")
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{folder}: no checkpoint to load ({e})") from e
-    task = experiment.task_class(task_name)(config, workdir=folder)
-    return (task, tree["params"], dict(tree.get("model_state") or {}), int(tree["step"]),
-            folder, name)
+    params = variables.pop("params")
+    return task, params, variables, step, folder, name
 
 
 def load(run_dir: str, stage: str | None = None, flow: str | None = None) -> TrainedModel:

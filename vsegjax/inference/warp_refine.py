@@ -253,8 +253,10 @@ def load_refiner(path: str, num_classes: int) -> tuple[WarpRefineTask, dict]:
         raise ValueError(f"--refiner={path}: trained for {cfg.model.num_classes} classes, "
                          f"--num_classes={num_classes}")
     task = WarpRefineTask(cfg)
-    tree = checkpoint.load_state_tree(str(run))
-    return task, {"params": tree["params"], **tree.get("model_state", {})}
+    # Read against the shapes its config implies, so a received file allocates nothing else.
+    expected = jax.eval_shape(task.init_variables, jax.random.PRNGKey(0))
+    variables, _ = checkpoint.load_variables(str(run), expected, "--refiner")
+    return task, variables
 
 
 def label_video(task: WarpRefineTask, variables: dict, frames: np.ndarray,

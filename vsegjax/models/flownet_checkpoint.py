@@ -13,86 +13,89 @@ import json
 import os
 from typing import Any, Callable, Mapping
 
+import flax.serialization
 import jax
 import jax.numpy as jnp
 
 from vsegjax.models.efc import flow_decoder_config
 from vsegjax.models.flownet import FlowNetS, init_flownet
+from vsegjax.train import checkpoint
 
 
-def _find_params(tree: Any, want: Any) -> Any:
-    """The sub-dict of ``tree`` whose keys are those of ``want`` (a params dict), or None."""
+def _find_params(tree: Any, want: Any, path: tuple[str, ...] = ()) -> tuple[str, ...] | None:
+    """The path in ``tree`` (parameters, or a checkpoint's metadata) of the sub-dict whose
+    keys are those of ``want`` (a params dict), or None."""
     if isinstance(tree, Mapping):
         if set(tree) == set(want):
-            return tree
-        for key in ("params", "flow", "flownet"):
-            if key in tree:
-                found = _find_params(tree[key], want)
-                if found is not None:
-                    return found
-        for value in tree.values():
-            found = _find_params(value, want)
+            return path
+        preferred = [k for k in ("params", "flow", "flownet") if k in tree]
+        for key in preferred + [k for k in tree if k not in preferred]:
+            found = _find_params(tree[key], want, (*path, key))
             if found is not None:
                 return found
     return None
 
 
-def _read_tree(path: str) -> Any:
-    if os.path.isfile(path):
-        import flax.serialization
+def _item_dir(path: str) -> str:
+    """The pytree checkpoint folder of ``path``: a run's workdir (its latest step's train
+    state), a step folder of a CheckpointManager, or a checkpoint folder itself."""
+    if os.path.isdir(os.path.join(path, "checkpoints")):
+        try:
+            return checkpoint.latest_state_dir(path, what="flow.checkpoint")
+        except FileNotFoundError as e:
+            raise ValueError(str(e)) from e
+    if os.path.isdir(os.path.join(path, "state")):
+        return os.path.join(path, "state")
+    return path
+
+
+def _read_params(path: str, template: Any, module: FlowNetS) -> Any:
+    """FlowNetS parameters from a msgpack file or an orbax checkpoint; the latter read
+    against ``template``'s shapes before anything is allocated."""
+    arch = f"FlowNetS(width={module.width}, num_levels={module.num_levels})"
+    missing = ValueError(f"flow.checkpoint: no FlowNetS parameters (top-level names "
+                         f"{sorted(template)}) in {path}")
+    hint = "; check flow.width / flow.num_levels"
+    if os.path.isfile(path):  # its size bounds what reading it allocates
         with open(path, "rb") as f:
-            return flax.serialization.msgpack_restore(f.read())
-    import orbax.checkpoint as ocp
-    ckpt_dir = os.path.join(path, "checkpoints")
-    if os.path.isdir(ckpt_dir):  # a run's workdir: latest step's train state
-        mngr = ocp.CheckpointManager(ckpt_dir,
-                                     item_handlers={"state": ocp.StandardCheckpointHandler()},
-                                     options=ocp.CheckpointManagerOptions(read_only=True))
-        step = mngr.latest_step()
-        if step is None:
-            raise ValueError(f"flow.checkpoint: no checkpoint step in {ckpt_dir}")
-        tree = mngr.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore()))["state"]
-        mngr.close()
-        return tree
-    if os.path.isdir(os.path.join(path, "state")):  # one step folder of a CheckpointManager
-        path = os.path.join(path, "state")
-    return ocp.StandardCheckpointer().restore(path)
+            tree = flax.serialization.msgpack_restore(f.read())
+        where = _find_params(tree, template)
+        if where is None:
+            raise missing
+        params = checkpoint.at(tree, where)
+        try:
+            checkpoint.check_shapes(params, template, f"flow.checkpoint: {path} for {arch}")
+        except ValueError as e:
+            raise ValueError(f"{e}{hint}") from e
+        return jax.tree.map(lambda s, x: jnp.asarray(x, s.dtype), template, params)
+    item_dir = _item_dir(path)
+    metadata = checkpoint.saved_tree(item_dir)
+    where = _find_params(metadata, template)
+    if where is None:
+        raise missing
+    try:
+        return checkpoint.read_checked(item_dir, {where: template},
+                                       f"flow.checkpoint: {path} for {arch}")[where]
+    except ValueError as e:
+        raise ValueError(f"{e}{hint}") from e
 
 
 def load_flownet_variables(path: str, module: FlowNetS, rng: jax.Array | None = None) -> dict:
     """FlowNetS variables from ``path``: a flax msgpack file, an orbax checkpoint folder,
     a step folder, or a run's workdir (its latest ``checkpoints/`` step). The parameter
-    sub-tree is found by matching ``module``'s parameter names; shapes are checked."""
+    sub-tree is found by matching ``module``'s parameter names; its shapes are checked
+    (from the metadata, for a checkpoint) before it is read."""
     path = os.path.abspath(os.path.expanduser(str(path)))
     if not os.path.exists(path):
         raise ValueError(f"flow.checkpoint: {path} does not exist")
     template = jax.eval_shape(lambda: init_flownet(module, jax.random.key(0)))["params"]
     try:
-        tree = _read_tree(path)
+        params = _read_params(path, template, module)
     except ValueError:
         raise
     except Exception as e:  # noqa: BLE001 - surface any reader error with the file name
         raise ValueError(f"flow.checkpoint: cannot read {path}: {type(e).__name__}: {e}") from e
-    params = _find_params(tree, template)
-    if params is None:
-        raise ValueError(f"flow.checkpoint: no FlowNetS parameters (top-level names "
-                         f"{sorted(template)}) in {path}")
-    want = jax.tree_util.tree_flatten_with_path(template)[0]
-    try:
-        got = [jnp.asarray(x) for x in jax.tree.leaves(
-            jax.tree.map(lambda _, x: x, template, params))]
-    except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"flow.checkpoint: parameters in {path} do not match FlowNetS("
-                         f"width={module.width}, num_levels={module.num_levels}): {e}") from e
-    for (kp, spec), value in zip(want, got):
-        if tuple(spec.shape) != tuple(value.shape):
-            raise ValueError(f"flow.checkpoint: {path}: parameter {jax.tree_util.keystr(kp)} "
-                             f"has shape {value.shape}, FlowNetS(width={module.width}) needs "
-                             f"{spec.shape}; check flow.width / flow.num_levels")
-    treedef = jax.tree.structure(template)
-    return {"params": jax.tree.unflatten(treedef, [v.astype(s.dtype) for (_, s), v
-                                                   in zip(want, got)])}
+    return {"params": params}
 
 
 # The FlowNetS fields that shape its parameters or its output (``residual`` and

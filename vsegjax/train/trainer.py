@@ -122,10 +122,10 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
                 {"params": state.params, **state.model_state}, backbone))
             logging.info("backbone initialised from %s", pretrained)
         if tcfg.get("init_from"):
-            loaded = checkpoint.load_state_tree(tcfg.init_from)
-            state = start_from(task.init_from({"params": state.params, **state.model_state},
-                                              {"params": loaded["params"],
-                                               **loaded["model_state"]}))
+            fresh = {"params": state.params, **state.model_state}
+            # Only the groups this model shares are read, each checked against its shapes.
+            state = start_from(task.init_from(fresh, checkpoint.load_groups(tcfg.init_from,
+                                                                            fresh)))
             logging.info("initialised from %s", tcfg.init_from)
 
     accum = int(tcfg.get("grad_accum_steps", 1) or 1)
