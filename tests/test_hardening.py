@@ -293,6 +293,44 @@ def test_a_checkpoint_of_eight_devices_loads_on_one(tmp_path):
     assert proc.stdout.split() == ["5", str(total), str(total)]
 
 
+class _Position:
+    """An input iterator reduced to its position (what the checkpoint keeps of it)."""
+
+    def __init__(self, next_index=0):
+        self.state = {"next_index": next_index}
+
+    def get_state(self):
+        return dict(self.state)
+
+    def set_state(self, state):
+        self.state = dict(state)
+
+
+def test_input_positions_of_other_process_counts(tmp_path, caplog):
+    """Equal positions of 2 writers carry over to 1 process; differing ones (which cannot
+    be mapped) restore the model state and start the input again, saying so."""
+    state = {"w": jnp.arange(4.0), "step": jnp.int32(3)}
+    ckpt = checkpoint.Checkpointer(str(tmp_path / "ck"), async_save=False)
+    ckpt.save(3, state, _Position(7))
+    ckpt.close()
+    data = tmp_path / "ck" / "3" / "data"
+    own = data / "process_0-of-1.json"
+    for i in range(2):
+        (data / f"process_{i}-of-2.json").write_text(own.read_text())
+    own.unlink()
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+    for positions, expect, said in (((7, 7), 7, "same input position"),
+                                    ((7, 9), 0, "starts again from its beginning")):
+        for i, n in enumerate(positions):
+            (data / f"process_{i}-of-2.json").write_text(json.dumps({"next_index": n}))
+        it = _Position()
+        caplog.clear()
+        restored, _ = checkpoint.Checkpointer(str(tmp_path / "ck")).restore(target, it)
+        assert it.state == {"next_index": expect}
+        assert said in caplog.text and "written by 2 process(es)" in caplog.text
+        np.testing.assert_array_equal(restored["w"], np.arange(4.0))
+
+
 # 8. --out naming a file failed with NotADirectoryError after the flow was computed;
 # an unwritable --out with PermissionError.
 def test_bad_out_paths_fail_before_any_work(clip, tmp_path, capsys, monkeypatch):
