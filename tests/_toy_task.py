@@ -92,3 +92,14 @@ def toy_config(num_steps=12, **train):
     c.optimizer = ml_collections.ConfigDict(dict(name="adam", learning_rate=0.05,
                                                  schedule="cosine"))
     return c
+
+
+class WiderToyTask(ToyTask):
+    """ToyTask with a Dense_0 kernel of 4 outputs instead of 3: a model that a ToyTask
+    checkpoint does not fit (init_from must refuse it, naming the parameter)."""
+
+    def init_variables(self, rng):
+        variables = super().init_variables(rng)
+        kernel = variables["params"]["Dense_0"]["kernel"]
+        variables["params"]["Dense_0"]["kernel"] = jnp.zeros(kernel.shape[:-1] + (4,))
+        return variables

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from _toy_task import ToyTask, toy_config
+from _toy_task import ToyTask, WiderToyTask, toy_config
 from vsegjax import autolabel
 from vsegjax.data import frame_sources, image_decode, synthetic, video_datasets
 from vsegjax.data.snippet_builder import BadExample, read_frame
@@ -211,18 +211,11 @@ def test_init_from_reads_only_shared_groups_checked_first(tmp_path, monkeypatch,
     train(cfg, str(tmp_path / "second"), ToyTask(cfg))
     assert read and {p[0] for p in read} <= {"params", "model_state"}  # no opt_state, rng
 
-    class Wider(ToyTask):
-        def init_variables(self, rng):
-            variables = super().init_variables(rng)
-            kernel = variables["params"]["Dense_0"]["kernel"]
-            variables["params"]["Dense_0"]["kernel"] = jnp.zeros(kernel.shape[:-1] + (4,))
-            return variables
-
     forbid_reads()
     with pytest.raises(ValueError, match=r"train.init_from .*first: parameter params/Dense_0/"
                                          r"kernel has shape \(8, 3\) in the checkpoint, this "
                                          r"config expects \(8, 4\)"):
-        train(cfg, str(tmp_path / "third"), Wider(cfg))
+        train(cfg, str(tmp_path / "third"), WiderToyTask(cfg))
 
 
 def test_a_flownet_checkpoint_is_checked_against_the_config_before_reading(

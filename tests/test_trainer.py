@@ -3,12 +3,11 @@
 import os
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
 
-from _toy_task import OnFetch, ToyTask, toy_config as _config
+from _toy_task import OnFetch, ToyTask, WiderToyTask, toy_config as _config
 from vsegjax.train import NonFiniteLossError, checkpoint, train, writers
 
 
@@ -156,14 +155,7 @@ def test_init_from_a_different_model_is_an_error(tmp_path):
     train(_config(num_steps=2), str(tmp_path / "first"), ToyTask(_config()))
     cfg = _config(num_steps=1, init_from=str(tmp_path / "first"))
 
-    class WiderTask(ToyTask):
-        def init_variables(self, rng):
-            variables = super().init_variables(rng)
-            kernel = variables["params"]["Dense_0"]["kernel"]
-            variables["params"]["Dense_0"]["kernel"] = jnp.zeros(kernel.shape[:-1] + (4,))
-            return variables
-
     with pytest.raises(ValueError, match=r"init_from .*: parameter params/Dense_0/kernel has "
                                          r"shape \(8, 3\) in the checkpoint, this config expects "
                                          r"\(8, 4\)"):
-        train(cfg, str(tmp_path / "second"), WiderTask(cfg))
+        train(cfg, str(tmp_path / "second"), WiderToyTask(cfg))
