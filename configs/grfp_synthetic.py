@@ -23,6 +23,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.flow = ml_collections.ConfigDict(dict(source="farneback", num_workers=0))
     c.grfp = ml_collections.ConfigDict(dict(
         mode="fwbw", kernel_size=7, identity_init=True, center_inputs=True, remat=False,
+        # vsegjax's per-class update gate (W_xz, W_hz C -> C; "shared" = the authors' C -> 1)
+        # and the STGRU's computation dtype (docs/grfp.md measures both choices).
+        update_gate="per_class", dtype="float32",
         train_static=False, loss_weights=dict(L_fwbw=1.0, L_fwd=1.0, L_bwd=1.0)))
     c.eval.num_panels = 40
     return common.set_stages(

@@ -211,3 +211,27 @@ def test_carry_label_follows_the_flow():
     np.testing.assert_array_equal(carried[1:, 2:], cur[1:, 2:])
     assert np.all(carried[0] == 255) and np.all(carried[:, :2] == 255)
     np.testing.assert_array_equal(carry_label(prev, np.zeros((12, 16, 2))), prev)
+
+
+def test_grfp_fields_reach_the_stgru_and_are_checked():
+    """grfp.update_gate and grfp.dtype build the cell they name (the video model used to
+    build its STGRU without the config's dtype); configs without them keep float32 and
+    the per-class gate; bad values name the field."""
+    import jax.numpy as jnp
+
+    from vsegjax.models.video import make_video_model
+    config = grfp_stage(load_config("grfp_synthetic"))
+    model = make_video_model(config)
+    assert model.grfp.dtype == jnp.float32 and model.grfp.update_gate == "per_class"
+    config.grfp.update_gate, config.grfp.dtype = "shared", "bfloat16"
+    model = make_video_model(config)
+    assert model.grfp.dtype == jnp.bfloat16 and model.grfp.update_gate == "shared"
+    old = config.copy_and_resolve_references()
+    with old.unlocked():
+        del old.grfp["dtype"], old.grfp["update_gate"]
+    assert make_video_model(old).grfp.dtype == jnp.float32  # model.dtype, float32 here
+    for field, value in (("update_gate", "per_pixel"), ("dtype", "float16")):
+        bad = config.copy_and_resolve_references()
+        bad.grfp[field] = value
+        with pytest.raises(ValueError, match=f"grfp.{field}"):
+            grfp.validate_config(bad)

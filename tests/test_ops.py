@@ -256,11 +256,44 @@ def test_conv2d_same_gradient_is_per_tap_on_cpu_and_xla_elsewhere():
         np.testing.assert_allclose(ours, xla, atol=1e-4, rtol=1e-4)
     grad = jax.jit(jax.grad(lambda x, w: jnp.sum(ops.conv2d_same(x, w) * g), (0, 1)))
 
-    def dots(platform):  # matmuls in the gradient's program when lowered for `platform`
-        text = jax.export.export(grad, platforms=[platform])(x, kernel).mlir_module()
-        return text.count("stablehlo.dot_general")
-    assert dots("cpu") >= 9  # one per kernel tap
-    assert dots("tpu") == dots("cuda") == 0  # convolutions only
+    def program(platform):  # the gradient's program when lowered for `platform`
+        return jax.export.export(grad, platforms=[platform])(x, kernel).mlir_module()
+    cpu = program("cpu")
+    # The kernel gradient: one matmul per tap, the taps a loop.
+    assert cpu.count("stablehlo.dot_general") >= 1 and "stablehlo.while" in cpu
+    assert all(program(p).count("stablehlo.dot_general") == 0 for p in ("tpu", "cuda"))
+
+
+@pytest.mark.parametrize("cin,cout", [(38, 38), (38, 19), (19, 38)])
+def test_conv2d_same_with_padded_channels_matches_xla(cin, cout):
+    """On the CPU 38 channels run as 40 (zero-padded); values and gradients are XLA's."""
+    from vsegjax.ops import conv
+    assert conv.padded_channels(38) == 40 and conv.padded_channels(19) == 19
+    assert conv.padded_channels(20) == 20 and conv.padded_channels(3) == 3
+    x = _rand((1, 6, 7, cin), seed=30, lo=-1, hi=1)
+    kernel = _rand((3, 3, cin, cout), seed=31, lo=-1, hi=1)
+    weights = _rand((1, 6, 7, cout), seed=32)
+
+    def ref(x, kernel):
+        return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    np.testing.assert_allclose(ops.conv2d_same(x, kernel), ref(x, kernel), atol=1e-4)
+    g_ours = jax.grad(lambda x, w: jnp.sum(ops.conv2d_same(x, w) * weights), (0, 1))(x, kernel)
+    g_ref = jax.grad(lambda x, w: jnp.sum(ref(x, w) * weights), (0, 1))(x, kernel)
+    for ours, want in zip(g_ours, g_ref):
+        np.testing.assert_allclose(ours, want, atol=1e-4, rtol=1e-4)
+
+
+def test_conv2d_same_kernel_gradient_memory_is_bounded():
+    """The 7x7 kernel gradient keeps one shifted copy of the input alive, not 49: XLA's
+    temporaries for the whole gradient stay within 8x the input's bytes (51x when the
+    taps were written out)."""
+    x = jax.ShapeDtypeStruct((1, 64, 64, 19), jnp.float32)
+    kernel = jax.ShapeDtypeStruct((7, 7, 19, 19), jnp.float32)
+    grad = jax.jit(jax.grad(lambda x, w: jnp.sum(ops.conv2d_same(x, w) ** 2), (0, 1)))
+    temp = grad.lower(x, kernel).compile().memory_analysis().temp_size_in_bytes
+    assert temp < 8 * 64 * 64 * 19 * 4, temp / (64 * 64 * 19 * 4)
 
 
 def test_conv2d_same_rejects_even_kernels():

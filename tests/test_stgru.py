@@ -9,7 +9,8 @@ import numpy as np
 import optax
 import pytest
 
-from vsegjax.models.stgru import GRFP, PARAM_NAMES, STGRUCell
+from vsegjax.models.stgru import (GRFP, PARAM_NAMES, STGRUCell, stgru_step,
+                                  stgru_step_unfused)
 
 B, T, H, W, C = 2, 4, 16, 16, 3
 
@@ -108,11 +109,12 @@ def _cell_inputs(seed=0, b=B, h=8, w=8, c=C):
     return [np.asarray(a, np.float32) for a in (h_prev, x, frame, prev_frame, flow)]
 
 
-def _set_params(k, c, seed=0, **override):
+def _set_params(k, c, seed=0, gate_channels=None, **override):
     rng = _rng(seed)
+    g = c if gate_channels is None else gate_channels
     p = {"W_ir": rng.normal(0, 0.5, (k, k, 3, 1)), "b_r": rng.normal(0, 0.5, (1,)),
          "W_xh": rng.normal(0, 1, (k, k, c, c)), "W_hh": rng.normal(0, 1, (k, k, c, c)),
-         "W_xz": rng.normal(0, 1, (k, k, c, c)), "W_hz": rng.normal(0, 1, (k, k, c, c)),
+         "W_xz": rng.normal(0, 1, (k, k, c, g)), "W_hz": rng.normal(0, 1, (k, k, c, g)),
          "b_z": rng.normal(0, 1, (c,)), "lambda": np.asarray(1.7)}
     p.update(override)
     return {n: np.asarray(v, np.float32) for n, v in p.items()}
@@ -164,12 +166,25 @@ def test_no_identity_init():
     assert np.abs(np.diag(centre)).max() < 3.0  # lecun-normal, not 6 * I
 
 
+def test_shared_update_gate_parameter_tree():
+    """update_gate='shared' (the authors' code): W_xz, W_hz are [k,k,C,1], b_z stays [C]."""
+    params = jax.eval_shape(lambda: STGRUCell(C, kernel_size=5, update_gate="shared").init(
+        jax.random.PRNGKey(0), *_cell_inputs()))["params"]
+    assert set(params) == set(PARAM_NAMES)
+    assert params["W_xz"].shape == params["W_hz"].shape == (5, 5, C, 1)
+    assert params["b_z"].shape == (C,) and params["W_xh"].shape == (5, 5, C, C)
+    with pytest.raises(ValueError, match="update_gate"):
+        jax.eval_shape(lambda: STGRUCell(C, update_gate="per_pixel").init(
+            jax.random.PRNGKey(0), *_cell_inputs()))
+
+
 # ------------------------------------------------------------- eqs. (2)-(6) by hand
-@pytest.mark.parametrize("k,center", [(1, False), (1, True), (3, True)])
-def test_cell_matches_numpy_equations(k, center):
+@pytest.mark.parametrize("k,center,gate", [(1, False, "per_class"), (1, True, "per_class"),
+                                           (3, True, "per_class"), (3, True, "shared")])
+def test_cell_matches_numpy_equations(k, center, gate):
     h_prev, x, frame, prev_frame, flow = _cell_inputs(seed=k)
-    p = _set_params(k, C, seed=k)
-    cell = STGRUCell(C, kernel_size=k, center_inputs=center)
+    p = _set_params(k, C, seed=k, gate_channels=C if gate == "per_class" else 1)
+    cell = STGRUCell(C, kernel_size=k, center_inputs=center, update_gate=gate)
     h, logits, r = cell.apply({"params": p}, h_prev, x, frame, prev_frame, flow)
     h_ref, logits_ref, r_ref = _np_stgru(p, h_prev, x, frame, prev_frame, flow, center)
     assert r.shape == (B, 8, 8, 1)
@@ -177,6 +192,37 @@ def test_cell_matches_numpy_equations(k, center):
     np.testing.assert_allclose(logits, logits_ref, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(h, h_ref, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(np.sum(h, -1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("k,c,gate", [(3, 3, "per_class"), (3, 3, "shared"),
+                                      (7, 19, "per_class"), (5, 19, "shared")])
+def test_fused_step_equals_the_unfused_equations(k, c, gate):
+    """One gather and one gate convolution (channels padded to multiples of 8 on the CPU
+    at C = 19) give the values and gradients of eqs. (2)-(6) as written, to 1e-5."""
+    inputs = [jnp.asarray(a) for a in _cell_inputs(seed=c, h=12, w=10, c=c)]
+    p = {n: jnp.asarray(v) * (0.1 if n.startswith("W_") and n != "W_ir" else 1.0)
+         for n, v in _set_params(k, c, seed=c, gate_channels=c if gate == "per_class"
+                                 else 1).items()}
+    weights = jnp.asarray(_rng(2).normal(0, 1, (B, 12, 10, c)), jnp.float32)
+
+    def loss(step):
+        def f(params, *args):
+            h, logits, r = step(params, *args)
+            return jnp.sum(weights * logits) + jnp.sum(h ** 2) + jnp.sum(r)
+        return jax.jit(jax.value_and_grad(f, argnums=tuple(range(6))))
+
+    (v_fused, g_fused), (v_ref, g_ref) = (loss(stgru_step)(p, *inputs),
+                                          loss(stgru_step_unfused)(p, *inputs))
+    out_fused, out_ref = stgru_step(p, *inputs), stgru_step_unfused(p, *inputs)
+    for a, b in zip(out_fused, out_ref):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(v_fused, v_ref, rtol=1e-5)
+    for name, a, b in zip(("params", "h_prev", "x", "frame", "prev_frame", "flow"),
+                          g_fused, g_ref):
+        for leaf_a, leaf_b in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+            scale = float(jnp.max(jnp.abs(leaf_b))) + 1e-6
+            np.testing.assert_allclose(leaf_a / scale, leaf_b / scale, atol=1e-5,
+                                       err_msg=f"gradient w.r.t. {name}")
 
 
 # ------------------------------------------------------------ identity-init property
@@ -299,6 +345,27 @@ def test_bfloat16_compute_traces():
     assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(variables))
     out = jax.eval_shape(lambda v: model.apply(v, static, frames, ff, fb, 1), variables)
     assert out["logits"].dtype == jnp.float32 and out["seq_logits"].shape == static.shape
+
+
+def test_bfloat16_step_close_to_float32_with_float32_gradients():
+    """dtype=bfloat16 computes the gates in bfloat16; outputs and parameter gradients stay
+    float32 and near the float32 step."""
+    inputs = [jnp.asarray(a) for a in _cell_inputs(seed=4, h=12, w=10, c=19)]
+    p = {n: jnp.asarray(v) * (0.1 if n.startswith("W_") and n != "W_ir" else 1.0)
+         for n, v in _set_params(5, 19, seed=4).items()}
+    h32, logits32, _ = stgru_step(p, *inputs)
+    h16, logits16, _ = stgru_step(p, *inputs, dtype=jnp.bfloat16)
+    assert h16.dtype == logits16.dtype == jnp.float32
+    assert float(jnp.max(jnp.abs(h16 - h32))) < 0.02
+    assert float(jnp.max(jnp.abs(logits16 - logits32))) < 0.05 * float(jnp.max(jnp.abs(logits32)))
+    grads = jax.grad(lambda q: jnp.sum(stgru_step(q, *inputs, dtype=jnp.bfloat16)[1] ** 2))(p)
+    ref = jax.grad(lambda q: jnp.sum(stgru_step(q, *inputs)[1] ** 2))(p)
+    for name in PARAM_NAMES:
+        assert grads[name].dtype == jnp.float32, name
+        rel = jnp.linalg.norm(grads[name] - ref[name]) / (jnp.linalg.norm(ref[name]) + 1e-9)
+        # bfloat16 keeps 8 significant bits: the kernels' gradients stay within 5%; those
+        # of the scalars and biases, sums over every pixel, within 25%.
+        assert float(rel) < (0.05 if name.startswith("W_") else 0.25), (name, float(rel))
 
 
 # ------------------------------------------------------------- shared fwbw model

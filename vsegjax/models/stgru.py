@@ -30,12 +30,23 @@ Choices the paper leaves open (all documented on the fields below):
   returns the softmax argument of eq. (6) (``logits_t``) so losses can use
   ``log_softmax(logits_t)`` stably. The first frame of a direction uses the static
   probabilities as its state (``h_0 = x_0``).
+* ``update_gate``: the paper writes ``z_t`` without its shape. ``'per_class'`` (the
+  default) gives every class its own gate map: ``W_xz``, ``W_hz`` are [k,k,C,C].
+  ``'shared'`` is the GRFP authors' code: [k,k,C,1] kernels give one gate map for all
+  classes, and the per-class bias ``b_z`` [C] shifts it per class. That halves the
+  cell's convolution FLOPs (19.6 against 37.2 GFLOP per frame at 512x512, C = 19) and
+  loads the authors' trained cells. docs/grfp.md gives the effect on the main job.
 * Forward-backward fusion (``mode='fwbw'``): the paper fuses the two directions at
   the labelled frame without specifying how. Here a 1x1 convolution (submodule
   ``fusion``) maps ``concat([log h_fwd, log h_bwd])`` (2C channels) to C channels,
   initialised to ``0.5 * log h_fwd + 0.5 * log h_bwd`` (zero bias), followed by
   ``log_softmax``. At initialisation this is the normalised geometric mean of the two
   distributions, so two equal directions give back that same distribution.
+
+The step itself is :func:`vsegjax.models.stgru_step.stgru_step`: the same equations with
+the two warps and the four gate convolutions fused (one gather, one convolution), the
+parameters stored as the paper names them. ``dtype`` is the computation dtype of its
+convolutions and gates (bfloat16 allowed); parameters and outputs stay float32.
 
 The recurrence is a ``jax.lax.scan`` (the step is traced once, so compile time does
 not grow with the number of frames); ``remat=True`` wraps the step in
@@ -51,69 +62,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vsegjax.ops.conv import conv2d_same
-from vsegjax.ops.warp import check_flow, warp
+from vsegjax.models.stgru_step import PARAM_NAMES, stgru_step, stgru_step_unfused
+from vsegjax.ops.warp import check_flow
+
+__all__ = ["GRFP", "PARAM_NAMES", "STGRUCell", "stgru_step", "stgru_step_unfused"]
 
 Mode = Literal["forward", "backward", "fwbw"]
-PARAM_NAMES = ("W_ir", "b_r", "W_xh", "W_hh", "W_xz", "W_hz", "b_z", "lambda")
-_DIMS = ("NHWC", "HWIO", "NHWC")
-
-
-def conv2d(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """SAME-padded stride-1 2-D convolution (cross-correlation), NHWC x HWIO, no bias.
-
-    Uses ``vsegjax.ops.conv2d_same``, whose gradient avoids XLA CPU's slow path for
-    convolutions inside ``lax.scan`` (about 10x faster training on CPU).
-    """
-    if kernel.shape[0] % 2 == 0 or kernel.shape[1] % 2 == 0:
-        return jax.lax.conv_general_dilated(
-            x, kernel.astype(x.dtype), window_strides=(1, 1), padding="SAME",
-            dimension_numbers=_DIMS)
-    return conv2d_same(x, kernel.astype(x.dtype))
-
-
-def stgru_step(params: dict[str, jax.Array], h_prev: jax.Array, x: jax.Array,
-               frame: jax.Array, prev_frame: jax.Array, flow: jax.Array, *,
-               center_inputs: bool = True, dtype: Any = jnp.float32
-               ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """One STGRU step, eqs. (2)-(6) of the GRFP paper, as a pure function.
-
-    Args:
-      params: dict with the keys of ``PARAM_NAMES`` (shapes: ``W_ir`` [k,k,3,1],
-        ``b_r`` [1], ``W_xh``/``W_hh``/``W_xz``/``W_hz`` [k,k,C,C], ``b_z`` [C],
-        ``lambda`` []).
-      h_prev: [B,H,W,C] previous estimate (probabilities) in frame t-1's grid.
-      x: [B,H,W,C] static probabilities of frame t.
-      frame, prev_frame: [B,H,W,3] images I_t and I_{t-1}.
-      flow: [B,H,W,2] flow from frame t to frame t-1 (x, y in pixels).
-      center_inputs: subtract 1/C from ``x`` and ``h_prev`` first (see module doc).
-      dtype: computation dtype of the convolutions; the result is float32.
-
-    Returns:
-      ``(h_t, logits_t, r_t)``: probabilities [B,H,W,C] (float32), the softmax
-      argument of eq. (6) [B,H,W,C] (float32) and the gate [B,H,W,1].
-    """
-    num_classes = x.shape[-1]
-    h_prev = h_prev.astype(jnp.float32)
-    x = x.astype(jnp.float32)
-    if center_inputs:
-        x = x - 1.0 / num_classes
-        h_prev = h_prev - 1.0 / num_classes
-    # (2) warp the previous estimate into frame t.
-    w = warp(h_prev, flow).astype(dtype)
-    # (3) flow-confidence gate from the photometric error of the warped image.
-    i_diff = (frame.astype(jnp.float32) - warp(prev_frame.astype(jnp.float32), flow)).astype(dtype)
-    r = 1.0 - jnp.tanh(jnp.abs(conv2d(i_diff, params["W_ir"]) + params["b_r"].astype(dtype)))
-    x = x.astype(dtype)
-    rw = r * w
-    # (4) candidate state (no tanh: the softmax in (6) normalises).
-    h_tilde = conv2d(x, params["W_xh"]) + conv2d(rw, params["W_hh"])
-    # (5) update gate.
-    z = jax.nn.sigmoid(conv2d(x, params["W_xz"]) + conv2d(rw, params["W_hz"])
-                       + params["b_z"].astype(dtype))
-    # (6) the new estimate.
-    logits = (params["lambda"].astype(dtype) * (1.0 - z) * rw + z * h_tilde).astype(jnp.float32)
-    return jax.nn.softmax(logits, axis=-1), logits, r
+UpdateGate = Literal["per_class", "shared"]
+UPDATE_GATES = ("per_class", "shared")
 
 
 def _identity_kernel_init(scale: float, noise_std: float) -> Callable:
@@ -133,7 +89,8 @@ class STGRUCell(nn.Module):
     """The STGRU cell of the GRFP paper; one direction's parameters.
 
     Parameters (exactly these keys): ``W_ir`` [k,k,3,1], ``b_r`` [1], ``W_xh``,
-    ``W_hh``, ``W_xz``, ``W_hz`` [k,k,C,C], ``b_z`` [C], ``lambda`` [].
+    ``W_hh`` [k,k,C,C], ``W_xz``, ``W_hz`` [k,k,C,C] (``update_gate='per_class'``) or
+    [k,k,C,1] (``'shared'``), ``b_z`` [C], ``lambda`` [].
 
     ``__call__`` runs one step; :meth:`scan` runs the recurrence over a time-major
     sequence with ``jax.lax.scan``.
@@ -153,6 +110,8 @@ class STGRUCell(nn.Module):
     gate_init_std: float = 0.05
     # W_xz / W_hz ~ N(0, gate_init_std_z): z starts near 0.5 everywhere.
     gate_init_std_z: float = 0.01
+    # 'per_class': W_xz / W_hz are [k,k,C,C]; 'shared': [k,k,C,1] (the authors' code).
+    update_gate: UpdateGate = "per_class"
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -162,6 +121,10 @@ class STGRUCell(nn.Module):
             raise ValueError(f"kernel_size must be a positive odd number, got {k}")
         if c < 2:
             raise ValueError(f"num_classes must be >= 2, got {c}")
+        if self.update_gate not in UPDATE_GATES:
+            raise ValueError(f"update_gate must be one of {UPDATE_GATES}, got "
+                             f"{self.update_gate!r}")
+        g = c if self.update_gate == "per_class" else 1
         if self.identity_init:
             xh_init = _identity_kernel_init(self.identity_scale_xh, 0.01)
             hh_init = _identity_kernel_init(self.identity_scale_hh, 0.01)
@@ -174,8 +137,8 @@ class STGRUCell(nn.Module):
         self.b_r = self.param("b_r", nn.initializers.zeros, (1,), pd)
         self.W_xh = self.param("W_xh", xh_init, (k, k, c, c), pd)
         self.W_hh = self.param("W_hh", hh_init, (k, k, c, c), pd)
-        self.W_xz = self.param("W_xz", z_init, (k, k, c, c), pd)
-        self.W_hz = self.param("W_hz", z_init, (k, k, c, c), pd)
+        self.W_xz = self.param("W_xz", z_init, (k, k, c, g), pd)
+        self.W_hz = self.param("W_hz", z_init, (k, k, c, g), pd)
         self.b_z = self.param("b_z", nn.initializers.zeros, (c,), pd)
         self.lam = self.param("lambda", nn.initializers.constant(self.lambda_init), (), pd)
 
@@ -277,6 +240,7 @@ class GRFP(nn.Module):
     identity_scale_hh: float = 6.0
     lambda_init: float = 1.0
     gate_init_std: float = 0.05
+    update_gate: UpdateGate = "per_class"
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -286,7 +250,8 @@ class GRFP(nn.Module):
             identity_init=self.identity_init, identity_scale_xh=self.identity_scale_xh,
             identity_scale_hh=self.identity_scale_hh, lambda_init=self.lambda_init,
             center_inputs=self.center_inputs, gate_init_std=self.gate_init_std,
-            dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+            update_gate=self.update_gate, dtype=self.dtype, param_dtype=self.param_dtype,
+            name=name)
 
     def _check_inputs(self, static_logits, frames, flow_fwd, flow_bwd, label_pos):
         if self.mode not in ("forward", "backward", "fwbw"):

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from vsegjax.models import flow_providers
-from vsegjax.models.segmenter import make_segmenter
+from vsegjax.models.segmenter import DTYPES, make_segmenter
 from vsegjax.models.stgru import GRFP
 
 
@@ -70,6 +70,12 @@ class VideoModel(nn.Module):
         return self.grfp(logits, frames, flow_fwd, flow_bwd, label_pos)
 
 
+def grfp_dtype(config: ml_collections.ConfigDict) -> str:
+    """The STGRU's computation dtype: ``grfp.dtype``, else the static net's ``model.dtype``
+    (configs written before ``grfp.dtype`` existed)."""
+    return config.grfp.get("dtype", config.model.get("dtype", "float32"))
+
+
 def make_video_model(config: ml_collections.ConfigDict,
                      provider: flow_providers.FlowProvider | None = None) -> VideoModel:
     g = config.grfp
@@ -77,6 +83,7 @@ def make_video_model(config: ml_collections.ConfigDict,
     return VideoModel(
         static=make_segmenter(config.model),
         grfp=GRFP(num_classes=config.model.num_classes, mode=g.mode, kernel_size=g.kernel_size,
-                  identity_init=g.identity_init, center_inputs=g.center_inputs, remat=g.remat),
+                  identity_init=g.identity_init, center_inputs=g.center_inputs, remat=g.remat,
+                  update_gate=g.get("update_gate", "per_class"), dtype=DTYPES[grfp_dtype(config)]),
         flow=provider.module if learned else None,
         flow_trainable=bool(learned and provider.trainable))

@@ -22,7 +22,9 @@ import numpy as np
 from vsegjax import evaluation, losses
 from vsegjax.data.transforms import flow_batch_fn
 from vsegjax.models import flow_providers
-from vsegjax.models.video import make_video_model
+from vsegjax.models.segmenter import DTYPES
+from vsegjax.models.stgru import UPDATE_GATES
+from vsegjax.models.video import grfp_dtype, make_video_model
 from vsegjax.train import data
 from vsegjax.train.task import Task
 
@@ -129,6 +131,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if not isinstance(g.kernel_size, int) or g.kernel_size < 1 or g.kernel_size % 2 == 0:
         raise ValueError(f"config field grfp.kernel_size: must be an odd positive int; "
                          f"got {g.kernel_size!r}")
+    if g.get("update_gate", "per_class") not in UPDATE_GATES:
+        raise ValueError(f"config field grfp.update_gate: {g.update_gate!r}; choose one of "
+                         f"{', '.join(UPDATE_GATES)}")
+    if grfp_dtype(config) not in DTYPES:
+        raise ValueError(f"config field grfp.dtype: {grfp_dtype(config)!r}; choose one of "
+                         f"{', '.join(DTYPES)}")
     window = tuple(config.input.window)
     if len(window) != 2 or any(not isinstance(v, int) or v < 0 for v in window):
         raise ValueError(f"config field input.window: (frames before, frames after) as two "
