@@ -18,7 +18,7 @@ def torch_params(params: dict) -> dict[str, torch.Tensor]:
     """vsegjax's STGRU parameters (HWIO kernels) as torch tensors (OIHW kernels)."""
     out = {}
     for name, value in params.items():
-        a = np.asarray(value, np.float32)
+        a = np.array(value, np.float32)  # a writable copy for torch.from_numpy
         out[name] = torch.from_numpy(a.transpose(3, 2, 0, 1).copy() if a.ndim == 4 else a)
     return out
 
