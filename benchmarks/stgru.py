@@ -161,7 +161,7 @@ def part_warp(args) -> None:
 
 
 def part_profile(args) -> None:
-    h, w = 512, 512
+    h, w = (int(v) for v in args.profile_size.split("x"))
     params, (h_prev, x, frame, prev_frame, flow) = stgru_inputs(h, w)
     c = C
     centred = h_prev - 1.0 / c
@@ -314,6 +314,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", default="step,warp,profile,train,inference")
     parser.add_argument("--sizes", default="512x512,1024x2048")
+    parser.add_argument("--profile_size", default="512x512")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2, help="torch's CPU threads")
     parser.add_argument("--train_steps", type=int, default=5)
