@@ -149,8 +149,8 @@ def part_warp(args) -> None:
            "copy": lambda: copy_j(x).block_until_ready()}
     if torch is not None:
         tx = torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy())
-        grid = stgru_torch._grid(torch.from_numpy(np.asarray(flow).transpose(0, 3, 1, 2).copy()))
-        fns["torch grid_sample"] = lambda: stgru_torch._warp(tx, grid)
+        grid = stgru_torch.flow_grid(torch.from_numpy(np.asarray(flow).transpose(0, 3, 1, 2).copy()))
+        fns["torch grid_sample"] = lambda: stgru_torch.grid_warp(tx, grid)
     _warm(fns)
     ms = _median_ms(fns, args.repeats)
     moved = 2 * x.size * 4 / 1e9

@@ -23,7 +23,7 @@ def torch_params(params: dict) -> dict[str, torch.Tensor]:
     return out
 
 
-def _grid(flow: torch.Tensor) -> torch.Tensor:
+def flow_grid(flow: torch.Tensor) -> torch.Tensor:
     """[B,2,H,W] pixel flow -> grid_sample's [B,H,W,2] grid in [-1, 1] (align_corners)."""
     _, _, h, w = flow.shape
     ys, xs = torch.meshgrid(torch.arange(h, dtype=flow.dtype), torch.arange(w, dtype=flow.dtype),
@@ -33,7 +33,7 @@ def _grid(flow: torch.Tensor) -> torch.Tensor:
     return torch.stack([gx, gy], dim=-1)
 
 
-def _warp(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+def grid_warp(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
 
 
@@ -44,9 +44,9 @@ def stgru_step(p: dict[str, torch.Tensor], h_prev: torch.Tensor, x: torch.Tensor
     c = x.shape[1]
     pad = p["W_xh"].shape[-1] // 2
     x, h_prev = x - 1.0 / c, h_prev - 1.0 / c
-    grid = _grid(flow)
-    w = _warp(h_prev, grid)                                                          # (2)
-    i_diff = frame - _warp(prev_frame, grid)
+    grid = flow_grid(flow)
+    w = grid_warp(h_prev, grid)                                                          # (2)
+    i_diff = frame - grid_warp(prev_frame, grid)
     r = 1.0 - torch.tanh(torch.abs(F.conv2d(i_diff, p["W_ir"], p["b_r"], padding=pad)))  # (3)
     rw = r * w
     h_tilde = F.conv2d(x, p["W_xh"], padding=pad) + F.conv2d(rw, p["W_hh"], padding=pad)  # (4)

@@ -35,7 +35,7 @@ Choices the paper leaves open (all documented on the fields below):
   ``'shared'`` is the GRFP authors' code: [k,k,C,1] kernels give one gate map for all
   classes, and the per-class bias ``b_z`` [C] shifts it per class. That halves the
   cell's convolution FLOPs (19.6 against 37.2 GFLOP per frame at 512x512, C = 19) and
-  loads the authors' trained cells. docs/grfp.md gives the effect on the main job.
+  loads the authors' trained cells. docs/stgru.md gives the effect on the main job.
 * Forward-backward fusion (``mode='fwbw'``): the paper fuses the two directions at
   the labelled frame without specifying how. Here a 1x1 convolution (submodule
   ``fusion``) maps ``concat([log h_fwd, log h_bwd])`` (2C channels) to C channels,

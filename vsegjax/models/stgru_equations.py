@@ -17,7 +17,7 @@ both against each other and against a numpy transcription):
 per-class gate, [k,k,C,C]) or 1 (the GRFP authors' code: one gate map shared by the
 classes, [k,k,C,1], plus the per-class bias ``b_z``). Both steps handle both.
 
-On the CPU the convolutions are ``vsegjax.ops.conv2d_same``, which pads channel counts to
+The convolutions are ``vsegjax.ops.conv2d_same``, which on the CPU pads channel counts to
 multiples of 8 where XLA:CPU runs them faster (38 -> 40 at C = 19).
 """
 
