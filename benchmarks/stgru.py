@@ -149,7 +149,8 @@ def part_warp(args) -> None:
            "copy": lambda: copy_j(x).block_until_ready()}
     if torch is not None:
         tx = torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy())
-        grid = stgru_torch.flow_grid(torch.from_numpy(np.asarray(flow).transpose(0, 3, 1, 2).copy()))
+        tflow = torch.from_numpy(np.asarray(flow).transpose(0, 3, 1, 2).copy())
+        grid = stgru_torch.flow_grid(tflow)
         fns["torch grid_sample"] = lambda: stgru_torch.grid_warp(tx, grid)
     _warm(fns)
     ms = _median_ms(fns, args.repeats)
@@ -174,7 +175,8 @@ def part_profile(args) -> None:
     both = steps.conv2d(both_in, kernel)
     stages = {
         "warp (one gather, C+3 channels)": (
-            lambda a, b, f: steps.warp(jnp.concatenate([a, b], -1), f), (centred, prev_frame, flow)),
+            lambda a, b, f: steps.warp(jnp.concatenate([a, b], -1), f),
+            (centred, prev_frame, flow)),
         "r: photometric error, 3->1 conv, tanh": (
             lambda p, d: steps._gate_r(p, d, jnp.float32), (params, i_diff)),
         "concat[x, r.w]": (lambda a, b, q: jnp.concatenate([a - 1.0 / c, b * q], -1),
