@@ -21,8 +21,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vsegjax.train import checkpoint, experiment
-from vsegjax.train.efc import EFCTask
+from vsegjax.core import checkpoint
+
+from vsegjax import experiments
+from vsegjax.methods.efc.task import EFCTask
 
 FLOW_TERMS = ("L_occ", "L_pm", "L_sm")
 
@@ -55,7 +57,7 @@ def main(argv=None) -> None:
     ap.add_argument("--weights", default="", help="term=weight,... replacing the run's")
     args = ap.parse_args(argv)
     try:
-        config = experiment.load_stage_config(args.workdir, "efc")
+        config = experiments.load_stage_config(args.workdir, "efc")
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"--workdir must be an EFC run's folder: {e}") from None
     for item in filter(None, args.weights.split(",")):

@@ -4,7 +4,7 @@
 
 Shapes only (``jax.eval_shape``): nothing is allocated, so this runs on a laptop. The
 state is the trainer's (parameters, batch-norm statistics, optimiser state) placed by
-``vsegjax.train.sharding.state_shardings`` on a ``1 x N`` (replicated) and an
+``vsegjax.core.sharding.state_shardings`` on a ``1 x N`` (replicated) and an
 ``N``-way ``fsdp`` mesh of fake CPU devices.
 """
 
@@ -27,7 +27,8 @@ import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 
 from vsegjax.models.segmenter import make_segmenter  # noqa: E402
-from vsegjax.train import optim, sharding  # noqa: E402
+from vsegjax.core import optim  # noqa: E402
+from vsegjax.core import sharding
 
 
 def main() -> None:

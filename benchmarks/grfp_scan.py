@@ -12,7 +12,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from vsegjax.models.stgru import GRFP
+from vsegjax.methods.grfp.stgru import GRFP
 
 
 def measure(num_frames: int, args) -> tuple[float, float]:

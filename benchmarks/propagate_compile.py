@@ -14,9 +14,7 @@ import time
 import jax
 import numpy as np
 
-from vsegjax.inference import warp_refine as wr
-
-
+from vsegjax.methods.warp_refine import video as wr
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--frames", type=int, default=76)

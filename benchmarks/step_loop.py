@@ -6,7 +6,7 @@ non-finite guard only every ``log_every`` steps (the default now).
 
 The model is small enough that dispatch, not arithmetic, sets the pace: a 3x3 conv and a
 dense layer on 8x8 images, a global batch of 8 over 8 fake CPU devices. Each setting runs
-``vsegjax.train.train`` for 20 and for 20 + ``--steps`` steps in fresh workdirs; the
+``vsegjax.core.train`` for 20 and for 20 + ``--steps`` steps in fresh workdirs; the
 difference of the wall times over ``--steps`` is the per-step cost without compilation
 and start-up. On an accelerator, where the host can run ahead, the gap is larger.
 """
@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 from absl import logging  # noqa: E402
 
 from vsegjax.data import pipeline  # noqa: E402
-from vsegjax.train import Task, train  # noqa: E402
+from vsegjax.core import Task, train  # noqa: E402
 
 
 class _Net(nn.Module):

@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vsegjax.models import stgru_equations as steps
+from vsegjax.methods.grfp import stgru_equations as steps
 from vsegjax.ops.warp import warp
 
 try:
@@ -207,7 +207,7 @@ def _train_child(t_len: int, remat: bool, steps_n: int) -> dict:
     """One process: compile and run the GRFP training step, report time and peak RSS."""
     import optax
 
-    from vsegjax.models.stgru import GRFP
+    from vsegjax.methods.grfp.stgru import GRFP
     b, h, w, c = 8, 64, 128, 10
     model = GRFP(c, "forward", kernel_size=K, remat=remat)
     rng = np.random.default_rng(0)

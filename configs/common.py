@@ -1,4 +1,4 @@
-"""Blocks every config builds on, and the stage helper (vsegjax/train/experiment.py).
+"""Blocks every config builds on, and the stage helper (vsegjax/core/experiment.py).
 
 A config is ``base()`` (seed, mesh, data, input, model, train, optimizer, eval) with its
 method's blocks added and its stages declared by ``set_stages``. The defaults are the
@@ -57,20 +57,20 @@ def model(num_classes: int = len(synthetic.CLASSES), **fields: Any
 
 
 def train(num_steps: int, **fields: Any) -> ml_collections.ConfigDict:
-    """The trainer's fields (``vsegjax.train.trainer.train``)."""
+    """The trainer's fields (``vsegjax.core.trainer.train``)."""
     block = dict(num_steps=num_steps, log_every=50, checkpoint_every=250, eval_every=0,
                  keep_checkpoints=2, init_from="", async_checkpoints=True,
                  report_every_secs=30.0, grad_accum_steps=1,
                  check_finite_every=0,  # 0 = log_every
                  # A loss above factor x the median of the last `window` losses stops the
-                 # run (vsegjax/train/step.py); factor 0 turns the rule off.
+                 # run (vsegjax/core/step.py); factor 0 turns the rule off.
                  divergence=dict(factor=100.0, window=50, min_reference=0.01))
     block.update(fields)
     return ml_collections.ConfigDict(block)
 
 
 def adam(learning_rate: float, **fields: Any) -> ml_collections.ConfigDict:
-    """Adam with a cosine schedule after a linear warm-up (``vsegjax.train.optim``)."""
+    """Adam with a cosine schedule after a linear warm-up (``vsegjax.core.optim``)."""
     block = dict(name="adam", learning_rate=learning_rate, schedule="cosine",
                  warmup_steps=50, weight_decay=1e-5)
     block.update(fields)

@@ -30,8 +30,8 @@ Tables 1 and 2:
 import ml_collections
 
 from configs import common
-from vsegjax.losses.efc import DEFAULT_WEIGHTS
-from vsegjax.models.efc import flow_decoder_config
+from vsegjax.methods.efc.losses import DEFAULT_WEIGHTS
+from vsegjax.models.flownet import flow_decoder_config
 
 VARIANTS = ("full", "tcc_fix", "tcc_single", "tcc_single_om", "tcc_multi_om",
             "ul", "ul_oe", "ul_tc", "ul_oe_tc")

@@ -16,8 +16,8 @@ import ml_collections
 
 from configs import common
 from vsegjax.data import synthetic
-from vsegjax.losses.sdc import DEFAULT_WEIGHTS
-from vsegjax.models.sdc import sdc_config
+from vsegjax.methods.vplr.sdc_losses import DEFAULT_WEIGHTS
+from vsegjax.methods.vplr.sdc_model import sdc_config
 
 VARIANTS = ("reconstruction", "prediction")
 

@@ -7,7 +7,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _toy_task import OnFetch, ToyTask, send_signal, toy_config  # noqa: E402
-from vsegjax.train import train  # noqa: E402
+from vsegjax.core import train  # noqa: E402
 
 
 class KilledToyTask(ToyTask):

@@ -28,7 +28,7 @@ def random_grfp_model(size=(48, 64)):
     import jax
 
     from vsegjax.inference import trained
-    from vsegjax.train.grfp import GRFPTask
+    from vsegjax.methods.grfp.task import GRFPTask
     config = importlib.import_module("configs.grfp_synthetic").get_config()
     config.input.augment.resize = config.input.augment.crop_size = size
     config.flow.source = "farneback"

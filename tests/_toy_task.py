@@ -9,7 +9,7 @@ import ml_collections
 import numpy as np
 
 from vsegjax.data import pipeline
-from vsegjax.train import Task
+from vsegjax.core import Task
 
 
 class _Net(nn.Module):

@@ -212,7 +212,8 @@ def test_a_run_with_model_pretrained_starts_from_the_checkpoint(tmp_path):
 
     from configs import static_synthetic
     from vsegjax.data import synthetic_tfds
-    from vsegjax.train import checkpoint, experiment
+    from vsegjax.core import checkpoint
+    from vsegjax import experiments
     data_dir = str(tmp_path / "tfds")
     synthetic_tfds.build(data_dir, "tiny", num_workers=1)
     backbone = convert.convert_resnet(random_state(18))
@@ -228,7 +229,7 @@ def test_a_run_with_model_pretrained_starts_from_the_checkpoint(tmp_path):
     c.optimizer.update(dict(frozen=("static",), weight_decay=0.0))
     c.train.update(dict(num_steps=1, eval_every=0, async_checkpoints=False))
     c.eval.update(dict(num_snippets=1, num_panels=0))
-    experiment.run(c, str(tmp_path / "run"))
+    experiments.run(c, str(tmp_path / "run"))
     params = checkpoint.load_state_tree(str(tmp_path / "run" / "static"))["params"]
     for a, b in zip(jax.tree.leaves(params["static"]["backbone"]),
                     jax.tree.leaves(backbone["params"])):

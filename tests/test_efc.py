@@ -12,10 +12,13 @@ import pytest
 
 from vsegjax import ops
 from vsegjax.data import synthetic_tfds, transforms
-from vsegjax.losses import efc as efc_losses
-from vsegjax.models.efc import make_efc_model
-from vsegjax.train import efc, efc_pairs, experiment
-from vsegjax.models.video import StaticModel
+from vsegjax.methods.efc import transforms as efc_transforms
+from vsegjax.methods.efc import losses as efc_losses
+from vsegjax.methods.efc.model import make_efc_model
+from vsegjax.methods.efc import task as efc
+from vsegjax.methods.efc import pairs as efc_pairs
+from vsegjax import experiments
+from vsegjax.models.segmenter import StaticModel
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -74,14 +77,14 @@ def test_prepare_snippets_keeps_only_the_annotated_labels():
     batch = {"frames": np.zeros((2, 4, 2, 2, 3)), "labels": labels,
              "label_pos": np.asarray([1, 3]), "has_label": np.ones((2, 4), bool),
              "flow_fwd": np.zeros((2, 3, 2, 2, 2))}
-    out = transforms.PrepareSnippets("annotated")(batch)
+    out = efc_transforms.PrepareSnippets("annotated")(batch)
     assert "flow_fwd" not in out and out["labelled"].all()
     np.testing.assert_array_equal(out["labels"][0, 1], labels[0, 1])
     assert (out["labels"][0, [0, 2, 3]] == 255).all() and (out["labels"][1, :3] == 255).all()
-    none = transforms.PrepareSnippets("none")(batch)
+    none = efc_transforms.PrepareSnippets("none")(batch)
     assert (none["labels"] == 255).all() and not none["labelled"].any()
     assert (batch["labels"] == labels).all()  # the input batch is not modified
-    bare = transforms.PrepareSnippets("none")({"frames": np.zeros((2, 4, 2, 2, 3))})
+    bare = efc_transforms.PrepareSnippets("none")({"frames": np.zeros((2, 4, 2, 2, 3))})
     assert bare["labels"].shape == (2, 4, 2, 2) and (bare["labels"] == 255).all()
 
 
@@ -470,11 +473,11 @@ def tiny_config(data_dir, variant="full"):
 
 
 def test_efc_run_writes_the_metrics_json_and_panels(tiny_data, tmp_path):
-    from vsegjax.train import checkpoint
+    from vsegjax.core import checkpoint
     c = tiny_config(tiny_data)
     c.stages.static_continued.enabled = True
     c.stages.efc.init_from = "static"
-    results = experiment.run(c, str(tmp_path))
+    results = experiments.run(c, str(tmp_path))
     # EFC began at the static stage's weights (4 Adam steps at 3e-4 move one by < 1.2e-3)
     # and the baseline is that segmenter trained alone for as many more steps.
     static = checkpoint.load_state_tree(str(tmp_path / "static"))["params"]["static"]
@@ -497,15 +500,15 @@ def test_efc_run_writes_the_metrics_json_and_panels(tiny_data, tmp_path):
     logged = set().union(*lines)
     assert set(efc_losses.DEFAULT_WEIGHTS) <= logged  # every term logged on its own
     # The run's flow branch, as the real-data evaluation loads it from the folder.
-    from vsegjax.evaluation import flow_real
+    from vsegjax.methods.efc import flow_real
     flow = flow_real.learned_fn(str(tmp_path))(np.zeros((48, 64, 3), np.uint8),
                                                np.zeros((48, 64, 3), np.uint8))
     assert flow.shape == (48, 64, 2) and np.isfinite(flow).all()
 
 
 def test_tcc_fix_pretrains_a_flownet_and_keeps_it_fixed(tiny_data, tmp_path):
-    from vsegjax.train import checkpoint
-    experiment.run(tiny_config(tiny_data, "tcc_fix"), str(tmp_path))
+    from vsegjax.core import checkpoint
+    experiments.run(tiny_config(tiny_data, "tcc_fix"), str(tmp_path))
     pre = checkpoint.load_state_tree(str(tmp_path / "flow_pretrain"))
     joint = checkpoint.load_state_tree(str(tmp_path / "efc"))
     assert set(pre["params"]) == {"flow"}  # flow-only: no segmenter was trained or stored
@@ -515,7 +518,7 @@ def test_tcc_fix_pretrains_a_flownet_and_keeps_it_fixed(tiny_data, tmp_path):
 
 
 def test_flow_only_mode_trains_the_flow_branch(tiny_data, tmp_path):
-    results = experiment.run(tiny_config(tiny_data, "ul"), str(tmp_path))
+    results = experiments.run(tiny_config(tiny_data, "ul"), str(tmp_path))
     assert "miou" not in results["efc"] and "static" not in results
     assert np.isfinite(results["efc"]["epe_all"])
 

@@ -6,9 +6,7 @@ import numpy as np
 import pytest
 
 from vsegjax import ops
-from vsegjax.losses import efc
-
-
+from vsegjax.methods.efc import losses as efc
 def _smooth_image(h=24, w=32, seed=0):
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     rng = np.random.default_rng(seed)

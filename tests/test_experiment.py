@@ -12,8 +12,8 @@ import pytest
 
 from configs import common
 from vsegjax.data import synthetic_tfds
-from vsegjax.train import checkpoint, experiment
-
+from vsegjax.core import checkpoint
+from vsegjax import experiments
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("*.py")
                  if p.stem not in ("__init__", "common", "synthetic_preview"))
@@ -44,7 +44,7 @@ def two_stages(**b_overrides) -> ml_collections.ConfigDict:
 
 def test_stage_overrides_merge_into_the_top_level_blocks():
     c = two_stages(train=dict(num_steps=3), optimizer=dict(learning_rate=1e-4))
-    a, b = experiment.resolve_stages(c, "/w")
+    a, b = experiments.resolve_stages(c, "/w")
     assert (a.config.train.num_steps, b.config.train.num_steps) == (10, 3)
     # Fields a stage does not set are the top-level ones.
     assert b.config.train.log_every == a.config.train.log_every == c.train.log_every
@@ -58,12 +58,12 @@ def test_stage_overrides_merge_into_the_top_level_blocks():
 def test_top_level_num_steps_sets_every_stage_that_does_not_override_it():
     c = two_stages(train=dict(num_steps=3))
     c.train.num_steps = 7
-    a, b = experiment.resolve_stages(c, "/w")
+    a, b = experiments.resolve_stages(c, "/w")
     assert (a.config.train.num_steps, b.config.train.num_steps) == (7, 3)
 
 
 def test_a_dict_field_of_an_override_replaces_the_old_one_whole():
-    stages = {s.name: s for s in experiment.resolve_stages(load("efc_synthetic", "tcc_fix"), "/w")}
+    stages = {s.name: s for s in experiments.resolve_stages(load("efc_synthetic", "tcc_fix"), "/w")}
     assert set(stages["flow_pretrain"].config.efc.loss_weights) == {"L_occ", "L_pm", "L_sm"}
     assert stages["flow_pretrain"].config.efc.mode == "flow_only"
     assert stages["efc"].config.efc.mode == "joint"  # the override is the stage's alone
@@ -75,14 +75,14 @@ def test_a_dict_field_of_an_override_replaces_the_old_one_whole():
 @pytest.mark.parametrize("value,want", [("previous", "/w/a"), ("", ""), ("a", "/w/a"),
                                         ("/runs/other", "/runs/other")])
 def test_init_from_is_the_previous_stage_a_named_one_a_path_or_nothing(value, want):
-    a, b = experiment.resolve_stages(two_stages(init_from=value), "/w")
+    a, b = experiments.resolve_stages(two_stages(init_from=value), "/w")
     assert a.init_from == "" and b.init_from == want == b.config.train.init_from
 
 
 def test_an_explicit_train_init_from_wins():
     c = two_stages()
     c.train.init_from = "/runs/mine"
-    a, b = experiment.resolve_stages(c, "/w")
+    a, b = experiments.resolve_stages(c, "/w")
     assert a.init_from == b.init_from == "/runs/mine"
 
 
@@ -90,55 +90,55 @@ def test_a_disabled_stage_is_skipped_and_cannot_be_started_from():
     c = common.set_stages(common.base(num_steps=4), ("a", common.stage("static")),
                           ("b", common.stage("static", enabled=False)),
                           ("c", common.stage("static")))
-    assert [s.name for s in experiment.resolve_stages(c, "/w")] == ["a", "c"]
-    assert experiment.resolve_stages(c, "/w")[1].init_from == "/w/a"
+    assert [s.name for s in experiments.resolve_stages(c, "/w")] == ["a", "c"]
+    assert experiments.resolve_stages(c, "/w")[1].init_from == "/w/a"
     c.stages.c.init_from = "b"
     with pytest.raises(ValueError, match="stages.c.init_from: stage 'b' is disabled"):
-        experiment.resolve_stages(c, "/w")
+        experiments.resolve_stages(c, "/w")
 
 
 def test_a_stage_cannot_start_from_a_later_one():
     c = two_stages()
     c.stages.a.init_from = "b"
     with pytest.raises(ValueError, match="stages.a.init_from: stage 'b' runs after 'a'"):
-        experiment.resolve_stages(c, "/w")
+        experiments.resolve_stages(c, "/w")
 
 
 @pytest.mark.parametrize("steps", [0, -5, 2.5])
 def test_bad_num_steps_are_named_before_anything_runs(steps):
     c = two_stages(train=dict(num_steps=steps))
     with pytest.raises(ValueError, match=r"stages\.b\.train\.num_steps: an int >= 1"):
-        experiment.resolve_stages(c, "/w")
+        experiments.resolve_stages(c, "/w")
     if isinstance(steps, int):  # the top-level field is typed int by ml_collections
         c = two_stages()
         c.train.num_steps = steps
         with pytest.raises(ValueError, match=r"config field train\.num_steps"):
-            experiment.resolve_stages(c, "/w")
+            experiments.resolve_stages(c, "/w")
 
 
 def test_unknown_task_and_a_wrong_stage_order_are_named():
     c = two_stages()
     c.stages.b.task = "nope"
     with pytest.raises(ValueError, match="stages.b.task: 'nope'"):
-        experiment.resolve_stages(c, "/w")
+        experiments.resolve_stages(c, "/w")
     c = two_stages()
     c.stage_order = ("a",)
     with pytest.raises(ValueError, match="stage_order"):
-        experiment.resolve_stages(c, "/w")
+        experiments.resolve_stages(c, "/w")
 
 
 def test_a_stage_config_is_read_back_from_a_run_folder(tmp_path):
     config = load("efc_synthetic")
     (tmp_path / "config.json").write_text(config.to_json())
-    from_top = experiment.load_stage_config(str(tmp_path), "efc")
+    from_top = experiments.load_stage_config(str(tmp_path), "efc")
     assert from_top.efc.mode == "joint" and "stages" not in from_top
     (tmp_path / "efc").mkdir()
     (tmp_path / "efc" / "config.json").write_text(json.dumps({"efc": {"mode": "flow_only"}}))
-    assert experiment.load_stage_config(str(tmp_path), "efc").efc.mode == "flow_only"
+    assert experiments.load_stage_config(str(tmp_path), "efc").efc.mode == "flow_only"
     with pytest.raises(ValueError, match="no enabled stage 'grfp'"):
-        experiment.load_stage_config(str(tmp_path), "grfp")
+        experiments.load_stage_config(str(tmp_path), "grfp")
     with pytest.raises(FileNotFoundError, match="folder of a run"):
-        experiment.load_stage_config(str(tmp_path / "nothing"), "efc")
+        experiments.load_stage_config(str(tmp_path / "nothing"), "efc")
 
 
 def test_help_imports_no_jax_and_lists_configs_and_tasks():
@@ -165,8 +165,8 @@ def test_main_names_a_bad_stage_field_in_one_line(tmp_path):
 @pytest.mark.parametrize("name,variant", config_variants())
 def test_every_config_resolves_and_builds_its_models(name, variant):
     """Every stage of every config (and variant) builds its task and its variables."""
-    for stage in experiment.resolve_stages(load(name, variant), "/w"):
-        task = experiment.build_task(stage)
+    for stage in experiments.resolve_stages(load(name, variant), "/w"):
+        task = experiments.build_task(stage)
         shapes = jax.eval_shape(task.init_variables, jax.random.PRNGKey(0))
         assert shapes["params"], (name, variant, stage.name)
 
@@ -231,10 +231,10 @@ FAST = {("static_synthetic", None), ("camvid_static", None), ("warp_refine_synth
     for n, v in config_variants()])
 def test_every_config_runs_end_to_end(tiny_data, tmp_path, name, variant):
     config = shrink(load(name, variant), tiny_data)
-    results = experiment.run(config, str(tmp_path))
+    results = experiments.run(config, str(tmp_path))
     saved = json.loads((tmp_path / "eval_metrics.json").read_text())
     assert saved == json.loads(json.dumps(results)) and saved
-    for stage in experiment.resolve_stages(config, str(tmp_path)):
+    for stage in experiments.resolve_stages(config, str(tmp_path)):
         folder = pathlib.Path(stage.workdir)
         assert json.loads((folder / "config.json").read_text())["train"]["num_steps"] == 2
         assert int(checkpoint.load_state_tree(str(folder))["step"]) == 2, stage.name
@@ -248,7 +248,7 @@ def test_results_and_panels_go_to_tensorboard(tmp_path):
     from tensorboard.backend.event_processing import event_accumulator
 
     from vsegjax import viz
-    from vsegjax.train import writers
+    from vsegjax.core import writers
     viz.save_png(str(tmp_path / "panels" / "example_000.png"), np.full((8, 12, 3), 200, np.uint8))
     n = writers.write_results(str(tmp_path), 7, {"grfp": {"miou": 0.5, "name": "x"},
                                                  "num_snippets": 3, "flag": None})
@@ -268,7 +268,7 @@ def test_orbax_info_lines_are_dropped_and_its_warnings_kept():
 
     from absl import logging as absl_logging
 
-    from vsegjax.train import writers
+    from vsegjax.core import writers
     writers.quiet_orbax()
     writers.quiet_orbax()  # idempotent
     logger = absl_logging.get_absl_logger()
@@ -279,7 +279,7 @@ def test_orbax_info_lines_are_dropped_and_its_warnings_kept():
     orbax = "/x/site-packages/orbax/checkpoint/checkpoint_manager.py"
     assert not logger.filter(record(logging.INFO, orbax))
     assert logger.filter(record(logging.WARNING, orbax))
-    assert logger.filter(record(logging.INFO, "/x/vsegjax/train/trainer.py"))
+    assert logger.filter(record(logging.INFO, "/x/vsegjax/core/trainer.py"))
     # Expected when a run is read back (vsegjax.segment printed seven of these).
     expected = 'Item "meta" was found in the checkpoint, but could not be restored. Please ...'
     assert not logger.filter(record(logging.WARNING, orbax, expected))
@@ -293,11 +293,13 @@ def test_evaluation_sharded_over_eight_devices_equals_one_device(tiny_data, tmp_
     import jax
     import numpy as np
 
-    from vsegjax.train import data, sharding
+    from vsegjax.core import inputs as data
+
+    from vsegjax.core import sharding
     config = shrink(load(name, None), tiny_data)
     config.eval.update(dict(num_snippets=5, batch_size=3))  # 3 -> 8 rows over 8 devices
-    stage = experiment.resolve_stages(config, str(tmp_path))[-1]
-    task = experiment.build_task(stage)
+    stage = experiments.resolve_stages(config, str(tmp_path))[-1]
+    task = experiments.build_task(stage)
     variables = dict(task.init_variables(jax.random.PRNGKey(0)))
     params = variables.pop("params")
     scores = {}
@@ -322,10 +324,12 @@ def test_per_process_evaluation_rows_cover_the_split_once(tiny_data, tmp_path, m
     import jax
     import numpy as np
 
-    from vsegjax.train import data, sharding
+    from vsegjax.core import inputs as data
+
+    from vsegjax.core import sharding
     config = shrink(load("static_synthetic", None), tiny_data)
     config.eval.update(dict(num_snippets=7, batch_size=3))
-    stage = experiment.resolve_stages(config, str(tmp_path))[-1]
+    stage = experiments.resolve_stages(config, str(tmp_path))[-1]
     plain = list(data.eval_batches(stage.config, (0, 0)))
     single = list(data.eval_batches(stage.config, (0, 0), per_process=True))
     assert len(plain) == len(single)
@@ -374,11 +378,11 @@ def test_final_reports_over_eight_devices_equal_one_device(tiny_data, tmp_path, 
 
     import jax
 
-    from vsegjax.train import sharding
+    from vsegjax.core import sharding
     config = shrink(load(name, None), tiny_data)
     config.eval.update(dict(num_snippets=5, batch_size=3))  # 3 -> 8 rows over 8 devices
-    stages = experiment.resolve_stages(config, str(tmp_path))
-    tasks = [experiment.build_task(s) for s in stages]
+    stages = experiments.resolve_stages(config, str(tmp_path))
+    tasks = [experiments.build_task(s) for s in stages]
     states = []
     for k, task in enumerate(tasks):
         variables = dict(task.init_variables(jax.random.PRNGKey(k)))
@@ -388,8 +392,8 @@ def test_final_reports_over_eight_devices_equal_one_device(tiny_data, tmp_path, 
     for n in (1, 8):
         for task in tasks:
             task.mesh = sharding.make_mesh(n)
-        results = [experiment.StageResult(s, t, st, 0) for s, t, st in zip(stages, tasks, states)]
-        reports[n] = _numbers(experiment.report_fn(stages[-1].task_name)(
+        results = [experiments.StageResult(s, t, st, 0) for s, t, st in zip(stages, tasks, states)]
+        reports[n] = _numbers(experiments.report_fn(stages[-1].task_name)(
             stages[-1].config, str(tmp_path / str(n)), results))
     assert reports[1].keys() == reports[8].keys() and len(reports[1]) > 3
     for key, value in reports[1].items():

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from vsegjax.evaluation import flow_real
+from vsegjax.methods.efc import flow_real as efc_flow_real
 
 DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -43,7 +44,7 @@ def test_opencv_baselines_beat_zero_flow_on_the_real_samples():
 
 def test_learned_flow_needs_an_efc_workdir(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
-        flow_real.learned_fn(str(tmp_path))
+        efc_flow_real.learned_fn(str(tmp_path))
     (tmp_path / "config.json").write_text('{"task": "grfp"}')
     with pytest.raises(ValueError, match="'grfp' run, not of one with a 'efc' stage"):
-        flow_real.learned_fn(str(tmp_path))
+        efc_flow_real.learned_fn(str(tmp_path))

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from vsegjax.data import synthetic_tfds
-from vsegjax.train import experiment, grfp
-
+from vsegjax import experiments
+from vsegjax.methods.grfp import task as grfp
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def grfp_stage(config):
     """The GRFP stage's resolved config (what the runner trains it with)."""
-    return experiment.resolve_stages(config, "/tmp/unused")[-1].config
+    return experiments.resolve_stages(config, "/tmp/unused")[-1].config
 
 
 def load_config(name):
@@ -54,7 +54,7 @@ def tiny_config(data_dir, flow="dataset"):
 
 def test_grfp_runs_both_stages_and_writes_metrics(tiny_data, tmp_path):
     config = tiny_config(tiny_data, flow="farneback")
-    results = experiment.run(config, str(tmp_path))
+    results = experiments.run(config, str(tmp_path))
     saved = json.loads((tmp_path / "eval_metrics.json").read_text())
     assert set(saved) >= {"static", "grfp", "grfp_fwbw"}
     for method in ("static", "grfp", "grfp_fwbw"):
@@ -80,9 +80,9 @@ def test_grfp_runs_both_stages_and_writes_metrics(tiny_data, tmp_path):
 
 
 def test_grfp_stage_starts_from_static_and_keeps_it_frozen(tiny_data, tmp_path):
-    from vsegjax.train import checkpoint
+    from vsegjax.core import checkpoint
     config = tiny_config(tiny_data)
-    experiment.run(config, str(tmp_path))
+    experiments.run(config, str(tmp_path))
     static = checkpoint.load_state_tree(str(tmp_path / "static"))
     video = checkpoint.load_state_tree(str(tmp_path / "grfp"))
     for a, b in zip(jax.tree.leaves(static["params"]["static"]),
@@ -96,7 +96,7 @@ def test_grfp_stage_starts_from_static_and_keeps_it_frozen(tiny_data, tmp_path):
     config.seed = 1
     config.stages.static.enabled = False
     config.stages.grfp.init_from = str(tmp_path / "static")
-    second = experiment.run(config, str(tmp_path / "seed1"))
+    second = experiments.run(config, str(tmp_path / "seed1"))
     assert second["static"]["miou"] == pytest.approx(first["static"]["miou"], abs=1e-6)
     assert second["static"]["per_class_iou"] == pytest.approx(first["static"]["per_class_iou"])
     assert not (tmp_path / "seed1" / "static").exists()
@@ -125,7 +125,7 @@ def test_configs_build_their_models(name):
         assert task.window_len == 5 and "flow" in shapes["params"]
         assert set(task.frozen_params()) == {"flow"}
     if name == "grfp_camvid":  # the static stage is camvid_static's; GRFP reads the sequence
-        static = experiment.resolve_stages(config, "/tmp/unused")[0].config
+        static = experiments.resolve_stages(config, "/tmp/unused")[0].config
         reference = load_config("camvid_static")
         for block in ("data", "model", "train", "optimizer", "eval"):
             assert static[block].to_dict() == reference[block].to_dict(), block
@@ -163,7 +163,7 @@ def test_backward_mode_with_learned_flow_evaluates(tiny_data, tmp_path):
     config.train.num_steps = 2
     config.stages.grfp.train.num_steps = 2
     config.eval.num_snippets = 3
-    results = experiment.run(config, str(tmp_path))
+    results = experiments.run(config, str(tmp_path))
     # The backward pass reaches every frame, so its whole-snippet labelling is its own.
     assert results["grfp"]["temporal_consistency"] != results["static"]["temporal_consistency"]
     assert results["grfp_miou_by_num_frames"] == {}
@@ -178,7 +178,7 @@ def test_bad_grfp_fields_are_named(tiny_data, tmp_path, field, value, message):
     section, key = field.split(".")
     config[section][key] = value
     with pytest.raises(ValueError, match=message):
-        experiment.run(config, str(tmp_path))
+        experiments.run(config, str(tmp_path))
 
 
 def test_static_task_runs_and_reports_the_positional_baseline(tiny_data, tmp_path):
@@ -191,7 +191,7 @@ def test_static_task_runs_and_reports_the_positional_baseline(tiny_data, tmp_pat
     config.train.num_steps = 4
     config.eval.num_snippets = 4
     config.eval.num_panels = 1
-    results = experiment.run(config, str(tmp_path))
+    results = experiments.run(config, str(tmp_path))
     saved = json.loads((tmp_path / "eval_metrics.json").read_text())
     assert saved["static"]["miou"] == results["static"]["miou"]
     assert 0.0 < saved["positional_prior"]["miou"] < 1.0 and saved["resolution"] == [48, 64]
@@ -201,7 +201,7 @@ def test_static_task_runs_and_reports_the_positional_baseline(tiny_data, tmp_pat
 def test_carry_label_follows_the_flow():
     """A label map moved 2 px right and 1 down between frames is carried back exactly by
     the flow t -> t-1 of (-2, -1); where that flow leaves the image the result is 255."""
-    from vsegjax.train.grfp_eval import carry_label
+    from vsegjax.methods.grfp.report import carry_label
     rng = np.random.default_rng(0)
     prev = rng.integers(0, 5, (12, 16)).astype(np.uint8)
     cur = np.full_like(prev, 7)
@@ -219,7 +219,7 @@ def test_grfp_fields_reach_the_stgru_and_are_checked():
     the per-class gate; bad values name the field."""
     import jax.numpy as jnp
 
-    from vsegjax.models.video import make_video_model
+    from vsegjax.methods.grfp.model import make_video_model
     config = grfp_stage(load_config("grfp_synthetic"))
     model = make_video_model(config)
     assert model.grfp.dtype == jnp.float32 and model.grfp.update_gate == "per_class"

@@ -26,8 +26,9 @@ from vsegjax.data import frame_sources, image_decode, synthetic, video_datasets
 from vsegjax.data.snippet_builder import BadExample, read_frame
 from vsegjax.models.flownet import FlowNetS, init_flownet
 from vsegjax.models.flownet_checkpoint import load_flownet_variables
-from vsegjax.train import NonFiniteLossError, checkpoint, experiment, train
-
+from vsegjax.core import NonFiniteLossError, train
+from vsegjax.core import checkpoint
+from vsegjax import experiments
 C = len(synthetic.CLASSES)
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -269,7 +270,7 @@ def test_a_checkpoint_of_eight_devices_loads_on_one(tmp_path):
                    "opt_state": {"mu": kernel}, "step": jnp.int32(5)})
     saved.close()
     probe = ("import jax, numpy as np\n"
-             "from vsegjax.train import checkpoint\n"
+             "from vsegjax.core import checkpoint\n"
              "assert jax.device_count() == 1\n"
              f"run = {str(tmp_path / 'run')!r}\n"
              "tree = checkpoint.load_state_tree(run)\n"
@@ -435,12 +436,12 @@ def test_numeric_config_fields_are_checked_before_anything_runs(field, value, na
         target = target[key]
     target[rest[-1]] = value
     with pytest.raises(ValueError, match=rf"^config field {re.escape(named)}: .*{re.escape(allowed)}"):
-        experiment.resolve_stages(c, "/nonexistent/run")
+        experiments.resolve_stages(c, "/nonexistent/run")
     # A stage's own override is named where it is set.
     c = grfp_synthetic.get_config()
     c.stages.grfp.train.num_steps = 0
     with pytest.raises(ValueError, match=r"config field stages.grfp.train.num_steps: an int"):
-        experiment.resolve_stages(c, "/nonexistent/run")
+        experiments.resolve_stages(c, "/nonexistent/run")
 
 
 def _script(*args, timeout=300):
@@ -515,8 +516,7 @@ def test_an_unreadable_latest_checkpoint_is_one_line_with_the_way_on(tmp_path):
 # 5. vsegjax.main overwrote an existing DIR/config.json unread on resume.
 def test_a_resume_keeps_the_runs_config_record(tmp_path):
     from configs import static_synthetic
-    from vsegjax.train import run_record
-
+    from vsegjax.core import run_record
     def config(**train_fields):
         c = static_synthetic.get_config()
         c.data.config = "tiny"
@@ -525,21 +525,21 @@ def test_a_resume_keeps_the_runs_config_record(tmp_path):
         return c
 
     workdir = str(tmp_path / "run")
-    experiment.run(config(), workdir)
+    experiments.run(config(), workdir)
     record = tmp_path / "run" / "static" / "config.json"
     original = record.read_text()
     wider = config()
     wider.model.width = 48
     with pytest.raises(ValueError, match=r"stage static: .* holds checkpoints of another "
                                          r"config \(model.width: 32 -> 48\).*--allow_config"):
-        experiment.prepare(wider, workdir)
+        experiments.prepare(wider, workdir)
     assert record.read_text() == original
     # More steps are accepted: the original record stays and the change is appended.
-    experiment.run(config(num_steps=3), workdir)
+    experiments.run(config(num_steps=3), workdir)
     assert record.read_text() == original
     logged = [json.loads(line) for line in
               (tmp_path / "run" / "static" / run_record.CHANGES_FILE).read_text().splitlines()]
     assert logged[-1]["changes"] == {"train.num_steps": [2, 3]} and logged[-1]["kept_original"]
     # Forced: the new config becomes the record, the old values are in the log.
-    prepared = experiment.prepare(wider, workdir, allow_config_change=True)
+    prepared = experiments.prepare(wider, workdir, allow_config_change=True)
     assert prepared[0][0].config_changes["model.width"] == [32, 48]

@@ -1,4 +1,5 @@
-"""The package's shape: no import cycles, one experiment driver, modules of a few hundred lines."""
+"""The package's shape: layers that import only downward, no import cycles, one experiment
+driver, modules of a few hundred lines (docs/design.md draws the layers)."""
 
 import ast
 import collections
@@ -10,7 +11,7 @@ PACKAGE = ROOT / "vsegjax"
 # Function-local imports of vsegjax modules that stay, and why (none dodges a cycle).
 LOCAL_IMPORTS_ALLOWED = {
     "vsegjax.main": "--help and flag errors answer before JAX loads",
-    "vsegjax.train.experiment": "the registry is read by --help without JAX",
+    "vsegjax.core.experiment": "main imports it before the flags are parsed; JAX comes with run()",
     "vsegjax.data.datasets": "a builder is imported when its dataset is used",
     "vsegjax.models.convert": "torch and safetensors are optional, needed only for their files",
     "vsegjax.export": "TensorFlow is optional, needed only for --format=savedmodel",
@@ -90,10 +91,84 @@ def test_function_local_imports_only_where_a_reason_is_given():
     assert not unexplained, unexplained
 
 
+# Each layer and what it may not import (prefixes of module names). The apps are the
+# entry points and what serves only them (``inference``, ``experiments``).
+APPS = ("vsegjax.main", "vsegjax.segment", "vsegjax.export", "vsegjax.autolabel",
+        "vsegjax.colab", "vsegjax.experiments", "vsegjax.inference")
+BUILDING_BLOCKS = ("vsegjax.ops", "vsegjax.models", "vsegjax.data", "vsegjax.evaluation",
+                   "vsegjax.viz", "vsegjax.losses", "vsegjax.files", "vsegjax.checkpoint_io")
+FORBIDDEN = {
+    # the core knows no method, no model family and no app
+    "vsegjax.core": ("vsegjax.methods", *APPS, "vsegjax.models", "vsegjax.losses",
+                     "vsegjax.evaluation"),
+    **{block: ("vsegjax.core", "vsegjax.methods", *APPS) for block in BUILDING_BLOCKS},
+    "vsegjax.methods": APPS,
+    "vsegjax.inference": ("vsegjax.main", "vsegjax.segment", "vsegjax.export",
+                          "vsegjax.autolabel"),
+}
+
+
+def _under(module: str, prefix: str) -> bool:
+    return module == prefix or module.startswith(prefix + ".")
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """(importer, imported) pairs that point up or sideways across the layers."""
+    bad = []
+    for module, targets in graph.items():
+        for layer, forbidden in FORBIDDEN.items():
+            if not _under(module, layer):
+                continue
+            bad += [(module, t) for t in sorted(targets)
+                    if any(_under(t, f) for f in forbidden)
+                    # a package's own modules (``vsegjax.inference`` is in APPS) are its own
+                    and not _under(t, layer)]
+    return sorted(set(bad))
+
+
+def test_the_layer_rule_finds_an_upward_import():
+    graph = {"vsegjax.core.trainer": {"vsegjax.models.convert", "vsegjax.core.step"},
+             "vsegjax.models.flownet": {"vsegjax.core.checkpoint"},
+             "vsegjax.methods.grfp.task": {"vsegjax.core.task", "vsegjax.models.segmenter"},
+             "vsegjax.methods.efc.task": {"vsegjax.inference.trained"}}
+    assert layer_violations(graph) == [
+        ("vsegjax.core.trainer", "vsegjax.models.convert"),
+        ("vsegjax.methods.efc.task", "vsegjax.inference.trained"),
+        ("vsegjax.models.flownet", "vsegjax.core.checkpoint")]
+
+
+def test_every_import_points_down_the_layers():
+    """core -> no method, model, loss, evaluation or app; building blocks -> no core,
+    method or app; methods -> no app (function-local imports included)."""
+    graph, _ = import_graph()
+    assert not layer_violations(graph)
+
+
+def test_every_module_is_in_a_layer():
+    graph, _ = import_graph()
+    layers = (*FORBIDDEN, *APPS, "vsegjax")
+    assert all(any(_under(m, layer) for layer in layers) for m in graph)
+    top = sorted(m for m in graph if m.count(".") == 1 and not any(
+        _under(m, layer) for layer in (*FORBIDDEN, *APPS)))
+    assert top == [], top  # a new top-level module must say which layer it is in
+
+
+def test_no_app_compares_task_names():
+    """segment, export and the trained-model loader ask the task (``segments``,
+    ``predictor``), never test its name."""
+    from vsegjax.methods import REGISTRY
+    for name in ("segment.py", "export.py", "inference/trained.py", "inference/savedmodel.py"):
+        tree = ast.parse((PACKAGE / name).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Compare):
+                consts = [c.value for c in ast.walk(node) if isinstance(c, ast.Constant)]
+                assert not set(consts) & set(REGISTRY), (name, node.lineno, consts)
+
+
 def test_one_experiment_driver():
     """No task module keeps a run() driver of its own."""
     drivers = []
-    for path in (PACKAGE / "train").glob("*.py"):
+    for path in [*(PACKAGE / "core").glob("*.py"), *(PACKAGE / "methods").rglob("*.py")]:
         tree = ast.parse(path.read_text())
         drivers += [path.name for node in tree.body
                     if isinstance(node, ast.FunctionDef) and node.name == "run"]

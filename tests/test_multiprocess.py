@@ -17,8 +17,10 @@ import numpy as np
 import pytest
 
 from vsegjax.data import synthetic_tfds
-from vsegjax.train import checkpoint, distributed, sharding, writers
-
+from vsegjax.core import checkpoint
+from vsegjax.core import distributed
+from vsegjax.core import sharding
+from vsegjax.core import writers
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 6
 EVAL = (f"--config.train.eval_every={STEPS}",)  # the training-time evaluation, sharded
@@ -103,7 +105,7 @@ def test_two_processes_end_with_the_parameters_of_one_with_four_devices(
 
 _POOL_PROBE = """
 import sys, numpy as np
-from vsegjax.train import distributed
+from vsegjax.core import distributed
 port, pid = sys.argv[1], int(sys.argv[2])
 distributed.initialize(distributed.ProcessFlags(f"127.0.0.1:{port}", 2, pid, 60))
 from vsegjax import evaluation
@@ -120,7 +122,7 @@ pooled = cms.pooled()
 print("cm", [pooled.cms["a"].tolist(), pooled.cms[("T", 1)].tolist()])
 import jax
 from jax.sharding import NamedSharding, PartitionSpec
-from vsegjax.train import sharding
+from vsegjax.core import sharding
 mesh = sharding.make_mesh()  # 2 devices per process
 rows = np.asarray([[100 * pid + 1.0], [100 * pid + 2.0]], np.float32)  # this process' rows
 w = sharding.to_mesh(np.float32(3), mesh)  # a host value replicated over the mesh

@@ -11,8 +11,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from _tiny_builder import TINY_SPLITS, make_snippet
 from vsegjax.data import augment as aug
 from vsegjax.data import pipeline
-from vsegjax.train import sharding
-
+from vsegjax.core import sharding
 NUM = 16
 
 

@@ -17,8 +17,10 @@ import pytest
 
 from _toy_task import OnFetch, ToyTask, send_signal, toy_config
 from vsegjax.data import synthetic_tfds
-from vsegjax.train import checkpoint, train, writers
-from vsegjax.train.preemption import Preempted
+from vsegjax.core import train
+from vsegjax.core import checkpoint
+from vsegjax.core import writers
+from vsegjax.core.preemption import Preempted
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from vsegjax.data import synthetic
-from vsegjax.evaluation import propagation as pe
-from vsegjax.inference import propagate as prop
-from vsegjax.inference import warp_refine as wr
-from vsegjax.losses import warp_refine as wrl
-from vsegjax.models.refiner import Refiner, WarpRefineModel, warp_probs
+from vsegjax.methods.warp_refine import report as pe
+from vsegjax.models import propagate as prop
+from vsegjax.methods.warp_refine import video as wr
+from vsegjax.methods.warp_refine import losses as wrl
+from vsegjax.methods.warp_refine.model import Refiner, WarpRefineModel, warp_probs
 from vsegjax.models.segmenter import SmallSegNet
 
 DAVIS = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "davis2016"
@@ -168,7 +168,7 @@ def test_davis_flow_beats_copy(tmp_path):
 def test_cycle_windows_start_at_the_labelled_frame():
     """The task's host batch_fn: forward when k frames follow the label, else backward,
     with dataset flows re-indexed for the window's direction."""
-    from vsegjax.data.transforms import CycleWindows
+    from vsegjax.methods.warp_refine.transforms import CycleWindows
 
     frames, labels, fwd, bwd = _translation_video(n=5)
     batch = {"frames": np.stack([frames, frames]), "labels": np.stack([labels, labels]),

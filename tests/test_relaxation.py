@@ -67,8 +67,7 @@ def test_segmentation_loss_without_window_is_cross_entropy():
 def test_efc_and_grfp_losses_take_the_relaxation_window():
     """Every segmentation task reads loss.relaxation_window (EFC's L_seg shown here; the
     GRFP task routes the same window to relaxed_nll)."""
-    from vsegjax.losses import efc
-
+    from vsegjax.methods.efc import losses as efc
     labels = np.zeros((2, 8, 8), np.int32)
     labels[:, :, 4:] = 1
     logits = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))

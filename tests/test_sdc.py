@@ -11,13 +11,13 @@ import optax
 import pytest
 
 from vsegjax.data import synthetic_tfds
-from vsegjax.losses import sdc as sdc_losses
-from vsegjax.models.sdc import SDCFlow, SDCNet, make_sdc_model
-from vsegjax.train.sdc import load_sdc_flow
+from vsegjax.methods.vplr import sdc_losses
+from vsegjax.methods.vplr.sdc_model import SDCFlow, SDCNet, make_sdc_model
+from vsegjax.methods.vplr.sdc import load_sdc_flow
 from vsegjax.ops import pixel_grid, sample, warp
 from vsegjax.ops.sdc import delta_kernel, kernel_offsets, sdc_sample, sdc_sample_labels
-from vsegjax.train import experiment, sdc
-
+from vsegjax import experiments
+from vsegjax.methods.vplr import sdc
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -272,7 +272,7 @@ def test_sdc_run_writes_metrics_and_a_panel(tiny_data, tmp_path):
     c.sdc.width, c.sdc.depth = 8, 1
     c.train.num_steps, c.train.log_every, c.train.eval_every = 3, 1, 0
     c.eval.num_snippets, c.eval.num_panels = 3, 1
-    results = experiment.run(c, str(tmp_path))
+    results = experiments.run(c, str(tmp_path))
     saved = json.loads((tmp_path / "eval_metrics.json").read_text())
     assert saved["sdc"] == results["sdc"] and set(saved["copy"]) == {"psnr", "l1"}
     values = [saved[m][k] for m in ("sdc", "copy") for k in ("psnr", "l1")]

@@ -16,8 +16,8 @@ from _savedmodel import random_grfp_model
 from vsegjax import segment as seg
 from vsegjax.data import synthetic, synthetic_tfds
 from vsegjax.inference import trained
-from vsegjax.train import checkpoint, experiment
-
+from vsegjax.core import checkpoint
+from vsegjax import experiments
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 H, W, N = 48, 64, 9
 
@@ -41,7 +41,7 @@ def static_run(tmp_path_factory):
     data_dir = str(tmp_path_factory.mktemp("tfds"))
     synthetic_tfds.build(data_dir, "tiny", num_workers=1)
     run = tmp_path_factory.mktemp("static_run")
-    experiment.run(tiny(load_config("static_synthetic"), data_dir), str(run))
+    experiments.run(tiny(load_config("static_synthetic"), data_dir), str(run))
     return run
 
 
@@ -81,8 +81,8 @@ def test_static_labels_are_the_trained_segmenters_predictions(static_run, video,
     result = seg.segment(str(static_run), str(root / "frames"), str(out))
     names = sorted(p.name for p in (out / "labels").iterdir())
     assert names == sorted(f"f{k}.png" for k in range(N))
-    config = experiment.load_stage_config(str(static_run), "static")
-    task = experiment.task_class("static")(config)
+    config = experiments.load_stage_config(str(static_run), "static")
+    task = experiments.task_class("static")(config)
     tree = checkpoint.load_state_tree(str(static_run / "static"))
     want = np.asarray(task._predict(tree["params"], tree["model_state"],
                                     frames.astype(np.float32) / 255.0))
@@ -116,7 +116,7 @@ def test_grfp_streaming_equals_the_windowed_model(tmp_path_factory):
     """Frame by frame, carrying h along the flow to the previous frame, gives the
     log-probabilities of the trained video model run on the whole window (its forward
     pass at every frame), from random parameters so the recurrence matters."""
-    from vsegjax.train.grfp import GRFPTask
+    from vsegjax.methods.grfp.task import GRFPTask
     config = load_config("grfp_synthetic")
     config.model.num_classes = len(config.data.class_names)
     config.input.augment.resize = config.input.augment.crop_size = (H, W)

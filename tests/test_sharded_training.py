@@ -8,9 +8,9 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from _toy_task import ToyTask, toy_config
-from vsegjax.train import sharding, train, writers
-
-
+from vsegjax.core import train
+from vsegjax.core import sharding
+from vsegjax.core import writers
 def _run(tmp_path, name, num_steps=4, task_kwargs=None, **fields):
     cfg = toy_config(num_steps=num_steps, log_every=1)
     cfg.batch_size = fields.pop("batch_size", 8)

@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from vsegjax.models.stgru import (GRFP, PARAM_NAMES, STGRUCell, stgru_step,
+from vsegjax.methods.grfp.stgru import (GRFP, PARAM_NAMES, STGRUCell, stgru_step,
                                   stgru_step_unfused)
 
 B, T, H, W, C = 2, 4, 16, 16, 3

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from _toy_task import OnFetch, ToyTask, WiderToyTask, toy_config as _config
-from vsegjax.train import NonFiniteLossError, checkpoint, train, writers
-
-
+from vsegjax.core import NonFiniteLossError, train
+from vsegjax.core import checkpoint
+from vsegjax.core import writers
 def test_loss_falls_and_checkpoints_appear(tmp_path):
     result = train(_config(num_steps=30), str(tmp_path), ToyTask(_config()))
     rows = writers.read_jsonl(str(tmp_path / "metrics.jsonl"))

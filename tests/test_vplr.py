@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from vsegjax.data import datasets, synthetic_tfds
-from vsegjax.train import experiment, vplr
-
+from vsegjax import experiments
+from vsegjax.methods.vplr import task as vplr
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -121,7 +121,7 @@ def test_training_mixes_both_streams_and_writes_metrics(tiny_data, tmp_path):
     assert batch["frames"].shape[:2] == (16, 1)
     assert set(batch) == {"frames", "labels", "propagated"}
     assert batch["propagated"].tolist() == [False] * 8 + [True] * 8
-    out = experiment.run(c, str(tmp_path / "run"))
+    out = experiments.run(c, str(tmp_path / "run"))
     saved = json.loads((tmp_path / "run" / "eval_metrics.json").read_text())
     assert saved == out and saved["relaxation_window"] == 3 and 0.0 <= saved["miou"] <= 1.0
 
@@ -133,7 +133,7 @@ def test_cityscapes_configs_hold_the_papers_setup():
         assert c.input.class_uniform and c.optimizer.name == "sgd"
         assert c.vplr.motion == "sdc" and c.loss.relaxation_window == (3 if v == "d" else 0)
     w = load_config("warp_refine_cityscapes")
-    static, refiner = experiment.resolve_stages(w, "/tmp/unused")
+    static, refiner = experiments.resolve_stages(w, "/tmp/unused")
     assert refiner.task_name == "warp_refine" and refiner.config.optimizer.frozen == ("static",)
     assert static.config.optimizer.frozen == () and refiner.config.warp_refine.k == 5
     assert static.config.train.num_steps == 90_000 and refiner.config.train.num_steps == 40_000
@@ -149,7 +149,7 @@ def test_relaxation_on_propagated_rows_only(tiny_data, tmp_path):
     import jax.numpy as jnp
 
     from vsegjax import losses
-    from vsegjax.models.video import apply_static
+    from vsegjax.models.segmenter import apply_static
 
     c = tiny(tiny_data, "e")
     task = vplr.VPLRTask(c, str(tmp_path))

@@ -12,9 +12,8 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from tests._fake_bucket import fake_bucket
 from vsegjax import files
-from vsegjax.train import events, writers
-
-
+from vsegjax.core import events
+from vsegjax.core import writers
 def _read(logdir: str) -> event_accumulator.EventAccumulator:
     acc = event_accumulator.EventAccumulator(logdir, size_guidance={
         event_accumulator.IMAGES: 0, event_accumulator.SCALARS: 0,
@@ -97,8 +96,8 @@ def test_a_runs_files_go_to_a_bucket_without_appending(tmp_path, monkeypatch):
     """metrics.jsonl, TensorBoard events, results with their panels, config.json: all
     written to ``gs://`` through etils.epath; nothing lands in a local ``gs:`` folder."""
     from vsegjax import viz
-    from vsegjax.train import checkpoint, experiment
-
+    from vsegjax.core import checkpoint
+    from vsegjax import experiments
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
@@ -124,7 +123,7 @@ def test_a_runs_files_go_to_a_bucket_without_appending(tmp_path, monkeypatch):
         viz.save_png(f"{run}/panels/example_000.png", np.full((4, 6, 3), 9, np.uint8))
         assert writers.write_results(run, 3, {"miou": 0.5}) == 1
         files.atomic_write_text(f"{run}/config.json", json.dumps({"task": "static"}))
-        assert experiment.load_stage_config(run, "static").task == "static"
+        assert experiments.load_stage_config(run, "static").task == "static"
         with pytest.raises(FileNotFoundError, match="no checkpoints folder in gs://"):
             checkpoint.load_state_tree(run)
         assert bucket.appends == 0

@@ -37,12 +37,12 @@ import tqdm
 from vsegjax import files, viz
 from vsegjax.data.frame_sources import list_images, read_frame, read_label_ids
 from vsegjax.data.snippet_builder import BadExample
-from vsegjax.inference import propagate as prop
-from vsegjax.inference import warp_refine as wr
-from vsegjax.losses.warp_refine import label_probs
+from vsegjax.models import propagate as prop
+from vsegjax.methods.warp_refine import video as wr
+from vsegjax.methods.warp_refine.losses import label_probs
 from vsegjax.models.flow_providers import make_flow_provider
-from vsegjax.models.refiner import warp_probs
-from vsegjax.train.sdc import load_sdc_flow
+from vsegjax.methods.warp_refine.model import warp_probs
+from vsegjax.methods.vplr.sdc import load_sdc_flow
 
 METHODS = ("copy", "flow", "sdc", "warp_refine")
 IGNORE = 255

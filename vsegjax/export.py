@@ -35,8 +35,7 @@ import jax.numpy as jnp
 from absl import app, flags
 
 from vsegjax.inference import trained
-from vsegjax.train import writers
-
+from vsegjax.core import writers
 FORMATS = ("stablehlo", "savedmodel")
 # A folder holding one of these already holds an export.
 MARKERS = ("model.jax_exported", "saved_model.pb")

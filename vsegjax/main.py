@@ -1,13 +1,13 @@
 """Entry point: ``python -m vsegjax.main --config=configs/<file>.py[:variant] --workdir=DIR``.
 
 A config with ``stages`` runs through the one experiment runner
-(``vsegjax.train.experiment``); ``configs/synthetic_preview.py`` (``task="preview"``)
+(``vsegjax.core.experiment``) with the methods' registry (``vsegjax.methods``); ``configs/synthetic_preview.py`` (``task="preview"``)
 only builds the dataset and draws its snippets. Every config field can be overridden,
 e.g. ``--config.data.data_dir=/data``; an unknown field is rejected with its name.
 
 Several processes (a TPU pod's workers, or CPU processes on one machine) run the same
 command with ``--coordinator_address=HOST:PORT --num_processes=N --process_id=I``
-(``vsegjax.train.distributed``); on a Cloud TPU VM no flag is needed.
+(``vsegjax.core.distributed``); on a Cloud TPU VM no flag is needed.
 
 Only absl and ml_collections are imported before the flags are parsed, so ``--help``
 answers at once; the configs and tasks it lists are read from the files and the registry.
@@ -23,7 +23,7 @@ import pathlib
 from absl import app, flags
 from ml_collections import config_flags
 
-from vsegjax.train.experiment import TASKS
+from vsegjax.methods import REGISTRY
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
 
@@ -32,7 +32,7 @@ def _configs_help() -> str:
     names = sorted(p.name for p in CONFIG_DIR.glob("*.py")
                    if p.name not in ("__init__.py", "common.py")) if CONFIG_DIR.is_dir() else []
     return (f"Configs in {CONFIG_DIR}: {', '.join(names) or '(none found)'}. "
-            f"Tasks a stage can name: {', '.join(sorted(TASKS))}.")
+            f"Tasks a stage can name: {', '.join(sorted(REGISTRY))}.")
 
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -89,7 +89,7 @@ def main(argv):
     if "stages" not in config and config.get("task") != "preview":
         raise app.UsageError("the config declares no stages (config.stages) and is not the "
                              "preview job (task='preview'); build it with configs/common.py")
-    from vsegjax.train import distributed  # before anything starts a JAX backend
+    from vsegjax.core import distributed  # before anything starts a JAX backend
     process = distributed.ProcessFlags(_COORDINATOR.value, _NUM_PROCESSES.value,
                                        _PROCESS_ID.value, _INIT_TIMEOUT.value)
     try:
@@ -97,16 +97,17 @@ def main(argv):
     except (ValueError, TimeoutError, RuntimeError) as e:
         raise SystemExit(f"error: {e}") from None
     if "stages" in config:
-        from vsegjax.train import experiment  # the heavy imports come with the run
+        from vsegjax.core import experiment  # the heavy imports come with the run
         try:  # the runner writes config.json, keeping a resumed run's record
-            prepared = experiment.prepare(config, workdir, _ALLOW_CHANGE.value)
+            prepared = experiment.prepare(config, workdir, REGISTRY,
+                                          _ALLOW_CHANGE.value)
         except ValueError as e:
             raise SystemExit(f"error: {e}") from None
-        from vsegjax.train.checkpoint import CheckpointError
-        from vsegjax.train.preemption import Preempted
-        from vsegjax.train.trainer import NonFiniteLossError
+        from vsegjax.core.checkpoint import CheckpointError
+        from vsegjax.core.preemption import Preempted
+        from vsegjax.core.trainer import NonFiniteLossError
         try:
-            experiment.run(config, workdir, prepared)
+            experiment.run(config, workdir, REGISTRY, prepared)
         except Preempted as e:  # saved; exit 0 so a scheduler does not count a failure
             print(e, flush=True)
             return

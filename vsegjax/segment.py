@@ -38,8 +38,7 @@ from absl import app, flags
 from vsegjax import viz
 from vsegjax.data import frame_sources
 from vsegjax.inference import trained
-from vsegjax.train import writers
-
+from vsegjax.core import writers
 OUTPUTS = ("labels", "overlay.mp4", "segment.json")
 DEFAULT_FPS = 10.0  # a folder of frames has none
 

@@ -50,8 +50,8 @@ import tensorflow_datasets as tfds
 
 from vsegjax.data import labels as labels_lib, snippet_builder
 from vsegjax.data.snippet_builder import BadExample
-from vsegjax.data.labels import CITYSCAPES_CLASSES, CITYSCAPES_TO_TRAIN
-from vsegjax.evaluation.segmentation import CITYSCAPES_CATEGORIES, CITYSCAPES_CATEGORY_NAMES
+from vsegjax.data.labels import (CITYSCAPES_CATEGORIES, CITYSCAPES_CATEGORY_NAMES,
+                                 CITYSCAPES_CLASSES, CITYSCAPES_TO_TRAIN)
 
 IGNORE_LABEL = 255
 

@@ -98,3 +98,17 @@ class LabelEncoding:
                     f"unknown_to_ignore to map them to 255)")
             out = np.where(known, out, IGNORE_LABEL)
         return out.astype(np.uint8)
+
+
+# Cityscapes' 7 categories (its benchmark's category IoU).
+CITYSCAPES_CATEGORY_NAMES: tuple[str, ...] = (
+    "flat", "construction", "object", "nature", "sky", "human", "vehicle")
+# Train id -> category id (index into CITYSCAPES_CATEGORY_NAMES).
+CITYSCAPES_CATEGORIES: tuple[int, ...] = (
+    0, 0,                # road, sidewalk -> flat
+    1, 1, 1,             # building, wall, fence -> construction
+    2, 2, 2,             # pole, traffic light, traffic sign -> object
+    3, 3,                # vegetation, terrain -> nature
+    4,                   # sky
+    5, 5,                # person, rider -> human
+    6, 6, 6, 6, 6, 6)    # car, truck, bus, train, motorcycle, bicycle -> vehicle

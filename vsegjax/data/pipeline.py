@@ -1,11 +1,11 @@
 """grain input pipeline: random-access snippets -> augmented host batches -> global arrays.
 
     source = load_split("synthetic_video", "train", data_dir)     # or any Sequence of dicts
-    mesh = make_mesh()                            # vsegjax.train.sharding
+    mesh = make_mesh()                            # vsegjax.core.sharding
     ds = make_dataset(source, batch_size=16, seed=0, window=(2, 1), mesh=mesh,
                       augment=Augment(crop_size=(256, 256)))
     it = iter(ds)
-    for batch in batch_iterator(it, mesh):      # vsegjax.train.sharding: global jax.Arrays
+    for batch in batch_iterator(it, mesh):      # vsegjax.core.sharding: global jax.Arrays
         ...
     state = it.get_state()                        # {"next_index": ...}: checkpoint with orbax
     it = iter(ds); it.set_state(state)            # resumes with exactly the next batch

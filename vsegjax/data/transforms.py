@@ -1,12 +1,11 @@
-"""Host-side pieces of the input pipeline that tasks plug in.
+"""Host-side pieces of the input pipeline that several tasks plug in (a method's own
+batch functions live in its package: GRFP's host flow, EFC's label selection,
+Warp-Refine's cycle windows).
 
 Batch functions (``pipeline.make_dataset(batch_fn=...)``) run on NumPy batches in the
 grain workers, so they are picklable classes or module-level functions and never touch
 JAX; sources and iterators adapt what a task feeds next to the pipeline.
 
-  HostFlow / flow_batch_fn   classical (OpenCV) flow computed on the host (GRFP)
-  CycleWindows               windows of k + 1 frames from the labelled one (Warp-Refine)
-  PrepareSnippets            keep the labels the method may use (EFC)
   Tagged, PairSource         propagated pairs as snippets, tagged per row (VPLR)
   frames_only(_eval)         frames alone (SDC, self-supervised)
   MixedIterator              one batch of each of two streams per step (EFC +UD, VPLR)
@@ -17,128 +16,6 @@ from __future__ import annotations
 from typing import Any, Iterator, Mapping
 
 import numpy as np
-
-from vsegjax.data.labels import IGNORE_LABEL
-from vsegjax.models import flow_providers
-from vsegjax.models.flow_providers import OpenCVFlow
-
-
-class HostFlow:
-    """Picklable batch function: classical flow computed on the host in the data workers."""
-
-    def __init__(self, provider: flow_providers.OpenCVFlow):
-        self.provider = provider
-
-    def __call__(self, batch: dict) -> dict:
-        fwd, bwd = self.provider.flows(batch["frames"])
-        out = dict(batch, flow_fwd=np.asarray(fwd, np.float32),
-                   flow_bwd=np.asarray(bwd, np.float32))
-        # The dataset's exact flow stays available to measure temporal consistency.
-        for key in ("flow_fwd", "flow_bwd"):
-            if key in batch:
-                out[f"{key}_gt"] = batch[key]
-        return out
-
-
-def flow_batch_fn(provider: flow_providers.FlowProvider):
-    """OpenCV flow replaces the dataset's flow in the input pipeline; None otherwise."""
-    if isinstance(provider, flow_providers.OpenCVFlow):
-        return HostFlow(provider)
-    return None
-
-
-class CycleWindows:
-    """Host batch_fn: snippets -> windows of ``k + 1`` frames starting at the labelled frame.
-
-    The window runs forward in time when the snippet has ``k`` frames after the labelled
-    one, else backward (frames reversed); flows of the window come from ``flow``.
-    ``labels``: "annotated" keeps only the start frame's label, "all" keeps every label
-    (direct supervision).
-    """
-
-    def __init__(self, k: int, flow: str = "dis", labels: str = "annotated"):
-        if k < 1:
-            raise ValueError(f"config field warp_refine.k: must be >= 1; got {k}")
-        if labels not in ("annotated", "all"):
-            raise ValueError(f"config field warp_refine.labels: 'annotated' or 'all'; got "
-                             f"{labels!r}")
-        self.k, self.labels = int(k), labels
-        self.flow = OpenCVFlow(flow) if flow in ("dis", "farneback") else None
-        if self.flow is None and flow != "dataset":
-            raise ValueError(f"config field warp_refine.flow: 'dis', 'farneback' or "
-                             f"'dataset'; got {flow!r}")
-
-    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        frames, labels = np.asarray(batch["frames"]), np.asarray(batch["labels"])
-        b, t = frames.shape[:2]
-        pos = np.asarray(batch.get("label_pos", batch.get("label_index")))
-        out_f, out_l, fwd, bwd = [], [], [], []
-        for i in range(b):
-            a = int(pos[i])
-            if a + self.k < t:
-                idx = np.arange(a, a + self.k + 1)
-            elif a - self.k >= 0:
-                idx = np.arange(a, a - self.k - 1, -1)
-            else:
-                raise ValueError(f"snippet of {t} frames labelled at {a} has no {self.k} "
-                                 f"frames on either side (config field warp_refine.k)")
-            out_f.append(frames[i, idx])
-            lab = labels[i, idx].copy()
-            if self.labels == "annotated":
-                lab[1:] = IGNORE_LABEL
-            out_l.append(lab)
-            if self.flow is None:  # dataset flow, re-indexed for the window's direction
-                if idx[1] > idx[0]:
-                    fwd.append(batch["flow_fwd"][i, idx[:-1]])
-                    bwd.append(batch["flow_bwd"][i, idx[:-1]])
-                else:
-                    fwd.append(batch["flow_bwd"][i, idx[1:]])
-                    bwd.append(batch["flow_fwd"][i, idx[1:]])
-        out = {"frames": np.stack(out_f), "labels": np.stack(out_l)}
-        if self.flow is not None:
-            f, bw = self.flow.flows(out["frames"])
-            out["flow_fwd"], out["flow_bwd"] = np.asarray(f), np.asarray(bw)
-        else:
-            out["flow_fwd"], out["flow_bwd"] = np.stack(fwd), np.stack(bwd)
-        return out
-
-
-# Per-pair keys of the snippet format that the EFC step does not use (it learns its own
-# flow); dropped on the host so they are not sent to the devices.
-UNUSED_KEYS = ("flow_fwd", "flow_bwd", "occ_fwd", "occ_bwd", "degraded", "snippet_id")
-
-
-class PrepareSnippets:
-    """Picklable host batch function: keeps the labels the method may use.
-
-    ``labels="annotated"``: only each snippet's ``label_index`` frame keeps its labels (as in
-    Cityscapes, where one frame of 30 is labelled); ``"all"``: every frame with
-    ``has_label``; ``"none"``: no labels (unlabelled video). Unused per-pair keys go.
-    """
-
-    def __init__(self, labels: str = "annotated"):
-        if labels not in ("annotated", "all", "none"):
-            raise ValueError(f"config field efc.labels: {labels!r}; choose annotated, all or none")
-        self.labels = labels
-
-    def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
-        out = {k: v for k, v in batch.items() if k not in UNUSED_KEYS}
-        if "labels" in out:
-            labels = np.array(out["labels"], copy=True)
-        else:  # video without any labels (e.g. a user's unlabelled sequences)
-            labels = np.full(np.shape(out["frames"])[:4], IGNORE_LABEL, np.int32)
-            out.setdefault("label_pos", np.zeros(labels.shape[0], np.int32))
-        b, t = labels.shape[:2]
-        keep = np.zeros((b, t), bool)
-        if self.labels == "annotated":
-            keep[np.arange(b), np.asarray(out["label_pos"])] = True
-        elif self.labels == "all":
-            keep = np.asarray(out.get("has_label", np.ones((b, t), bool)), bool)
-        labels[~keep] = IGNORE_LABEL
-        out["labels"] = labels
-        out["labelled"] = keep.any(axis=1)
-        out["has_label"] = keep
-        return out
 
 
 class Tagged:

@@ -1,19 +1,14 @@
-"""Flow on real data: a trained EFC flow branch and the OpenCV baselines on Sintel / FlyingChairs.
+"""Flow on real data: any flow function and the OpenCV baselines on Sintel / FlyingChairs.
 
-    python -m vsegjax.evaluation.flow_real --workdir=runs/efc_synthetic \\
-        --sintel=../shared/data/sintel --chairs=../shared/data/flyingchairs [--max_side=512]
-
-Prints the end-point error of every pair (all pixels, and non-occluded where the data
-marks occlusion) for the zero flow, Farneback, DIS and the learned flow, then the means,
-and writes ``<workdir>/flow_real.json``. Without ``--workdir`` only the baselines run.
-``--max_side`` computes every flow at reduced size and scales it back to full resolution
-(the EPE is always measured at the ground truth's resolution).
+``evaluate`` gives the end-point error of every pair (all pixels, and non-occluded where
+the data marks occlusion) for each flow function, and the means over pairs; ``resized``
+computes a flow at reduced size and scales it back to full resolution (the EPE is always
+measured at the ground truth's resolution). The command that scores a trained EFC run
+this way is ``python -m vsegjax.methods.efc.flow_real``.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import pathlib
 from typing import Callable, Iterator
 
@@ -24,8 +19,6 @@ import tqdm
 from vsegjax.data import flow_files
 from vsegjax.evaluation.flow import FlowErrorAccumulator, flow_error_sums, metrics_from_sums
 from vsegjax.models.flow_providers import OpenCVFlow
-from vsegjax.train import checkpoint, experiment
-from vsegjax.train.efc import EFCTask
 
 FlowFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # uint8 frames -> flow [H, W, 2]
 
@@ -77,20 +70,6 @@ def baseline_fns() -> dict[str, FlowFn]:
     return out
 
 
-def learned_fn(workdir: str) -> FlowFn:
-    """The flow branch of the EFC run in ``workdir`` (its stage config and checkpoints)."""
-    config = experiment.load_stage_config(workdir, "efc")
-    task = EFCTask(config)
-    state = checkpoint.load_state_tree(os.path.join(workdir, "efc"))
-    params, model_state = state["params"], state["model_state"]
-
-    def fn(a, b):
-        x1 = (a.astype(np.float32) / 255.0)[None]
-        x2 = (b.astype(np.float32) / 255.0)[None]
-        return task.predict_flow(params, model_state, x1, x2)[0][0]
-    return fn
-
-
 def evaluate(fns: dict[str, FlowFn], pairs, max_side: int | None = None) -> dict:
     """{"pairs": {name: {method: {epe_all, epe_noc}}}, "mean": {method: {...}}}."""
     fns = {k: resized(f, max_side) for k, f in fns.items()}
@@ -124,32 +103,3 @@ def format_table(result: dict) -> str:
     rows.append(f"{'mean (non-occluded)':40s}" + "".join(
         f"{result['mean'][m]['epe_noc']:12.3f}" for m in methods))
     return "\n".join(rows)
-
-
-def main(argv=None) -> None:
-    import argparse
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--workdir", help="an EFC run (config.json + efc/checkpoints)")
-    parser.add_argument("--sintel", help="Sintel sample folder")
-    parser.add_argument("--chairs", help="FlyingChairs sample folder")
-    parser.add_argument("--max_side", type=int, default=0, help="compute flows at this size")
-    args = parser.parse_args(argv)
-    if not args.sintel and not args.chairs:
-        parser.error("give --sintel and/or --chairs")
-    for folder in (args.sintel, args.chairs):
-        if folder and not os.path.isdir(folder):
-            parser.error(f"no such folder: {folder}")
-    fns = baseline_fns()
-    if args.workdir:
-        fns["efc"] = learned_fn(args.workdir)
-    result = evaluate(fns, real_pairs(args.sintel, args.chairs), args.max_side or None)
-    print(format_table(result))
-    if args.workdir:
-        out = os.path.join(args.workdir, "flow_real.json")
-        with open(out, "w") as f:
-            json.dump(result, f, indent=2)
-        print(f"wrote {out}")
-
-
-if __name__ == "__main__":
-    main()

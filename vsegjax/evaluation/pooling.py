@@ -1,5 +1,5 @@
 """A host-side evaluation split over processes: each process evaluates its own rows of
-every global batch (``vsegjax.train.data.eval_batches(per_process=True)``) and the additive
+every global batch (``vsegjax.core.inputs.eval_batches(per_process=True)``) and the additive
 accumulators (confusion matrices, consistency counts, flow-error sums) are summed over the
 processes here, so every process ends with the totals and a pod does not evaluate on one
 host. With one process nothing moves."""

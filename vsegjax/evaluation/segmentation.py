@@ -18,23 +18,12 @@ from clu import metrics as clu_metrics
 from clu import values as clu_values
 
 from vsegjax.data.features import IGNORE_LABEL, check_labels
+from vsegjax.data.labels import CITYSCAPES_CATEGORIES, CITYSCAPES_CATEGORY_NAMES  # noqa: F401
 
 CITYSCAPES_CLASS_NAMES: tuple[str, ...] = (
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
     "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
     "motorcycle", "bicycle")
-CITYSCAPES_CATEGORY_NAMES: tuple[str, ...] = (
-    "flat", "construction", "object", "nature", "sky", "human", "vehicle")
-# Train id -> category id (index into CITYSCAPES_CATEGORY_NAMES).
-CITYSCAPES_CATEGORIES: tuple[int, ...] = (
-    0, 0,                # road, sidewalk -> flat
-    1, 1, 1,             # building, wall, fence -> construction
-    2, 2, 2,             # pole, traffic light, traffic sign -> object
-    3, 3,                # vegetation, terrain -> nature
-    4,                   # sky
-    5, 5,                # person, rider -> human
-    6, 6, 6, 6, 6, 6)    # car, truck, bus, train, motorcycle, bicycle -> vehicle
-
 # The clu metric stores each count as hi * 2**_SPLIT + lo in two int32 words, so sums over
 # a whole dataset stay exact without enabling jax_enable_x64 (int32 overflows at 2.1e9).
 _SPLIT = 20

@@ -31,6 +31,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 from vsegjax.ops import correlation, warp
 
@@ -297,3 +298,22 @@ def init_flownet(module: FlowNetS, rng: jax.Array, height: int = 64, width: int 
         rng = jax.random.wrap_key_data(jax.random.bits(rng, (4,), jnp.uint32), impl=rng_impl)
     x = jnp.zeros((1, height, width, 3), jnp.float32)
     return jax.jit(module.init)(rng, x, x)
+
+
+def flow_decoder_config() -> ml_collections.ConfigDict:
+    """The fields of a flow decoder / FlowNetS block (``config.efc.flow``, read by EFC's
+    ``make_efc_model`` and by ``flownet_checkpoint``); defaults: a small decoder."""
+    return ml_collections.ConfigDict(dict(
+        joint_channels=64, extra_channels=(96, 128), redir_channels=32, max_displacement=4,
+        occlusion_channels=32, flow_scale=20.0,
+        # Cost volume of frame 1 vs warped frame 2 at the skip levels (0 = FlowNetC's).
+        refine_displacement=2,
+        # Finer levels correct the upsampled coarser flow; zero-initialised predictions.
+        residual=True,
+        # > 0: a flow-only stride-2 level of this many channels on the frames (EFCModel).
+        private_channels=0,
+        # Private pyramid depth: levels at strides 2, 4, .. 2**n, channels doubling; the
+        # levels past the first are concatenated with the shared features on their grid.
+        private_levels=1,
+        # separate branch (FlowNetS) only:
+        width=0.25, num_levels=5))

@@ -17,11 +17,8 @@ import flax.serialization
 import jax
 import jax.numpy as jnp
 
-from vsegjax.models.efc import flow_decoder_config
-from vsegjax.models.flownet import FlowNetS, init_flownet
-from vsegjax.train import checkpoint
-
-
+from vsegjax import checkpoint_io as checkpoint
+from vsegjax.models.flownet import FlowNetS, flow_decoder_config, init_flownet
 def _find_params(tree: Any, want: Any, path: tuple[str, ...] = ()) -> tuple[str, ...] | None:
     """The path in ``tree`` (parameters, or a checkpoint's metadata) of the sub-dict whose
     keys are those of ``want`` (a params dict), or None."""

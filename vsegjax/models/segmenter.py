@@ -234,3 +234,23 @@ def make_segmenter(config: Mapping[str, Any] | ml_collections.ConfigDict, *,
                                  channels=channels or 256, low_level_channels=low_level,
                                  dropout=dropout, dtype=dtype)
     return Segmenter(backbone, head, dtype=dtype)
+
+
+class StaticModel(nn.Module):
+    """Wraps a segmenter so its variables sit under ``static`` (as in the video models)."""
+
+    static: nn.Module
+
+    def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
+        return self.static(images, train=train)
+
+
+def apply_static(model: nn.Module, params: Any, model_state: dict, images: jax.Array,
+                 train: bool, rng: jax.Array | None = None) -> tuple[jax.Array, dict]:
+    """(logits, new model_state) of a ``StaticModel``; BN statistics update when training."""
+    variables = {"params": params, **model_state}
+    if not train:
+        return model.apply(variables, images, train=False), model_state
+    logits, new_state = model.apply(variables, images, train=True,
+                                    mutable=list(model_state), rngs={"dropout": rng})
+    return logits, {**model_state, **new_state}

@@ -20,18 +20,21 @@ import ml_collections
 import numpy as np
 
 from vsegjax import evaluation, losses
-from vsegjax.data.transforms import flow_batch_fn
+from vsegjax.methods.grfp.transforms import flow_batch_fn
 from vsegjax.models import flow_providers
 from vsegjax.models.segmenter import DTYPES
-from vsegjax.models.stgru import UPDATE_GATES
-from vsegjax.models.video import grfp_dtype, make_video_model
-from vsegjax.train import data
-from vsegjax.train.task import Task
+from vsegjax.methods.grfp.stgru import UPDATE_GATES
+from vsegjax.methods.grfp.model import grfp_dtype, make_video_model
+from vsegjax.core import inputs as data
+from vsegjax.core.task import Predictor
+from vsegjax.methods.common import SegmenterTask
+from vsegjax.methods.grfp.stgru import stgru_step
+from vsegjax.models.segmenter import StaticModel
 
 LOSS_KEYS = {"L_fwbw": "logits", "L_fwd": "logits_fwd", "L_bwd": "logits_bwd"}
 
 
-class GRFPTask(Task):
+class GRFPTask(SegmenterTask):
     """Stage 2 of GRFP: the STGRU (and optionally the static net) on labelled windows."""
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: str | None = None):
@@ -61,6 +64,43 @@ class GRFPTask(Task):
         if self.model.flow is not None and not self.model.flow_trainable:
             frozen.append("flow")
         return tuple(frozen)
+
+    segments = True
+
+    def predictor(self, params, model_state, flow=None) -> Predictor:
+        """The static net on each frame and the forward cell along the flow from each
+        frame to the one before (eqs. 2-6, the step training scans); ``flow`` ('dis' |
+        'farneback') replaces the run's flow source."""
+        if self.config.grfp.mode == "backward":
+            raise ValueError("a backward-mode GRFP run needs the frames after each one; "
+                             "segment and export stream forward (grfp.mode 'forward' or "
+                             "'fwbw')")
+        provider = self.provider
+        if flow is not None:
+            provider = flow_providers.make_flow_provider({"source": flow})
+        elif isinstance(provider, flow_providers.DatasetFlow):
+            raise ValueError("the run read the dataset's stored flow (flow.source='dataset'), "
+                             "which a new video does not have; pass --flow=dis or "
+                             "--flow=farneback")
+        if isinstance(provider, flow_providers.LearnedFlow) and "flow" in params:
+            provider = flow_providers.LearnedFlow(provider.module, {"params": params["flow"]})
+        static = StaticModel(static=self.model.static)
+        center = bool(self.config.grfp.center_inputs)
+
+        def step(stgru, h_prev, x_logits, frame, prev_frame, flow_to_prev):
+            x = jax.nn.softmax(x_logits.astype(jnp.float32), axis=-1)
+            h, logits, _ = stgru_step(stgru, h_prev, x, frame, prev_frame, flow_to_prev,
+                                      center_inputs=center)
+            return h, jax.nn.log_softmax(logits, axis=-1)
+
+        variables = {"params": {"static": params["static"]}}
+        for collection, groups in model_state.items():
+            if "static" in groups:
+                variables[collection] = {"static": groups["static"]}
+        return Predictor(variables=variables,
+                         frame_logits=lambda v, x: static.apply(v, x, train=False),
+                         step=step, step_params=dict(params["grfp"]["forward"]),
+                         flow_provider=provider)
 
     @property
     def window_len(self) -> int:

@@ -11,9 +11,7 @@ from jax.sharding import Mesh
 
 from vsegjax.data import augment as augment_lib
 from vsegjax.data import datasets, pipeline
-from vsegjax.train import sharding
-
-
+from vsegjax.core import sharding
 def train_augment(config: ml_collections.ConfigDict) -> augment_lib.Augment:
     return augment_lib.Augment.from_config(config.input.augment)
 

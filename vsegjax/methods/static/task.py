@@ -15,12 +15,15 @@ from vsegjax import evaluation, files, losses, viz
 from vsegjax.data import datasets
 from vsegjax.evaluation import pooling
 from vsegjax.models.segmenter import make_segmenter
-from vsegjax.models.video import StaticModel, apply_static
-from vsegjax.train import data, experiment, sharding
-from vsegjax.train.task import Task
+from vsegjax.models.segmenter import StaticModel, apply_static
+from vsegjax.core import inputs as data
+from vsegjax.core import experiment
+from vsegjax.core import sharding
+from vsegjax.core.task import Predictor
+from vsegjax.methods.common import SegmenterTask
 
 
-class StaticSegmentationTask(Task):
+class StaticSegmentationTask(SegmenterTask):
     """Trains a segmenter on single labelled frames (``input.label_frame`` of each snippet)."""
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: str | None = None):
@@ -42,6 +45,14 @@ class StaticSegmentationTask(Task):
         total = sum(weights[k] * v for k, v in terms.items() if weights.get(k))
         metrics = dict(terms, pixel_acc=losses.pixel_accuracy(logits, labels))
         return total, (metrics, model_state)
+
+    segments = True
+
+    def predictor(self, params, model_state, flow=None) -> Predictor:
+        """The segmenter on each frame (``flow`` is unused: nothing is carried)."""
+        model = self.model
+        return Predictor(variables={"params": params, **model_state},
+                         frame_logits=lambda v, x: model.apply(v, x, train=False))
 
     def train_iterator(self, seed):
         return data.train_iterator(self.config, seed, window=(0, 0),

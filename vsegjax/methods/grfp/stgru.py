@@ -43,7 +43,7 @@ Choices the paper leaves open (all documented on the fields below):
   ``log_softmax``. At initialisation this is the normalised geometric mean of the two
   distributions, so two equal directions give back that same distribution.
 
-The step itself is :func:`vsegjax.models.stgru_equations.stgru_step`: the same equations with
+The step itself is :func:`vsegjax.methods.grfp.stgru_equations.stgru_step`: the same equations with
 the two warps and the four gate convolutions fused (one gather, one convolution), the
 parameters stored as the paper names them. ``dtype`` is the computation dtype of its
 convolutions and gates (bfloat16 allowed); parameters and outputs stay float32.
@@ -62,7 +62,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vsegjax.models.stgru_equations import PARAM_NAMES, stgru_step, stgru_step_unfused
+from vsegjax.methods.grfp.stgru_equations import PARAM_NAMES, stgru_step, stgru_step_unfused
 from vsegjax.ops.warp import check_flow
 
 __all__ = ["GRFP", "PARAM_NAMES", "STGRUCell", "stgru_step", "stgru_step_unfused"]

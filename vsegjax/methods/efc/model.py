@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from vsegjax.models.flownet import FlowDecoder, FlowEncoder, FlowNetS
+from vsegjax.models.flownet import FlowDecoder, FlowEncoder, FlowNetS, flow_decoder_config
 from vsegjax.models.segmenter import make_segmenter
 
 FLOW_BRANCHES = ("shared", "separate")
@@ -147,24 +147,6 @@ def _merge_private(private: list[jax.Array], shared: list[jax.Array]) -> list[ja
 
 def _swap_halves(x: jax.Array, b: int) -> jax.Array:
     return jnp.concatenate([x[b:], x[:b]], axis=0)
-
-
-def flow_decoder_config() -> ml_collections.ConfigDict:
-    """``config.efc.flow`` fields read by ``make_efc_model`` (defaults: a small decoder)."""
-    return ml_collections.ConfigDict(dict(
-        joint_channels=64, extra_channels=(96, 128), redir_channels=32, max_displacement=4,
-        occlusion_channels=32, flow_scale=20.0,
-        # Cost volume of frame 1 vs warped frame 2 at the skip levels (0 = FlowNetC's).
-        refine_displacement=2,
-        # Finer levels correct the upsampled coarser flow; zero-initialised predictions.
-        residual=True,
-        # > 0: a flow-only stride-2 level of this many channels on the frames (EFCModel).
-        private_channels=0,
-        # Private pyramid depth: levels at strides 2, 4, .. 2**n, channels doubling; the
-        # levels past the first are concatenated with the shared features on their grid.
-        private_levels=1,
-        # separate branch (FlowNetS) only:
-        width=0.25, num_levels=5))
 
 
 def make_efc_model(config: ml_collections.ConfigDict) -> EFCModel:

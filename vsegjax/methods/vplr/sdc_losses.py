@@ -4,7 +4,7 @@ The model is trained on unlabelled video to synthesise frame t+1; the target is 
 frame t+1. ``L_rec`` is the L1 colour error; ``L_grad`` the L1 error of the image
 gradients, which rewards sharp edges in the right place (plain L1 tolerates a blur).
 Each function returns a scalar; the task weights them by name (``loss_terms`` +
-``vsegjax.losses.efc.combine``).
+``vsegjax.methods.efc.losses.combine``).
 """
 
 from __future__ import annotations

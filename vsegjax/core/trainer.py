@@ -4,7 +4,7 @@ Resume order (as in big_vision): the latest checkpoint in ``workdir``, else
 ``config.train.init_from`` (another run's parameters merged by the task), else fresh
 initialisation. Parameters are created in place on the mesh by a jitted init with
 ``out_shardings`` (replicated, or FSDP-sharded with ``mesh.fsdp > 1``; see
-``vsegjax.train.sharding``); batches are sharded over all the mesh's devices. The step key is
+``vsegjax.core.sharding``); batches are sharded over all the mesh's devices. The step key is
 ``fold_in(root_key, step)`` and the input iterator's position is checkpointed, so a
 resumed run continues exactly as an uninterrupted one would.
 
@@ -32,15 +32,18 @@ from clu import metrics as clu_metrics
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from vsegjax import files
-from vsegjax.models import convert
-from vsegjax.train import checkpoint, optim, preemption, sharding, writers
-from vsegjax.train.step import WHY, Divergence, TrainState, initial_guard, make_train_step
-from vsegjax.train.task import Task
+from vsegjax.core import checkpoint
+from vsegjax.core import optim
+from vsegjax.core import preemption
+from vsegjax.core import sharding
+from vsegjax.core import writers
+from vsegjax.core.step import WHY, Divergence, TrainState, initial_guard, make_train_step
+from vsegjax.core.task import Task
 
 
 class NonFiniteLossError(RuntimeError):
     """Raised when a step is bad (loss, gradient or new parameters not finite, or the loss
-    diverging; ``vsegjax.train.step``); the bad state is never saved."""
+    diverging; ``vsegjax.core.step``); the bad state is never saved."""
 
 
 @dataclasses.dataclass
@@ -66,7 +69,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
 
     Config fields used: ``seed``, ``train.{num_steps, log_every, checkpoint_every,
     eval_every, keep_checkpoints, init_from, async_checkpoints, check_finite_every,
-    grad_accum_steps}``, ``optimizer.*`` (see ``vsegjax.train.optim``) and
+    grad_accum_steps}``, ``optimizer.*`` (see ``vsegjax.core.optim``) and
     ``mesh.{num_devices, fsdp, fsdp_min_size}``.
     """
     tcfg = config.train
@@ -100,7 +103,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
                                    max_to_keep=tcfg.get("keep_checkpoints", 2),
                                    async_save=tcfg.get("async_checkpoints", True))
-    task.mesh = mesh
+    task.bind_mesh(mesh)
     data_iter = task.train_iterator(config.seed)
     if ckpt.latest_step() is not None:
         state, _ = ckpt.restore(abstract_state, data_iter)
@@ -117,9 +120,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
 
         pretrained = config.get("model", {}).get("pretrained")
         if pretrained and not tcfg.get("init_from"):  # init_from already holds a backbone
-            backbone = convert.load_pretrained(pretrained)
-            state = start_from(convert.apply_pretrained(
-                {"params": state.params, **state.model_state}, backbone))
+            state = start_from(task.load_pretrained(
+                {"params": state.params, **state.model_state}, pretrained))
             logging.info("backbone initialised from %s", pretrained)
         if tcfg.get("init_from"):
             fresh = {"params": state.params, **state.model_state}

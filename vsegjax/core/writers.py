@@ -23,9 +23,7 @@ from absl import logging as absl_logging
 from etils import epath
 
 from vsegjax import files
-from vsegjax.train import events
-
-
+from vsegjax.core import events
 class MetricWriter:
     """The writer interface; every method is a no-op unless a subclass writes that kind."""
 

@@ -21,8 +21,10 @@ import tqdm
 from vsegjax import evaluation, files, viz
 from vsegjax.data import datasets
 from vsegjax.evaluation import pooling
-from vsegjax.train import data, experiment, sharding
-from vsegjax.models.video import StaticModel, apply_static
+from vsegjax.core import inputs as data
+from vsegjax.core import experiment
+from vsegjax.core import sharding
+from vsegjax.models.segmenter import StaticModel, apply_static
 
 METHODS = ("static", "grfp", "grfp_fwbw")
 

@@ -30,11 +30,14 @@ import numpy as np
 from vsegjax import files, viz
 from vsegjax.data import transforms
 from vsegjax.evaluation import pooling
-from vsegjax.losses import efc as efc_losses
-from vsegjax.losses import sdc as sdc_losses
-from vsegjax.models.sdc import SDCFlow, SDCNet, make_sdc_model
-from vsegjax.train import checkpoint, data, experiment, sharding
-from vsegjax.train.task import Task
+from vsegjax.methods.efc import losses as efc_losses
+from vsegjax.methods.vplr import sdc_losses
+from vsegjax.methods.vplr.sdc_model import SDCFlow, SDCNet, make_sdc_model
+from vsegjax.core import checkpoint
+from vsegjax.core import inputs as data
+from vsegjax.core import experiment
+from vsegjax.core import sharding
+from vsegjax.core.task import Task
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -220,7 +223,7 @@ def report(config: ml_collections.ConfigDict, workdir: str,
     return results
 
 
-# Beside an SDC stage's checkpoints: the stage's config (vsegjax.train.experiment);
+# Beside an SDC stage's checkpoints: the stage's config (vsegjax.core.experiment);
 # runs trained before the one runner have only their ``sdc`` block, in model.json.
 CONFIG_FILES = ("config.json", "model.json")
 

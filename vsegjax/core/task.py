@@ -1,16 +1,30 @@
-"""What a method plugs into the shared trainer: one ``Task`` subclass per method."""
+"""What a method plugs into the core: one ``Task`` subclass per method.
+
+Who calls what (every member below is used by one of them, and by nothing else):
+
+  the runner (``core.experiment``)  constructs it (checking its config), ``report`` scores
+                                     the run after the last stage (``Registry``)
+  the trainer (``core.trainer``)     ``init_variables``, ``frozen_params``,
+                                     ``load_pretrained``, ``init_from``, ``bind_mesh``,
+                                     ``train_iterator``, ``loss_fn``, ``evaluate``
+  the apps (``segment``, ``export``,  ``segments``, ``predictor`` (the per-frame function
+  ``inference.trained``)             and, for a recurrent method, its streaming step)
+
+The registry's report scores a run; the reports of a method may use more of its own task.
+"""
 
 from __future__ import annotations
 
 import abc
-from typing import Any, Iterator, Mapping
+import dataclasses
+from typing import Any, Callable, Iterator, Mapping
 
 import jax
 import ml_collections
 from absl import logging
 from jax.sharding import Mesh
 
-from vsegjax.train import sharding
+from vsegjax.core import sharding
 
 Batch = Mapping[str, Any]
 Variables = dict[str, Any]
@@ -28,8 +42,16 @@ class Task(abc.ABC):
         # The stage's folder (the runner sets it), for files a task caches beside its
         # checkpoints; None where a task is built outside a run.
         self.workdir = workdir
-        # The trainer's mesh (``train`` sets it): ``evaluate`` shards its batches over it.
+        # The trainer's mesh (``bind_mesh``): ``evaluate`` shards its batches over it.
         self.mesh: Mesh | None = None
+
+    # Whether a stage of this task gives a segmentation model (``predictor``); the apps
+    # take a run's last such stage by default.
+    segments: bool = False
+
+    def bind_mesh(self, mesh: Mesh) -> None:
+        """The trainer hands over its mesh before it asks for the first batch."""
+        self.mesh = mesh
 
     def eval_mesh(self) -> Mesh:
         """Where evaluation runs: the trainer's mesh, else all devices."""
@@ -63,6 +85,22 @@ class Task(abc.ABC):
         del params, model_state, step
         return {}
 
+    def load_pretrained(self, variables: Variables, source: str) -> Variables:
+        """``variables`` with the pretrained weights of ``source`` (``model.pretrained``)
+        merged in; the trainer asks only for a fresh run without ``train.init_from``.
+        A task whose model has no pretrained part refuses it."""
+        del variables
+        raise ValueError(f"config field model.pretrained: {source!r}, but the "
+                         f"{type(self).__name__} has no backbone to initialise from it")
+
+    def predictor(self, params: Any, model_state: Variables, flow: str | None = None
+                  ) -> "Predictor":
+        """What ``segment``/``export`` run: the per-frame function and, for a recurrent
+        method, the step that carries the estimate to the next frame. ``flow`` replaces
+        the flow source a recurrent method trained with. Only tasks with ``segments``."""
+        del params, model_state, flow
+        raise ValueError(f"a {type(self).__name__} stage gives no segmentation model")
+
     def init_from(self, variables: Variables, loaded: Variables) -> Variables:
         """Merges variables of an earlier run (``train.init_from``) into fresh ones.
 
@@ -92,6 +130,24 @@ class Task(abc.ABC):
                              f"this model (it has {sorted(loaded.get('params', {}))})")
         logging.info("init_from copied %s", ", ".join(copied))
         return out
+
+
+@dataclasses.dataclass
+class Predictor:
+    """A trained stage as pure functions, for the apps (``inference.trained``).
+
+    ``frame_logits(variables, frames)``: frames float32 [B, H, W, 3] in [0, 1] -> logits
+    [B, H, W, C]. A recurrent method adds ``step_params`` and
+    ``step(step_params, h_prev, x_logits, frame, prev_frame, flow) -> (h_t, log-probs_t)``,
+    with h_prev in frame t-1's grid and ``flow`` from frame t to frame t-1, computed by
+    ``flow_provider``.
+    """
+
+    variables: dict
+    frame_logits: Callable[[dict, jax.Array], jax.Array]
+    step: Callable[..., tuple[jax.Array, jax.Array]] | None = None
+    step_params: dict | None = None
+    flow_provider: Any = None
 
 
 def _shape_tree(tree: Any) -> str:

@@ -21,11 +21,11 @@ import ml_collections
 import numpy as np
 
 from vsegjax import files
-from vsegjax.inference import propagate as prop
+from vsegjax.models import propagate as prop
 from vsegjax.ops import compose_flow
-from vsegjax.train import checkpoint
-from vsegjax.train.trainer import train
-from vsegjax.train.warp_refine import IGNORE_LABEL, WarpRefineTask
+from vsegjax.core import checkpoint
+from vsegjax.core.trainer import train
+from vsegjax.methods.warp_refine.task import IGNORE_LABEL, WarpRefineTask
 
 
 def video_config(num_classes: int, crop: tuple[int, int], steps: int, k: int = 3,

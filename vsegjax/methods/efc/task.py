@@ -1,6 +1,6 @@
 """EFC task: joint segmentation and unsupervised flow on frame pairs (the EFC paper).
 
-One trainer (``vsegjax.train.trainer``); this module only says what a step computes:
+One trainer (``vsegjax.core.trainer``); this module only says what a step computes:
 whole snippets come from the pipeline, ``efc_pairs.sample_pairs`` draws pairs
 (I_i, I_{i+dt}) from them, the ``EFCModel`` segments both frames and predicts flow and
 occlusion both ways, and ``losses.efc.joint_loss_terms`` + ``combine`` give eq. (9) with
@@ -30,13 +30,15 @@ import numpy as np
 
 from vsegjax import evaluation, losses
 from vsegjax.data import datasets, pipeline
-from vsegjax.losses import efc as efc_losses
-from vsegjax.models.efc import EFCModel, make_efc_model
-from vsegjax.train import data
-from vsegjax.data.transforms import MixedIterator, PrepareSnippets
-from vsegjax.train.efc_pairs import gather_frames, sample_pairs
-from vsegjax.models.video import StaticModel
-from vsegjax.train.task import Task
+from vsegjax.methods.efc import losses as efc_losses
+from vsegjax.methods.efc.model import EFCModel, make_efc_model
+from vsegjax.core import inputs as data
+from vsegjax.data.transforms import MixedIterator
+from vsegjax.methods.efc.transforms import PrepareSnippets
+from vsegjax.methods.efc.pairs import gather_frames, sample_pairs
+from vsegjax.models.segmenter import StaticModel
+from vsegjax.core.task import Predictor
+from vsegjax.methods.common import SegmenterTask
 
 MODES = ("joint", "flow_only")
 SEG_TERMS = ("L_seg", "L_cons")
@@ -72,7 +74,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                          f"{e.labelled_share!r}")
 
 
-class EFCTask(Task):
+class EFCTask(SegmenterTask):
     """The EFC joint model trained on pairs from whole snippets."""
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: str | None = None):
@@ -157,6 +159,16 @@ class EFCTask(Task):
         return MixedIterator(labelled, unlabelled)
 
     # ------------------------------------------------------------------ inference
+
+    segments = True
+
+    def predictor(self, params, model_state, flow=None) -> Predictor:
+        """The segmentation branch alone: EFC computes no flow at inference."""
+        if self.flow_only:
+            raise ValueError("a flow-only EFC run (efc.mode='flow_only') has no "
+                             "segmentation branch")
+        return Predictor(variables=self.inference_variables(params, model_state),
+                         frame_logits=self.inference_fn())
 
     def inference_variables(self, params: Any, model_state: dict) -> dict:
         """The segmentation branch's variables alone, shaped for ``StaticModel``."""

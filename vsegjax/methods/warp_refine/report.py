@@ -10,7 +10,7 @@ confusion matrix per (method, k) over all videos. Writes ``propagation.json``
   davis      DAVIS 2016 sequences, object vs background, label of the first frame only
   camvid     CamVid val (every 2nd video frame, all labelled), anchors every 25 frames
 
-    python -m vsegjax.evaluation.propagation --dataset=davis \
+    python -m vsegjax.methods.warp_refine.report --dataset=davis \
         --data=../shared/data/davis2016 --out=runs/prop_davis --max_side=256
 """
 
@@ -32,9 +32,9 @@ from vsegjax.data.frame_sources import list_images, read_frame, read_label_ids
 from vsegjax.evaluation.pooling import per_process
 from vsegjax.evaluation.scores import ConfusionMatrices
 from vsegjax.evaluation.segmentation import iou_from_confusion
-from vsegjax.inference import propagate as prop
-from vsegjax.inference import warp_refine
-from vsegjax.train.sdc import load_sdc_flow
+from vsegjax.models import propagate as prop
+from vsegjax.methods.warp_refine import video as warp_refine
+from vsegjax.methods.vplr.sdc import load_sdc_flow
 
 # (frames [T,H,W,3] float, {anchor: label}, flows (fwd, bwd), targets) -> {t: label [H, W]}
 Method = Callable[[np.ndarray, dict[int, np.ndarray], tuple, list[int]], dict[int, np.ndarray]]

@@ -27,8 +27,10 @@ from vsegjax import evaluation, files, viz
 from vsegjax.data import datasets
 from vsegjax.evaluation import pooling
 from vsegjax.models.flow_providers import OpenCVFlow
-from vsegjax.train import data, experiment, sharding
-from vsegjax.train.efc import EFCTask, consecutive_pairs
+from vsegjax.core import inputs as data
+from vsegjax.core import experiment
+from vsegjax.core import sharding
+from vsegjax.methods.efc.task import EFCTask, consecutive_pairs
 
 FLOW_KEYS = ("epe_all", "epe_noc", "fl_all")
 

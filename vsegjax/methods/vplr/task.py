@@ -32,12 +32,13 @@ from etils import epath
 
 from vsegjax import files, losses
 from vsegjax.data import datasets, pipeline, transforms
-from vsegjax.inference import propagate as prop
+from vsegjax.models import propagate as prop
 from vsegjax.losses.segmentation import IGNORE_LABEL
-from vsegjax.train.sdc import load_sdc_flow
-from vsegjax.train import data, experiment
-from vsegjax.models.video import apply_static
-from vsegjax.train.segmentation import StaticSegmentationTask
+from vsegjax.methods.vplr.sdc import load_sdc_flow
+from vsegjax.core import inputs as data
+from vsegjax.core import experiment
+from vsegjax.models.segmenter import apply_static
+from vsegjax.methods.static.task import StaticSegmentationTask
 
 MODES = ("none", "label", "joint")
 # Where labels are moved: "train" at the training size (``input.augment.resize``),

@@ -1,9 +1,8 @@
-"""The models the segmentation and GRFP tasks train: a static segmenter on single frames
-and the video model (the segmenter on every frame, then GRFP over the window)."""
+"""GRFP's video model: the static segmenter on every frame, then the STGRU over the
+window (GRFP sec. 3, fig. 2)."""
 
 from __future__ import annotations
 
-from typing import Any
 
 import flax.linen as nn
 import jax
@@ -12,27 +11,7 @@ import ml_collections
 
 from vsegjax.models import flow_providers
 from vsegjax.models.segmenter import DTYPES, make_segmenter
-from vsegjax.models.stgru import GRFP
-
-
-class StaticModel(nn.Module):
-    """Wraps a segmenter so its variables sit under ``static`` (as in the video models)."""
-
-    static: nn.Module
-
-    def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
-        return self.static(images, train=train)
-
-
-def apply_static(model: nn.Module, params: Any, model_state: dict, images: jax.Array,
-                 train: bool, rng: jax.Array | None = None) -> tuple[jax.Array, dict]:
-    """(logits, new model_state) of a ``StaticModel``; BN statistics update when training."""
-    variables = {"params": params, **model_state}
-    if not train:
-        return model.apply(variables, images, train=False), model_state
-    logits, new_state = model.apply(variables, images, train=True,
-                                    mutable=list(model_state), rngs={"dropout": rng})
-    return logits, {**model_state, **new_state}
+from vsegjax.methods.grfp.stgru import GRFP
 
 
 class VideoModel(nn.Module):

@@ -2,7 +2,7 @@
 
 A config declares its stages in ``config.stages`` (name -> stage) and their order in
 ``config.stage_order`` (``configs/common.py: set_stages`` writes both). A stage names a
-``task`` (a key of ``TASKS``), whether it runs (``enabled``), where it initialises from
+``task`` (a name in the runner's ``Registry``), whether it runs (``enabled``), where it initialises from
 (``init_from``: ``"previous"``, the default, is the stage before it; ``""`` is a fresh
 start; another stage's name; or a path to a run), and overrides of any top-level block
 (``train``, ``optimizer``, ``input``, ``efc``, ...). A stage's config is the top-level
@@ -16,53 +16,27 @@ skipped when its last step is saved), its resolved config beside it in ``config.
 Then the report of the last stage's task scores the run and the runner writes
 ``<workdir>/eval_metrics.json`` (atomically).
 
-The registry maps task names to the task class and the report function as import
-paths, so listing them (``python -m vsegjax.main --help``) imports no JAX.
+The runner knows no method: the tasks a stage may name come in a ``Registry``
+(``core.registry``; vsegjax's own is ``vsegjax.methods.REGISTRY``, and
+``vsegjax.experiments`` is this module with it filled in).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import ml_collections
 
 from vsegjax import files
-from vsegjax.train import run_record, validate
-
-# task name -> (Task subclass, report(config, workdir, stages) -> results dict).
-TASKS: dict[str, tuple[str, str]] = {
-    "static": ("vsegjax.train.segmentation:StaticSegmentationTask",
-               "vsegjax.train.segmentation:report"),
-    "grfp": ("vsegjax.train.grfp:GRFPTask", "vsegjax.train.grfp_eval:report"),
-    "efc": ("vsegjax.train.efc:EFCTask", "vsegjax.train.efc_eval:report"),
-    "sdc": ("vsegjax.train.sdc:SDCTask", "vsegjax.train.sdc:report"),
-    "vplr": ("vsegjax.train.vplr:VPLRTask", "vsegjax.train.vplr:report"),
-    "warp_refine": ("vsegjax.train.warp_refine:WarpRefineTask",
-                    "vsegjax.evaluation.propagation:report"),
-}
+from vsegjax.core import run_record, validate
+from vsegjax.core.registry import Registry
 
 PREVIOUS = "previous"
 STAGE_FIELDS = ("task", "enabled", "init_from")
 METRICS_FILE = "eval_metrics.json"
-
-
-def _resolve(path: str) -> Any:
-    module, name = path.split(":")
-    return getattr(importlib.import_module(module), name)
-
-
-def task_class(name: str) -> type:
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; known: {sorted(TASKS)}")
-    return _resolve(TASKS[name][0])
-
-
-def report_fn(name: str) -> Callable[..., dict[str, Any]]:
-    return _resolve(TASKS[name][1])
 
 
 @dataclasses.dataclass
@@ -74,7 +48,7 @@ class Stage:
     config: ml_collections.ConfigDict  # the top-level config with the overrides merged
     workdir: str
     init_from: str  # "" or the folder of a run (a stage's or a path)
-    # Changes from the stage's recorded config.json on resume (vsegjax.train.run_record).
+    # Changes from the stage's recorded config.json on resume (vsegjax.core.run_record).
     config_changes: dict = dataclasses.field(default_factory=dict)
 
 
@@ -121,7 +95,8 @@ def stage_order(config: ml_collections.ConfigDict) -> list[str]:
     return order
 
 
-def resolve_stages(config: ml_collections.ConfigDict, workdir: str) -> list[Stage]:
+def resolve_stages(config: ml_collections.ConfigDict, workdir: str, registry: Registry
+                   ) -> list[Stage]:
     """The enabled stages with their merged configs, folders and init_from resolved."""
     workdir = files.resolve(workdir)
     order = stage_order(config)
@@ -134,9 +109,9 @@ def resolve_stages(config: ml_collections.ConfigDict, workdir: str) -> list[Stag
         spec = config.stages[name]
         where = f"stages.{name}"
         task_name = spec.get("task")
-        if task_name not in TASKS:
+        if task_name not in registry:
             raise ValueError(f"config field {where}.task: {task_name!r}; known tasks: "
-                             f"{sorted(TASKS)}")
+                             f"{sorted(registry)}")
         cfg = ml_collections.ConfigDict(
             {k: v.to_dict() if hasattr(v, "to_dict") else v for k, v in top.items()})
         for block, override in spec.items():
@@ -174,36 +149,36 @@ def _init_from(value: str, name: str, where: str, done: Sequence[Stage], order: 
     return value  # a path to another run
 
 
-def build_task(stage: Stage) -> Any:
+def build_task(stage: Stage, registry: Registry) -> Any:
     """The stage's task; constructing it checks the task's own config fields."""
-    return task_class(stage.task_name)(stage.config, workdir=stage.workdir)
+    return registry.task_class(stage.task_name)(stage.config, workdir=stage.workdir)
 
 
-def prepare(config: ml_collections.ConfigDict, workdir: str,
+def prepare(config: ml_collections.ConfigDict, workdir: str, registry: Registry,
             allow_config_change: bool = False) -> list[tuple[Stage, Any]]:
     """The enabled stages and their tasks: every config error is raised here, before
     anything trains, including a resume whose config changes what a stage's checkpoints
     are (unless ``allow_config_change``)."""
-    stages = resolve_stages(config, workdir)
+    stages = resolve_stages(config, workdir, registry)
     for s in stages:
         s.config_changes = run_record.check_resume(
             s.workdir, run_record.config_json(s.config), f"stage {s.name}", allow_config_change)
-    return [(s, build_task(s)) for s in stages]
+    return [(s, build_task(s, registry)) for s in stages]
 
 
-def run(config: ml_collections.ConfigDict, workdir: str,
+def run(config: ml_collections.ConfigDict, workdir: str, registry: Registry,
         prepared: list[tuple[Stage, Any]] | None = None) -> dict[str, Any]:
     """Trains every enabled stage in order, then writes the report's ``eval_metrics.json``."""
-    # Imported here, not at the top: this module is also read for its registry by
-    # ``--help``, which must not wait for JAX, TensorFlow and orbax to load.
+    # Imported here, not at the top: ``--help`` reads the stages' helpers without waiting
+    # for JAX, TensorFlow and orbax to load.
     from vsegjax import viz
     from vsegjax.data import datasets, preview
-    from vsegjax.train import writers
-    from vsegjax.train.trainer import train
+    from vsegjax.core import writers
+    from vsegjax.core.trainer import train
 
     writers.quiet_orbax()
     workdir = files.resolve(workdir)
-    prepared = prepared if prepared is not None else prepare(config, workdir)
+    prepared = prepared if prepared is not None else prepare(config, workdir, registry)
     last = prepared[-1][0].config
     source = datasets.open_split(last.data, last.eval.split)
     preview.write_previews(source, os.path.join(workdir, "preview"),
@@ -224,7 +199,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
                          stage.config_changes)
         out = train(stage.config, stage.workdir, task)
         results.append(StageResult(stage, task, out.state, out.step))
-    metrics = report_fn(prepared[-1][0].task_name)(last, workdir, results)
+    metrics = registry.report_fn(prepared[-1][0].task_name)(last, workdir, results)
     path = os.path.join(workdir, METRICS_FILE)
     files.atomic_write_text(path, json.dumps(metrics, indent=2))
     writers.write_results(workdir, results[-1].step, metrics)
@@ -233,7 +208,8 @@ def run(config: ml_collections.ConfigDict, workdir: str,
     return metrics
 
 
-def load_stage_config(run_dir: str, stage: str) -> ml_collections.ConfigDict:
+def load_stage_config(run_dir: str, stage: str, registry: Registry
+                      ) -> ml_collections.ConfigDict:
     """The config stage ``stage`` of the run in ``run_dir`` trained with: its
     ``<stage>/config.json``, else the run's own ``config.json`` (a run from before the
     runner, whose config was the stage's, or a config with stages, resolved here)."""
@@ -247,7 +223,7 @@ def load_stage_config(run_dir: str, stage: str) -> ml_collections.ConfigDict:
                     return config
                 raise ValueError(f"{path}: the config of a {config.get('task')!r} run, not of "
                                  f"one with a {stage!r} stage")
-            found = [s for s in resolve_stages(config, run_dir) if s.name == stage]
+            found = [s for s in resolve_stages(config, run_dir, registry) if s.name == stage]
             if not found:
                 raise ValueError(f"{path}: the run has no enabled stage {stage!r}")
             return found[0].config

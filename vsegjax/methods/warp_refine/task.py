@@ -26,12 +26,12 @@ import ml_collections
 import numpy as np
 
 from vsegjax import losses
-from vsegjax.losses import warp_refine as wr_losses
-from vsegjax.data.transforms import CycleWindows
-from vsegjax.models.refiner import Refiner, WarpRefineModel, warp_probs
+from vsegjax.methods.warp_refine import losses as wr_losses
+from vsegjax.methods.warp_refine.transforms import CycleWindows
+from vsegjax.methods.warp_refine.model import Refiner, WarpRefineModel, warp_probs
 from vsegjax.models.segmenter import make_segmenter
-from vsegjax.train import data
-from vsegjax.train.task import Task
+from vsegjax.core import inputs as data
+from vsegjax.methods.common import SegmenterTask
 
 IGNORE_LABEL = 255
 
@@ -56,7 +56,7 @@ def make_model(config: ml_collections.ConfigDict) -> WarpRefineModel:
                                            depth=int(w.get("refiner_depth", 2))))
 
 
-class WarpRefineTask(Task):
+class WarpRefineTask(SegmenterTask):
     """The prior segmenter (``static``) and the refiner, trained on cycle windows."""
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: str | None = None):
