@@ -1,5 +1,6 @@
 """Flow networks and providers: direction conventions, units, jit, gradients, config."""
 
+import json
 import os
 
 import cv2
@@ -12,12 +13,20 @@ import optax
 import pytest
 
 from vsegjax import autolabel
+from vsegjax.core import checkpoint
 from vsegjax.data.synthetic import SyntheticConfig, generate_snippet
-from vsegjax.models.flow_providers import (DatasetFlow, LearnedFlow, OpenCVFlow,
-                                           farneback_params_for_size, make_flow_provider)
+from vsegjax.models.flow_providers import (
+    DatasetFlow,
+    LearnedFlow,
+    OpenCVFlow,
+    farneback_params_for_size,
+    make_flow_provider,
+)
 from vsegjax.models.flownet import FlowNetS, init_flownet
 from vsegjax.models.flownet_checkpoint import load_flownet_variables
 from vsegjax.ops import resize_flow, warp
+
+
 
 DX, DY = 3.0, -2.0
 
@@ -292,9 +301,8 @@ def test_learned_flow_gradients(small_net, trainable):
 
 
 def flow_config(**fields):
-    config = ml_collections.ConfigDict()
-    config.flow = ml_collections.ConfigDict(fields)
-    return config
+    """A config's ``flow`` block: what a provider receives."""
+    return ml_collections.ConfigDict(fields)
 
 
 def test_make_flow_provider(tmp_path, small_net):
@@ -303,7 +311,9 @@ def test_make_flow_provider(tmp_path, small_net):
     assert isinstance(p, OpenCVFlow) and p.method == "farneback" and p.params["winsize"] == 9
     p = make_flow_provider(flow_config(source="dis", dis_preset="fast"))
     assert p.method == "dis" and p.preset == "fast"
-    assert make_flow_provider(flow_config(source="dis").flow).method == "dis"  # the block alone
+    whole = ml_collections.ConfigDict({"flow": flow_config(source="dis")})
+    with pytest.raises(ValueError, match="the flow block"):  # a provider gets its block alone
+        make_flow_provider(whole)
     for fields, name in (({"source": "raft"}, "flow.source"),
                          ({"source": "dis", "dis_preset": "slow"}, "flow.dis_preset"),
                          ({"source": "farneback", "params": {"wnsize": 3}}, "flow.params"),
@@ -352,7 +362,6 @@ def test_load_flownet_from_orbax_workdir(tmp_path, small_net):
 def _efc_run(folder, variables, **efc):
     """A stand-in for an EFC run folder: its config.json and an orbax train state with the
     FlowNetS branch under params['flow'] (where EFCModel keeps it)."""
-    import json
 
     import orbax.checkpoint as ocp
     folder.mkdir(parents=True)
@@ -399,3 +408,19 @@ def test_a_residual_flownet_run_is_loaded_as_residual(tmp_path):
     _efc_run(shared, variables, flow_branch="shared")
     with pytest.raises(ValueError, match="shared decoder"):
         make_flow_provider(flow_config(source="flownet", checkpoint=str(shared)))
+
+
+def test_a_flownet_checkpoint_is_checked_against_the_config_before_reading(
+        tmp_path, forbid_reads):
+    small = FlowNetS(width=0.25, num_levels=3, max_displacement=2)
+    params = init_flownet(small, jax.random.key(0))["params"]
+    saved = checkpoint.Checkpointer(str(tmp_path / "run" / "checkpoints"), async_save=False)
+    saved.save(3, {"params": {"flow": params}, "step": jnp.int32(3)})
+    saved.close()
+    wider = FlowNetS(width=0.5, num_levels=3, max_displacement=2)
+    forbid_reads()
+    with pytest.raises(ValueError, match=r"flow.checkpoint: .*run for FlowNetS\(width=0.5, "
+                                         r"num_levels=3\): parameter params/flow/\S+ has shape "
+                                         r"\(.*\) in the checkpoint, this config expects "
+                                         r"\(.*\); check flow.width"):
+        load_flownet_variables(str(tmp_path / "run"), wider)

@@ -1,16 +1,22 @@
 """The shared trainer on a toy task: loss falls, exact resume, NaN stop, init_from, sharding."""
 
 import os
+import signal
+import subprocess
+import sys
 
 import jax
 import ml_collections
 import numpy as np
 import pytest
+from _toy_task import OnFetch, ToyTask, WiderToyTask, toy_config
+from _toy_task import toy_config as _config
 
-from _toy_task import OnFetch, ToyTask, WiderToyTask, toy_config as _config
-from vsegjax.core import NonFiniteLossError, train
-from vsegjax.core import checkpoint
-from vsegjax.core import writers
+from vsegjax.core import NonFiniteLossError, checkpoint, train, writers
+from vsegjax.data import synthetic
+
+C = len(synthetic.CLASSES)
+
 def test_loss_falls_and_checkpoints_appear(tmp_path):
     result = train(_config(num_steps=30), str(tmp_path), ToyTask(_config()))
     rows = writers.read_jsonl(str(tmp_path / "metrics.jsonl"))
@@ -122,8 +128,6 @@ def test_bad_optimizer_field_is_named(tmp_path):
 
 def test_killed_run_restarts_to_the_same_parameters(tmp_path):
     """SIGKILL after a checkpoint (no chance to save), restart, compare with no kill."""
-    import subprocess
-    import sys
     cfg = _config(num_steps=9, checkpoint_every=3, async_checkpoints=True)
     straight = train(cfg, str(tmp_path / "a"), ToyTask(cfg))
     script = os.path.join(os.path.dirname(__file__), "_kill_run.py")
@@ -159,3 +163,66 @@ def test_init_from_a_different_model_is_an_error(tmp_path):
                                          r"shape \(8, 3\) in the checkpoint, this config expects "
                                          r"\(8, 4\)"):
         train(cfg, str(tmp_path / "second"), WiderToyTask(cfg))
+
+
+# 2. A loss that explodes without becoming NaN was not stopped, and rotation deleted the
+# last good checkpoint.
+def test_a_diverging_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    cfg = toy_config(num_steps=12, checkpoint_every=1, keep_checkpoints=1)
+    cfg.no_shuffle = True  # steps 1-3 fine; from step 4 the inputs are x 1e4 (finite;
+    # no batch norm to absorb it)
+    with pytest.raises(NonFiniteLossError,
+                       match=r"diverging loss at step 4: .* above 100 x .*last good "
+                             r"checkpoint is step 2 .*Step 3 holds the state that went bad"):
+        train(cfg, str(tmp_path), ToyTask(cfg, poison_from=24, poison_value=1e4, norm=False))
+    assert checkpoint.Checkpointer(str(tmp_path / "checkpoints")).all_steps() == [2, 3]
+    # Rotation still keeps keep_checkpoints good ones on a healthy run; factor 0 turns the
+    # rule off (the same run then trains to the end).
+    cfg = toy_config(num_steps=12, checkpoint_every=1, keep_checkpoints=1)
+    cfg.no_shuffle = True
+    cfg.train.divergence = dict(factor=0.0)
+    train(cfg, str(tmp_path / "off"), ToyTask(cfg, poison_from=24, poison_value=1e4, norm=False))
+    assert checkpoint.Checkpointer(str(tmp_path / "off" / "checkpoints")).all_steps() == [11, 12]
+    cfg.train.divergence = dict(factor=0.5)
+    with pytest.raises(ValueError, match="train.divergence: factor must be 0"):
+        train(cfg, str(tmp_path / "bad"), ToyTask(cfg))
+
+
+# 7a. With learning_rate=1e39 step 1's parameters were all inf and saved as "the last good
+# checkpoint": the guard checked only the loss and the gradient.
+def test_non_finite_parameters_after_an_update_are_never_saved(tmp_path):
+    cfg = toy_config(num_steps=4, checkpoint_every=1)
+    cfg.optimizer.learning_rate = 1e39
+    cfg.optimizer.schedule = "constant"
+    with pytest.raises(NonFiniteLossError, match="non-finite parameters after the update at "
+                                                 "step 1: .*No good checkpoint was saved"):
+        train(cfg, str(tmp_path), ToyTask(cfg))
+    assert not list((tmp_path / "checkpoints").glob("[0-9]*"))
+
+
+# 7b. Ctrl-C landing just after the step call (which donates the old state) lost the
+# state: "nothing saved beyond step None".
+def test_ctrl_c_just_after_a_step_call_still_saves_that_step(tmp_path, monkeypatch):
+    real_jit = jax.jit
+    calls = {"n": 0}
+
+    def jit(fun, **kwargs):
+        compiled = real_jit(fun, **kwargs)
+        if getattr(fun, "__name__", "") != "train_step":
+            return compiled
+
+        def call(*args):
+            out = compiled(*args)
+            calls["n"] += 1
+            if calls["n"] == 5:  # the signal arrives before the result is bound
+                os.kill(os.getpid(), signal.SIGINT)
+            return out
+        return call
+
+    monkeypatch.setattr(jax, "jit", jit)
+    cfg = toy_config(num_steps=9, checkpoint_every=100)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, str(tmp_path), ToyTask(cfg))
+    assert checkpoint.Checkpointer(str(tmp_path / "checkpoints")).all_steps() == [5]
+    # The handler is put back: Ctrl-C outside training is Python's own again.
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

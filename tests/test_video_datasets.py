@@ -4,14 +4,20 @@ import hashlib
 import pathlib
 import re
 import shutil
+import subprocess
+import sys
 
 import cv2
 import numpy as np
 import pytest
 
-from vsegjax.data import features
+from vsegjax.data import features, synthetic, video_datasets
 from vsegjax.data import frame_sources as fs
 from vsegjax.data import video_datasets as vd
+
+C = len(synthetic.CLASSES)
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
 
 IGNORE = 255
 
@@ -228,6 +234,7 @@ def test_user_video_from_real_video(shared_data, tmp_path):
     assert _tree(labels) == before
     # The registry reads the prepared config back by name, as a training config would.
     import ml_collections
+
     from vsegjax.data import datasets
     data = ml_collections.ConfigDict(dict(name="user_video", config=cfg.name,
                                           data_dir=str(tmp_path / "tfds")))
@@ -434,3 +441,44 @@ def test_config_names_follow_the_options(tmp_path):
     davis = vd.davis_config(num_frames=8)
     assert davis.name.startswith("2016-obj-t8s8-480p-") and davis.name == vd.davis_config(
         "2016", num_frames=8, stride=8).name != vd.davis_config(num_frames=8, stride=4).name
+
+
+
+def _script(*args, timeout=300):
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+
+
+# 7e. user_video --name=../../x wrote the dataset outside --data_dir; the unknown-field
+# error of vsegjax.main was garbled.
+def test_user_video_name_is_a_folder_name_and_unknown_fields_read_plainly(clip, tmp_path):
+    data_dir = tmp_path / "tfds"
+    for name in ("../../x", "a/b", ".hidden"):
+        with pytest.raises(ValueError, match="a dataset config name is letters, digits"):
+            video_datasets.user_video_config(clip / "frames", name=name)
+    assert video_datasets.user_video_config(clip / "frames", name="clip-1.v2").name == "clip-1.v2"
+    proc = _script("data_prep/user_video.py", f"--frames={clip / 'frames'}",
+                   f"--data_dir={data_dir}", "--name=../../x")
+    assert proc.returncode == 1 and "--name='../../x'" in proc.stderr
+    assert not data_dir.exists() and not (tmp_path.parent / "x").exists()
+    proc = _script("-m", "vsegjax.main", "--config=configs/static_synthetic.py",
+                   f"--workdir={tmp_path / 'run'}", "--config.train.num_stepz=3")
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 1
+    assert last == ("error: unknown config field 'num_stepz' (--config.train.num_stepz). "
+                    'Did you mean "num_steps" instead of "num_stepz"? See the config file '
+                    "for the fields it defines.")
+
+
+# 9. data_prep/user_video.py checked its input only after TFDS had started preparing,
+# leaving downloads/extracted behind in the data dir.
+def test_user_video_checks_its_input_before_touching_the_data_dir(clip, tmp_path):
+    data_dir = tmp_path / "tfds"
+    proc = _script("data_prep/user_video.py", f"--frames={tmp_path / 'missing'}",
+                   f"--data_dir={data_dir}")
+    assert proc.returncode == 1 and "frames not found" in proc.stderr
+    (clip / "labels" / "00099.png").write_bytes((clip / "labels" / "00000.png").read_bytes())
+    proc = _script("data_prep/user_video.py", f"--frames={clip / 'frames'}",
+                   f"--labels={clip / 'labels'}", f"--num_classes={C}", f"--data_dir={data_dir}")
+    assert proc.returncode == 1 and "no frame '00099'" in proc.stderr
+    assert not data_dir.exists()

@@ -13,3 +13,9 @@ class SegmenterTask(Task):
 
     def load_pretrained(self, variables: Variables, source: str) -> Variables:
         return convert.apply_pretrained(variables, convert.load_pretrained(source))
+
+    @property
+    def relaxation_window(self) -> int:
+        """``loss.relaxation_window``: > 0 turns L_seg into VPLR's boundary-relaxed NLL
+        over that window (``losses/relaxation.py``); any method's segmenter may use it."""
+        return int(self.config.get("loss", {}).get("relaxation_window", 0))

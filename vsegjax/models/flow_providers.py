@@ -10,7 +10,7 @@ STGRU, which brings ``h_{t-1}`` into frame t's grid, "the flow t -> t-1" is
 ``flow_bwd[:, t-1]``; the backward STGRU (bringing ``h_{t+1}`` into frame t) uses
 ``flow_fwd[:, t]``.
 
-    provider = make_flow_provider(config)          # config.flow.source = 'farneback', ...
+    provider = make_flow_provider(config.flow)     # flow.source = 'farneback', ...
     flow_fwd, flow_bwd = provider.from_batch(batch)             # any provider
     flow_fwd, flow_bwd = provider.flows(batch["frames"])        # all but DatasetFlow
     _, flow_bwd = provider.flows(frames, need="bwd")            # skip the unused direction
@@ -345,17 +345,9 @@ class DatasetFlow(FlowProvider):
 # --------------------------------------------------------------------------- config
 
 
-def _flow_block(config: Any) -> Any:
-    if "flow" in config:
-        return config.flow
-    if "source" in config:  # the flow block itself
-        return config
-    raise ValueError("config has no 'flow' block (need flow.source in "
-                     f"{list(SOURCES)})")
-
-
-def make_flow_provider(config: Any) -> FlowProvider:
-    """The provider named by ``config.flow.source`` (``config`` may also be the flow block).
+def make_flow_provider(flow: Any) -> FlowProvider:
+    """The provider named by ``flow.source``, ``flow`` being a config's flow block (or a
+    dict of its fields).
 
     Fields (all but ``source`` optional):
       source: 'dataset' | 'farneback' | 'dis' | 'flownet'.
@@ -370,7 +362,9 @@ def make_flow_provider(config: Any) -> FlowProvider:
         an error.
       trainable (False): let gradients reach the FlowNetS variables.
     """
-    flow = _flow_block(config)
+    if "source" not in flow:
+        raise ValueError("a flow provider is built from the flow block (config.flow, with "
+                         f"flow.source in {list(SOURCES)}); got fields {sorted(flow)}")
     get = flow.get if hasattr(flow, "get") else (lambda k, d=None: getattr(flow, k, d))
     source = get("source", None)
     if source not in SOURCES:

@@ -134,7 +134,7 @@ class EFCTask(SegmenterTask):
             cons_normalize=bool(self.e.get("cons_normalize", False)),
             cons_on=str(self.e.get("cons_on", "features")),
             edge_alpha=float(self.e.get("edge_alpha", 1.0)),
-            relaxation_window=int(self.config.get("loss", {}).get("relaxation_window", 0)))
+            relaxation_window=self.relaxation_window)
         total, values = efc_losses.combine(self.weights, terms)
         metrics = dict(values, occlusion_mean=jnp.mean(out["occlusion_full"]),
                        mean_dt=jnp.mean(dt.astype(jnp.float32)))

@@ -40,7 +40,7 @@ class GRFPTask(SegmenterTask):
     def __init__(self, config: ml_collections.ConfigDict, workdir: str | None = None):
         super().__init__(config, workdir)
         validate_config(config)
-        self.provider = flow_providers.make_flow_provider(config)
+        self.provider = flow_providers.make_flow_provider(config.flow)
         self.model = make_video_model(config, self.provider)
         self.before, self.after = (int(v) for v in config.input.window)
         self.batch_fn = flow_batch_fn(self.provider)
@@ -130,7 +130,7 @@ class GRFPTask(SegmenterTask):
         out, model_state = self.apply(params, model_state, batch, True, rng)
         labels = batch["labels"][:, self.before]
         # loss.relaxation_window > 0: VPLR's boundary label relaxation on every term.
-        window = int(self.config.get("loss", {}).get("relaxation_window", 0))
+        window = self.relaxation_window
         nll = (functools.partial(losses.relaxed_nll, window=window) if window
                else losses.nll_loss)
         terms = {k: nll(out[LOSS_KEYS[k]], labels) for k in self.weights}

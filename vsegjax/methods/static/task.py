@@ -39,8 +39,7 @@ class StaticSegmentationTask(SegmenterTask):
         images, labels = batch["frames"][:, 0], batch["labels"][:, 0]
         logits, model_state = apply_static(self.model, params, model_state, images, True, rng)
         # loss.relaxation_window > 0: VPLR's boundary label relaxation (losses/relaxation.py).
-        window = self.config.get("loss", {}).get("relaxation_window", 0)
-        terms = {"L_seg": losses.segmentation_loss(logits, labels, window)}
+        terms = {"L_seg": losses.segmentation_loss(logits, labels, self.relaxation_window)}
         weights = self.config.get("loss_weights", {"L_seg": 1.0})
         total = sum(weights[k] * v for k, v in terms.items() if weights.get(k))
         metrics = dict(terms, pixel_acc=losses.pixel_accuracy(logits, labels))

@@ -135,7 +135,7 @@ class VPLRTask(StaticSegmentationTask):
         # Plain NLL on the labelled frames, the relaxed NLL on the propagated pairs.
         images, labels = batch["frames"][:, 0], batch["labels"][:, 0]
         logits, model_state = apply_static(self.model, params, model_state, images, True, rng)
-        window = int(self.config.loss.relaxation_window)
+        window = self.relaxation_window
         propagated = batch["propagated"][:, None, None]
         true_labels = jnp.where(propagated, IGNORE_LABEL, labels)
         moved_labels = jnp.where(propagated, labels, IGNORE_LABEL)
@@ -173,7 +173,7 @@ def report(config: ml_collections.ConfigDict, workdir: str,
     scores = result.task.evaluate(result.state.params, result.state.model_state, result.step)
     out = {"variant": config.get("variant", ""), "seed": int(config.seed),
            "mode": config.vplr.mode,
-           "relaxation_window": int(config.get("loss", {}).get("relaxation_window", 0)),
+           "relaxation_window": result.task.relaxation_window,
            "steps": result.step, **scores}
     print(json.dumps(out))
     return out
