@@ -1,8 +1,9 @@
 """Entry point: ``python -m vsegjax.main --config=configs/<file>.py[:variant] --workdir=DIR``.
 
 A config with ``stages`` runs through the one experiment runner
-(``vsegjax.core.experiment``) with the methods' registry (``vsegjax.methods``); ``configs/synthetic_preview.py`` (``task="preview"``)
-only builds the dataset and draws its snippets. Every config field can be overridden,
+(``vsegjax.core.experiment``) with the methods' registry (``vsegjax.methods``);
+``configs/synthetic_preview.py`` (``task="preview"``) only builds the dataset and draws
+its snippets. Every config field can be overridden,
 e.g. ``--config.data.data_dir=/data``; an unknown field is rejected with its name.
 
 Several processes (a TPU pod's workers, or CPU processes on one machine) run the same

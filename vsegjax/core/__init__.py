@@ -1,7 +1,9 @@
-"""The shared trainer, the experiment runner and one task module per method.
+"""The engine every method runs on, which knows no method: the experiment runner
+(``experiment``, handed a ``registry.Registry``), the one trainer (``trainer``, ``step``),
+checkpoints, sharding, several processes, preemption, writers, config checks and the
+host-side input glue (``inputs``). A method plugs in a ``task.Task``.
 
-The names below load on first use (PEP 562), so reading the task registry
-(``vsegjax.core.experiment.TASKS``) for ``--help`` does not import JAX.
+The names below load on first use (PEP 562), so ``main --help`` does not wait for JAX.
 """
 
 import importlib
