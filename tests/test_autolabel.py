@@ -118,6 +118,7 @@ def test_bad_inputs_are_named(video, tmp_path, capsys):
     assert "--strides=1,x" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_warp_refine_trains_then_reuses_its_refiner(video, tmp_path):
     root, truth = video
     out = tmp_path / "wr"
@@ -181,6 +182,7 @@ def test_frames_sharing_a_stem_are_refused_naming_both(clip, tmp_path, capsys):
 
 
 # 7c. A second video's warp_refine with the same --out reused the first video's refiner.
+@pytest.mark.slow
 def test_warp_refine_does_not_reuse_a_refiner_of_other_frames(clip, tmp_path, capsys):
     out = tmp_path / "out"
     assert run_autolabel(clip, out, "warp_refine", train_steps=2, k=2) == 0
@@ -207,6 +209,7 @@ def test_warp_refine_does_not_reuse_a_refiner_of_other_frames(clip, tmp_path, ca
     assert "other settings (flow)" in err
 
 
+@pytest.mark.slow
 def test_a_refiner_is_checked_against_its_config_before_reading(clip, tmp_path, capsys,
                                                                 forbid_reads):
     out = tmp_path / "out"

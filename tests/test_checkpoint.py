@@ -17,6 +17,7 @@ from vsegjax.core import checkpoint, train
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_init_from_reads_only_shared_groups_checked_first(tmp_path, monkeypatch,
                                                          forbid_reads):
     first = toy_config(num_steps=2)
@@ -108,6 +109,7 @@ def test_input_positions_of_other_process_counts(tmp_path, caplog):
 
 
 # 7. A truncated or corrupt latest checkpoint gave a 169-line TensorStore traceback.
+@pytest.mark.slow
 def test_an_unreadable_latest_checkpoint_is_one_line_with_the_way_on(tmp_path):
     def config(num_steps):  # a constant rate: 6 steps then 3 more equal 9 straight
         c = toy_config(num_steps=num_steps, checkpoint_every=3)

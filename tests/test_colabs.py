@@ -42,6 +42,7 @@ def test_notebook_is_stored_without_outputs(path):
     assert "colab.install_missing()" in nb.cells[1].source, f"{path.name}: install cell first"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_runs_under_a_kernel(path, tmp_path):
     params, products = SHORT[path.name]

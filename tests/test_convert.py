@@ -89,6 +89,7 @@ def test_a_state_dict_that_does_not_fit_is_named():
         convert.infer_depth({"layer1.0.conv1.weight": np.zeros(1)})
 
 
+@pytest.mark.slow
 def test_pretrained_replaces_the_backbone_and_nothing_else():
     cfg = default_config()
     cfg.update(dict(backbone="resnet18", head="simple", num_classes=5))
@@ -205,6 +206,7 @@ def test_features_equal_torchvisions_resnet(depth, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_a_run_with_model_pretrained_starts_from_the_checkpoint(tmp_path):
     """``model.pretrained`` (an orbax checkpoint as the command writes) sets the
     backbone of a fresh run: with the model frozen its parameters stay those."""

@@ -33,6 +33,7 @@ def load_config(name, variant=None):
 # --------------------------------------------------------------------------- pairs
 
 
+@pytest.mark.slow
 def test_sampled_pairs_respect_dt_range_labels_and_are_dt_uniform():
     b, p, t = 64, 8, 7
     label_pos = jnp.asarray(np.random.default_rng(0).integers(0, t, b), jnp.int32)
@@ -131,6 +132,7 @@ def small_config(flow_branch="shared"):
     return c
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("branch", ["shared", "separate"])
 def test_model_predicts_both_directions_with_one_set_of_weights(branch):
     model = make_efc_model(small_config(branch))
@@ -153,6 +155,7 @@ def test_model_predicts_both_directions_with_one_set_of_weights(branch):
         assert hidden.shape[:2] == (3, 3) and hidden.shape[-1] == 32  # 3x3, 32 channels
 
 
+@pytest.mark.slow
 def test_deeper_private_levels_join_the_shared_features_on_their_grid():
     config = small_config()
     config.efc.flow.private_channels = 8
@@ -219,6 +222,7 @@ def _assert_moves_flow_not_logits(model, variables, moved, a, b, predictions):
         model.apply(moved, a, method=type(model).segment))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("private", [(0, 1), (8, 3)])  # (channels, levels)
 def test_inference_is_the_plain_segmenter_with_no_flow_cost(private):
     config = small_config()
@@ -268,6 +272,7 @@ def _fake_outputs(flow_1to2, flow_2to1, feats, h, w):
             ops.out_of_image_mask(flow), "logits": logits, "features": feats, "corr_level": 1}
 
 
+@pytest.mark.slow
 def test_joint_terms_vanish_for_the_true_flow_both_ways():
     h, w, dx = 32, 48, 2.0
     img2 = jnp.asarray(_textured(h, w, 0))[None]
@@ -344,6 +349,7 @@ def test_cons_on_probabilities_compares_class_probabilities_along_the_full_flow(
         l_cons(fwd, -fwd, junk, cons_on="logits")
 
 
+@pytest.mark.slow
 def test_occlusion_target_and_seg_occlusion_change_the_photometric_weights():
     h, w = 16, 24
     img = jnp.asarray(_textured(h, w, 3))[None]
@@ -367,6 +373,7 @@ def test_occlusion_target_and_seg_occlusion_change_the_photometric_weights():
     assert occ == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_a_zero_weight_term_adds_no_gradient_and_is_not_computed():
     task = efc.EFCTask(small_config())
     variables = task.init_variables(jax.random.key(0))
@@ -472,6 +479,7 @@ def tiny_config(data_dir, variant="full"):
     return c
 
 
+@pytest.mark.slow
 def test_efc_run_writes_the_metrics_json_and_panels(tiny_data, tmp_path):
     from vsegjax.core import checkpoint
     c = tiny_config(tiny_data)
@@ -506,6 +514,7 @@ def test_efc_run_writes_the_metrics_json_and_panels(tiny_data, tmp_path):
     assert flow.shape == (48, 64, 2) and np.isfinite(flow).all()
 
 
+@pytest.mark.slow
 def test_tcc_fix_pretrains_a_flownet_and_keeps_it_fixed(tiny_data, tmp_path):
     from vsegjax.core import checkpoint
     experiments.run(tiny_config(tiny_data, "tcc_fix"), str(tmp_path))
@@ -517,6 +526,7 @@ def test_tcc_fix_pretrains_a_flownet_and_keeps_it_fixed(tiny_data, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_flow_only_mode_trains_the_flow_branch(tiny_data, tmp_path):
     results = experiments.run(tiny_config(tiny_data, "ul"), str(tmp_path))
     assert "miou" not in results["efc"] and "static" not in results

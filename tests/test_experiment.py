@@ -162,6 +162,7 @@ def test_main_names_a_bad_stage_field_in_one_line(tmp_path):
     assert "stages.grfp.train.num_steps" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,variant", config_variants())
 def test_every_config_resolves_and_builds_its_models(name, variant):
     """Every stage of every config (and variant) builds its task and its variables."""
@@ -219,16 +220,8 @@ def shrink(c: ml_collections.ConfigDict, data_dir: str) -> ml_collections.Config
     return c
 
 
-# The default suite runs these end to end; the others repeat their code paths (each
-# method's default variant is also run by its own test module) and are marked slow.
-FAST = {("static_synthetic", None), ("camvid_static", None), ("warp_refine_synthetic", None),
-        ("sdc_synthetic", "prediction"), ("vplr_synthetic", "e"),
-        ("efc_synthetic", "tcc_single_om")}
-
-
-@pytest.mark.parametrize("name,variant", [
-    pytest.param(n, v, marks=() if (n, v) in FAST else pytest.mark.slow)
-    for n, v in config_variants()])
+@pytest.mark.slow
+@pytest.mark.parametrize("name,variant", config_variants())
 def test_every_config_runs_end_to_end(tiny_data, tmp_path, name, variant):
     config = shrink(load(name, variant), tiny_data)
     results = experiments.run(config, str(tmp_path))
@@ -286,6 +279,7 @@ def test_orbax_info_lines_are_dropped_and_its_warnings_kept():
     assert logger.filter(record(logging.WARNING, "/x/vsegjax/x.py", expected))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["static_synthetic", "grfp_synthetic", "efc_synthetic"])
 def test_evaluation_sharded_over_eight_devices_equals_one_device(tiny_data, tmp_path, name):
     """The training-time evaluation reads each process' rows of a global batch (rounded up
@@ -368,6 +362,7 @@ def _numbers(tree, prefix=""):
     return {prefix: tree} if isinstance(tree, (int, float, list)) else {}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["static_synthetic", "grfp_synthetic", "efc_synthetic",
                                   "sdc_synthetic"])
 def test_final_reports_over_eight_devices_equal_one_device(tiny_data, tmp_path, name):

@@ -159,6 +159,7 @@ def variables_without_occlusion(variables):
     return {"params": {**variables["params"], "decoder": dec}}
 
 
+@pytest.mark.slow
 def test_flownet_shapes_and_jit(small_net):
     module, variables, apply = small_net
     x1 = jax.random.uniform(jax.random.key(1), (2, 64, 128, 3))
@@ -202,6 +203,7 @@ def test_flownet_pixel_units(small_net):
                                atol=1e-6)
 
 
+@pytest.mark.slow
 def test_flownet_residual_starts_at_zero_and_adds_levels():
     """residual=True: an untrained net predicts the zero flow, and each finer level adds
     its correction to the upsampled coarser flow."""
@@ -222,6 +224,7 @@ def test_flownet_residual_starts_at_zero_and_adds_levels():
                                atol=1e-5)
 
 
+@pytest.mark.slow
 def test_flownet_overfits_a_translation():
     module = FlowNetS(width=0.125, num_levels=4, max_displacement=2)
     params = init_flownet(module, jax.random.key(0))["params"]
@@ -262,6 +265,7 @@ def test_flownet_config_errors():
 # --------------------------------------------------------------------------- LearnedFlow
 
 
+@pytest.mark.slow
 def test_learned_flow_provider(small_net):
     module, variables, apply = small_net
     frames = jax.random.uniform(jax.random.key(4), (2, 3, 64, 128, 3))
@@ -280,6 +284,7 @@ def test_learned_flow_provider(small_net):
     np.testing.assert_allclose(only_bwd, bwd[:1], atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("trainable", [False, True])
 def test_learned_flow_gradients(small_net, trainable):
     """Frozen: stop_gradient gives exactly zero; trainable: finite, non-zero gradients."""
@@ -376,6 +381,7 @@ def _efc_run(folder, variables, **efc):
     mngr.close()
 
 
+@pytest.mark.slow
 def test_a_residual_flownet_run_is_loaded_as_residual(tmp_path):
     """Bug: EFC's residual FlowNetS branch was loaded by the GRFP flow provider as a
     non-residual net (the same parameter shapes), so its flows were silently wrong. The

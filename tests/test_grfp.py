@@ -79,6 +79,7 @@ def test_grfp_runs_both_stages_and_writes_metrics(tiny_data, tmp_path):
     assert (tmp_path / "grfp" / "metrics.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_grfp_stage_starts_from_static_and_keeps_it_frozen(tiny_data, tmp_path):
     from vsegjax.core import checkpoint
     config = tiny_config(tiny_data)
@@ -112,6 +113,7 @@ def test_loss_terms_follow_weights(tiny_data):
         grfp.GRFPTask(config)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["grfp_synthetic", "grfp_cityscapes", "grfp_camvid"])
 def test_configs_build_their_models(name):
     config = load_config(name)
@@ -135,6 +137,7 @@ def test_configs_build_their_models(name):
         assert set(task.frozen_params()) == {"static"}
 
 
+@pytest.mark.slow
 def test_learned_flow_is_computed_in_the_model_and_frozen(tiny_data):
     config = tiny_config(tiny_data, flow="flownet")
     config.flow.width = 0.125
@@ -153,6 +156,7 @@ def test_learned_flow_is_computed_in_the_model_and_frozen(tiny_data):
     assert any(float(np.abs(g).max()) > 0 for g in jax.tree.leaves(grads["grfp"]))
 
 
+@pytest.mark.slow
 def test_backward_mode_with_learned_flow_evaluates(tiny_data, tmp_path):
     """No flow in the batch (FlowNetS computes it) and the backward model alone."""
     config = tiny_config(tiny_data, flow="flownet")
@@ -181,6 +185,7 @@ def test_bad_grfp_fields_are_named(tiny_data, tmp_path, field, value, message):
         experiments.run(config, str(tmp_path))
 
 
+@pytest.mark.slow
 def test_static_task_runs_and_reports_the_positional_baseline(tiny_data, tmp_path):
     config = load_config("static_synthetic")
     config.data.data_dir = tiny_data

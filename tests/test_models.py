@@ -96,6 +96,7 @@ COMBOS = ([(b, h, 8) for b in ("resnet18", "resnet34", "resnet50", "resnet101", 
           + [(b, h, os) for b in ("resnet18", "resnet50") for h in HEADS for os in (16, 32)])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone,head,output_stride", COMBOS)
 def test_every_combination_gives_logits_at_input_resolution(backbone, head, output_stride):
     model = make_segmenter(model_config(backbone=backbone, head=head, num_classes=7,
@@ -241,6 +242,7 @@ def _recover_batch_stats(old, new, momentum=0.9):
     return jax.tree_util.tree_map(lambda o, n: (n - momentum * o) / (1 - momentum), old, new)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head", ["psp", "deeplabv3plus"])
 def test_train_and_eval_differ_only_by_batch_statistics(head):
     # no dropout, so that BN is the only difference between the modes

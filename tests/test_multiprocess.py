@@ -70,6 +70,7 @@ def two_process_run(tiny_data, tmp_path_factory):
     return workdir, outs
 
 
+@pytest.mark.slow
 def test_two_processes_end_with_the_parameters_of_one_with_four_devices(
         tiny_data, two_process_run, tmp_path):
     workdir, outs = two_process_run
@@ -180,6 +181,7 @@ def test_a_two_process_checkpoint_restores_in_one_process_on_eight_devices(two_p
         np.testing.assert_array_equal(np.asarray(x), y)
 
 
+@pytest.mark.slow
 def test_a_two_process_checkpoint_resumes_in_one_process_where_it_left_off(
         tiny_data, two_process_run, tmp_path):
     """A pod's run carried on on one machine: grain saved no position for process 0 of 1,
@@ -237,6 +239,7 @@ def test_a_missing_process_is_named_by_the_coordinator(tiny_data, tmp_path):
             in result.stderr)
 
 
+@pytest.mark.slow
 def test_sigterm_stops_both_processes_at_one_step_and_the_run_resumes(tiny_data, tmp_path):
     """Both get SIGTERM (as every worker of a preempted pod does); JAX's preemption sync
     point makes them stop at the same step; the same command run again resumes."""

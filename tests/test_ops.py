@@ -52,6 +52,7 @@ def _map_coordinates_warp(x, flow):
                                               cval=0.0) for k in range(c)], -1)
 
 
+@pytest.mark.slow
 def test_warp_matches_map_coordinates_values_and_gradients():
     x = _rand((9, 11, 2), seed=3)
     # Keep targets inside so map_coordinates' constant mode and ours agree everywhere.
@@ -230,6 +231,7 @@ def test_compose_flow_equals_sequential_warps():
 
 
 # ----------------------------------------------------------------------------- conv
+@pytest.mark.slow
 @pytest.mark.parametrize("k,cin,cout", [(1, 4, 3), (3, 4, 3), (7, 4, 3),
                                          (3, 38, 38), (3, 38, 19), (3, 19, 38)])
 def test_conv2d_same_matches_xla_values_and_gradients(k, cin, cout):

@@ -93,6 +93,7 @@ def test_iterator_state_resume_matches_uninterrupted_run(source):
     _assert_batches_equal(_take(it2, 2), expected)
 
 
+@pytest.mark.slow
 def test_iterator_state_resume_with_worker_processes(source):
     ds = _ds(source, worker_count=2)
     it = iter(ds)

@@ -32,6 +32,7 @@ class TerminatedToyTask(ToyTask):
         return OnFetch(super().train_iterator(seed), 5, send_signal(signal.SIGTERM))
 
 
+@pytest.mark.slow
 def test_sigterm_saves_the_step_in_progress_and_resumes_bit_identically(tmp_path):
     cfg = toy_config(num_steps=9, checkpoint_every=100)
     straight = train(cfg, str(tmp_path / "a"), ToyTask(cfg))
@@ -47,6 +48,7 @@ def test_sigterm_saves_the_step_in_progress_and_resumes_bit_identically(tmp_path
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.slow
 def test_main_exits_zero_on_sigterm_with_the_step_saved(tmp_path):
     data_dir = tmp_path / "tfds"
     synthetic_tfds.build(str(data_dir), "tiny", num_workers=1)

@@ -94,6 +94,7 @@ def test_cycle_loss_is_zero_for_an_identity_refiner_on_a_static_scene():
     assert float(bad) > 0.9
 
 
+@pytest.mark.slow
 def test_untrained_refiner_is_flow_propagation_and_chain_matches_steps():
     model = _step_model()
     frames, labels, fwd, bwd = _translation_video(n=4, h=16, w=24)
@@ -184,6 +185,7 @@ def test_cycle_windows_start_at_the_labelled_frame():
         CycleWindows(k=5, flow="dataset")(batch)
 
 
+@pytest.mark.slow
 def test_refiner_without_prior_trains_on_one_video_and_has_no_segmenter(tmp_path):
     frames, labels, fwd, bwd = _translation_video(n=5)
     task, variables = wr.train_on_video(frames, {0: labels[0]}, 3, (fwd, bwd), str(tmp_path),
@@ -199,6 +201,7 @@ def test_refiner_without_prior_trains_on_one_video_and_has_no_segmenter(tmp_path
                           steps=1, k=2, crop=(16, 24), prior="static")
 
 
+@pytest.mark.slow
 def test_warp_term_is_zero_at_the_warp_and_pulls_a_drifted_refiner_back():
     """L_warp (KL from plain soft warping to the refined chain) is ~0 for the untrained
     refiner (which is the warp), positive once the refiner deviates, its gradient points
@@ -230,6 +233,7 @@ def test_warp_term_is_zero_at_the_warp_and_pulls_a_drifted_refiner_back():
         wr.WarpRefineTask(wr.video_config(3, (16, 24), steps=1, k=3, warp_weight=-1.0))
 
 
+@pytest.mark.slow
 def test_uniform_prior_is_not_a_softmax_of_constants():
     """Inference with ``prior="none"`` must not take the softmax of a constant zero prior:
     XLA constant-folds it over the whole video (77 s instead of 6 s to compile 76 frames at

@@ -263,6 +263,7 @@ def tiny_data(tmp_path_factory):
     return str(data_dir)
 
 
+@pytest.mark.slow
 def test_sdc_run_writes_metrics_and_a_panel(tiny_data, tmp_path):
     c = load_config()
     c.data.data_dir = tiny_data

@@ -73,6 +73,7 @@ def count_video_frames(path) -> tuple[int, float]:
     return n, fps
 
 
+@pytest.mark.slow
 def test_static_labels_are_the_trained_segmenters_predictions(static_run, video, tmp_path):
     """Frames at the run's size: every label PNG is what the training task's own
     prediction function gives with the checkpoint's parameters (natural frame order)."""
@@ -112,6 +113,7 @@ def test_a_video_gives_one_label_per_frame_at_its_resolution(static_run, video, 
     assert not list(out.glob("*.partial.mp4"))
 
 
+@pytest.mark.slow
 def test_grfp_streaming_equals_the_windowed_model(tmp_path_factory):
     """Frame by frame, carrying h along the flow to the previous frame, gives the
     log-probabilities of the trained video model run on the whole window (its forward
@@ -156,6 +158,10 @@ def test_bad_input_is_named_in_one_line(static_run, video, tmp_path, monkeypatch
     untrained = tmp_path / "untrained"
     untrained.mkdir()
     (untrained / "config.json").write_text((static_run / "static" / "config.json").read_text())
+    # A stage's folder alone says what it is only with its stage.json (the runner's).
+    with pytest.raises(FileNotFoundError, match="without its stage.json"):
+        seg.segment(str(untrained), str(root / "clip.avi"), str(tmp_path / "o3"))
+    (untrained / "stage.json").write_text((static_run / "static" / "stage.json").read_text())
     opened = []
 
     def open_and_note(*args):
@@ -300,6 +306,7 @@ def test_savedmodel_stgru_step_matches_the_live_step(tmp_path):
     assert list(sig["inputs"]) == list(inputs)
 
 
+@pytest.mark.slow
 def test_exported_stgru_step_streams_like_vsegjax_segment(tmp_path):
     """The exported frame model + STGRU step, driven frame by frame as a server would,
     give Segmenter's GRFP log-probabilities (< 1e-4)."""

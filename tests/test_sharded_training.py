@@ -27,6 +27,7 @@ def _assert_same(a, b, tol):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=tol, atol=tol)
 
 
+@pytest.mark.slow
 def test_fsdp_trains_as_replicated_with_parameters_sharded(tmp_path):
     assert jax.device_count() == 8
     replicated, losses = _run(tmp_path, "replicated")
@@ -66,6 +67,7 @@ def test_an_fsdp_axis_that_does_not_divide_the_devices_is_named(tmp_path):
         _run(tmp_path, "bad", fsdp=3)
 
 
+@pytest.mark.slow
 def test_k_micro_batches_equal_one_k_times_batch(tmp_path):
     # No batch norm: its statistics are per micro-batch, so only a per-example model can
     # match exactly.

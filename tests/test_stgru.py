@@ -121,6 +121,7 @@ def _set_params(k, c, seed=0, gate_channels=None, **override):
 
 
 # ------------------------------------------------------------------- parameter tree
+@pytest.mark.slow
 @pytest.mark.parametrize("k", [7, 3])
 def test_cell_parameter_tree(k):
     cell = STGRUCell(num_classes=C, kernel_size=k)
@@ -194,6 +195,7 @@ def test_cell_matches_numpy_equations(k, center, gate):
     np.testing.assert_allclose(np.sum(h, -1), 1.0, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("k,c,gate", [(3, 3, "per_class"), (3, 3, "shared"),
                                       (7, 19, "per_class"), (5, 19, "shared")])
 def test_fused_step_equals_the_unfused_equations(k, c, gate):
@@ -347,6 +349,7 @@ def test_bfloat16_compute_traces():
     assert out["logits"].dtype == jnp.float32 and out["seq_logits"].shape == static.shape
 
 
+@pytest.mark.slow
 def test_bfloat16_step_close_to_float32_with_float32_gradients():
     """dtype=bfloat16 computes the gates in bfloat16; outputs and parameter gradients stay
     float32 and near the float32 step."""

@@ -57,6 +57,7 @@ class InterruptedInEvalToyTask(ToyTask):
         return {}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("checkpoint_every,where", [(3, "fetch"), (100, "fetch"),
                                                     (100, "after_step")])
 def test_resume_after_interrupt_continues_exactly(tmp_path, checkpoint_every, where):
@@ -99,6 +100,7 @@ def test_a_bad_step_found_late_is_still_named_and_never_saved(tmp_path):
     assert not list((tmp_path / "checkpoints").glob("[0-9]*"))
 
 
+@pytest.mark.slow
 def test_init_from_copies_parameters(tmp_path):
     first = train(_config(num_steps=6), str(tmp_path / "first"), ToyTask(_config()))
     cfg = _config(num_steps=1, init_from=str(tmp_path / "first"))
@@ -126,6 +128,7 @@ def test_bad_optimizer_field_is_named(tmp_path):
         train(cfg, str(tmp_path), ToyTask(cfg))
 
 
+@pytest.mark.slow
 def test_killed_run_restarts_to_the_same_parameters(tmp_path):
     """SIGKILL after a checkpoint (no chance to save), restart, compare with no kill."""
     cfg = _config(num_steps=9, checkpoint_every=3, async_checkpoints=True)
@@ -141,6 +144,7 @@ def test_killed_run_restarts_to_the_same_parameters(tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.slow
 def test_one_and_eight_devices_give_the_same_training(tmp_path):
     assert jax.device_count() == 8
     results = {}
@@ -155,6 +159,7 @@ def test_one_and_eight_devices_give_the_same_training(tmp_path):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_init_from_a_different_model_is_an_error(tmp_path):
     train(_config(num_steps=2), str(tmp_path / "first"), ToyTask(_config()))
     cfg = _config(num_steps=1, init_from=str(tmp_path / "first"))
@@ -167,6 +172,7 @@ def test_init_from_a_different_model_is_an_error(tmp_path):
 
 # 2. A loss that explodes without becoming NaN was not stopped, and rotation deleted the
 # last good checkpoint.
+@pytest.mark.slow
 def test_a_diverging_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     cfg = toy_config(num_steps=12, checkpoint_every=1, keep_checkpoints=1)
     cfg.no_shuffle = True  # steps 1-3 fine; from step 4 the inputs are x 1e4 (finite;
@@ -190,6 +196,7 @@ def test_a_diverging_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
 # 7a. With learning_rate=1e39 step 1's parameters were all inf and saved as "the last good
 # checkpoint": the guard checked only the loss and the gradient.
+@pytest.mark.slow
 def test_non_finite_parameters_after_an_update_are_never_saved(tmp_path):
     cfg = toy_config(num_steps=4, checkpoint_every=1)
     cfg.optimizer.learning_rate = 1e39
@@ -202,6 +209,7 @@ def test_non_finite_parameters_after_an_update_are_never_saved(tmp_path):
 
 # 7b. Ctrl-C landing just after the step call (which donates the old state) lost the
 # state: "nothing saved beyond step None".
+@pytest.mark.slow
 def test_ctrl_c_just_after_a_step_call_still_saves_that_step(tmp_path, monkeypatch):
     real_jit = jax.jit
     calls = {"n": 0}

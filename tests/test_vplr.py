@@ -114,6 +114,7 @@ def test_native_propagation_moves_labels_at_the_stored_size(tmp_path, monkeypatc
         vplr.propagated_pairs(c, str(tmp_path))
 
 
+@pytest.mark.slow
 def test_training_mixes_both_streams_and_writes_metrics(tiny_data, tmp_path):
     c = tiny(tiny_data, "d")
     task = vplr.VPLRTask(c, str(tmp_path))

@@ -196,7 +196,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, registry: Registry,
     for stage, task in prepared:
         files.makedirs(stage.workdir)
         run_record.write(stage.workdir, run_record.config_json(stage.config),
-                         stage.config_changes)
+                         stage.config_changes, {"stage": stage.name, "task": stage.task_name})
         out = train(stage.config, stage.workdir, task)
         results.append(StageResult(stage, task, out.state, out.step))
     metrics = registry.report_fn(prepared[-1][0].task_name)(last, workdir, results)

@@ -30,9 +30,10 @@ class Registry(Mapping[str, Method]):
         self._methods = dict(methods)
 
     def __getitem__(self, name: str) -> Method:
-        if name not in self._methods:
-            raise ValueError(f"unknown task {name!r}; known: {sorted(self._methods)}")
         return self._methods[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._methods
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._methods)
@@ -41,10 +42,15 @@ class Registry(Mapping[str, Method]):
         return len(self._methods)
 
     def task_class(self, name: str) -> type:
-        return _resolve(self[name].task)
+        return _resolve(self._known(name).task)
 
     def report_fn(self, name: str) -> Callable[..., dict[str, Any]]:
-        return _resolve(self[name].report)
+        return _resolve(self._known(name).report)
+
+    def _known(self, name: str) -> Method:
+        if name not in self._methods:
+            raise ValueError(f"unknown task {name!r}; known: {sorted(self._methods)}")
+        return self._methods[name]
 
     def extended(self, **methods: Method) -> "Registry":
         """This registry with more (or replaced) entries."""

@@ -26,6 +26,9 @@ from vsegjax import files
 
 CONFIG_FILE = "config.json"
 CHANGES_FILE = "config_changes.jsonl"
+# {"stage": name, "task": task name}: what a stage's folder holds, read where the folder is
+# used on its own (``vsegjax.segment --workdir=<stage folder>``).
+STAGE_FILE = "stage.json"
 # Blocks a resumed run may change without changing what its checkpoints are.
 ACCEPTED = ("train", "eval", "mesh")
 
@@ -77,9 +80,11 @@ def check_resume(workdir: str, new: dict, where: str, allow: bool = False) -> di
     return diff
 
 
-def write(workdir: str, new: dict, diff: dict[str, list]) -> None:
+def write(workdir: str, new: dict, diff: dict[str, list], stage: dict | None = None) -> None:
     """Writes the record: ``new`` if there is none or a refused change was allowed; any
-    change appended to the changes file."""
+    change appended to the changes file; ``stage`` (its name and task) as ``stage.json``."""
+    if stage is not None:
+        files.atomic_write_text(os.path.join(workdir, STAGE_FILE), json.dumps(stage))
     path = os.path.join(workdir, CONFIG_FILE)
     forced = any(k.split(".")[0] not in ACCEPTED for k in diff)
     if not files.isfile(path) or forced or not _has_checkpoints(workdir):

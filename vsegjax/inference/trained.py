@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 
 from vsegjax import experiments, files, viz
-from vsegjax.core import checkpoint
+from vsegjax.core import checkpoint, run_record
 from vsegjax.core.task import Predictor
 from vsegjax.data import datasets
 
@@ -96,13 +96,21 @@ def find_stage(run_dir: str, stage: str | None = None
     if not files.isfile(path):
         raise FileNotFoundError(f"{run_dir}: no config.json; is it the folder of a run?")
     config = ml_collections.ConfigDict(json.loads(files.read_text(path)))
-    if "stages" not in config:  # one stage's folder: its run (the parent) names its task
+    if "stages" not in config:  # one stage's folder: stage.json, else its run, names it
         name = os.path.basename(os.path.normpath(run_dir))
+        record = os.path.join(run_dir, run_record.STAGE_FILE)
+        parent = os.path.dirname(os.path.normpath(run_dir))
+        if files.isfile(record):
+            name, task = (json.loads(files.read_text(record))[k] for k in ("stage", "task"))
+        elif files.isfile(os.path.join(parent, "config.json")):
+            _, name, task, _ = find_stage(parent, name)
+        else:
+            raise FileNotFoundError(f"{run_dir}: a stage's folder without its "
+                                    f"{run_record.STAGE_FILE} or its run's config.json; pass "
+                                    f"the run's folder")
         if stage not in (None, name):
             raise ValueError(f"{run_dir} is the folder of stage {name!r}, not {stage!r}")
-        parent = os.path.dirname(os.path.normpath(run_dir))
-        folder, found, task, _ = find_stage(parent, name)
-        return run_dir, found, task, config
+        return run_dir, name, task, config
     stages = experiments.resolve_stages(config, run_dir)
     if stage is not None:
         found = [s for s in stages if s.name == stage]
