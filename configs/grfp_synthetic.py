@@ -6,7 +6,7 @@ Stage ``static`` trains the small static segmenter on single labelled frames (12
 steps); stage ``grfp`` starts from it and trains the forward-backward STGRU on 7-frame
 windows (4 before the labelled frame, 2 after) with the static net and the Farnebäck
 flow frozen (400 steps). Working resolution 64x128 (the data is 128x256). It should
-reach a validation class mIoU of 0.677 static, 0.697 GRFP forward and 0.698 GRFP
+reach a validation class mIoU of 0.678 static, 0.696 GRFP forward and 0.698 GRFP
 forward-backward (docs/grfp.md), in about 10 minutes on 2 CPU cores.
 """
 
