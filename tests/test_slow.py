@@ -1,4 +1,4 @@
-"""Heavy checks, left out of the default run: `python -m pytest -m slow` (about 12 min)."""
+"""The main job's acceptance, by hand: `python -m pytest -m extended` (docs/development.md)."""
 
 import json
 import subprocess
@@ -10,7 +10,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 def test_main_job_grfp_beats_static(tmp_path):
     """The README's main job: GRFP forward beats its static net in mIoU and temporal
     consistency on the synthetic validation set, and seeing 5 frames beats seeing 1."""
