@@ -162,6 +162,64 @@ def test_main_names_a_bad_stage_field_in_one_line(tmp_path):
     assert "stages.grfp.train.num_steps" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name,variant", config_variants())
+def test_every_config_resolves_and_builds_its_models(name, variant):
+    """Every stage of every config (and variant) builds its task and its variables."""
+    for stage in experiments.resolve_stages(load(name, variant), "/w"):
+        task = experiments.build_task(stage)
+        shapes = jax.eval_shape(task.init_variables, jax.random.PRNGKey(0))
+        assert shapes["params"], (name, variant, stage.name)
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("tfds")
+    synthetic_tfds.build(str(data_dir), "tiny", num_workers=1)
+    return str(data_dir)
+
+
+def shrink(c: ml_collections.ConfigDict, data_dir: str) -> ml_collections.ConfigDict:
+    """The config on the tiny synthetic data (48x64, 5 frames), 2 steps a stage, small nets."""
+    c.data = common.data(config="tiny", data_dir=data_dir)
+    c.model.num_classes = len(c.data.class_names)
+    if "backbone" in c.model:
+        c.model.width = 8
+    c.input.batch_size = 8  # one example per fake device
+    c.input.worker_count = 0
+    c.input.augment.resize = c.input.augment.crop_size = (48, 64)
+    if "window" in c.input:
+        c.input.window = (3, 1) if c.input.window[1] else (3, 0)
+    c.train.update(dict(num_steps=2, log_every=1, eval_every=0, async_checkpoints=False))
+    for stage in c.stages.values():
+        if "train" in stage:
+            for key in ("num_steps", "eval_every"):
+                if key in stage.train:
+                    stage.train[key] = 2 if key == "num_steps" else 0
+    c.eval.update(dict(num_snippets=2, num_panels=1, batch_size=8))
+    if "flow" in c and c.flow.source == "flownet":
+        c.flow.update(dict(width=0.125, num_levels=4))
+    if "efc" in c:
+        if c.efc.unlabelled_data is not None:
+            c.efc.unlabelled_data = common.data(config="tiny", data_dir=data_dir)
+            c.efc.unlabelled_batch_size = 8
+        c.efc.pairs_per_snippet = 1
+        c.efc.flow.joint_channels = 16
+        c.efc.flow.extra_channels = (16,)
+    if "sdc" in c:
+        c.sdc.width, c.sdc.depth = 8, 1
+    if "vplr" in c:
+        c.vplr.motion = "dis"  # the Cityscapes config's "sdc" needs a trained SDC run
+        c.vplr.propagated_batch_size = 8
+    if "warp_refine" in c:
+        c.warp_refine.k = min(int(c.warp_refine.k), 3)
+        c.eval.update(dict(num_videos=2, num_frames=5))  # labelled frame 4 must exist
+    return c
+
+
 # End to end, six configs in the slow run (one per code path, run by CI); every other
 # config and variant is `extended` (by hand): grfp_cityscapes at this size needs more than
 # 24 GiB (ResNet-50 on 8 fake devices) and grfp_camvid the CamVid sample, and of EFC's
