@@ -1,7 +1,6 @@
 """python -m vsegjax.autolabel on a small rendered video written as PNG files."""
 
 import ast
-import hashlib
 import json
 import os
 import pathlib
@@ -35,13 +34,6 @@ def video(tmp_path_factory):
     return root, ex["labels"]
 
 
-def _digest(folder: pathlib.Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(folder.iterdir()):
-        h.update(p.name.encode() + p.read_bytes())
-    return h.hexdigest()
-
-
 def _miou(out: pathlib.Path, truth: np.ndarray) -> float:
     cm = np.zeros((C, C), np.int64)
     for t in range(1, 7):
@@ -52,7 +44,7 @@ def _miou(out: pathlib.Path, truth: np.ndarray) -> float:
 
 def test_flow_beats_copy_and_inputs_stay_untouched(video, tmp_path):
     root, truth = video
-    before = _digest(root / "frames") + _digest(root / "labels")
+    before = tree_digest(root / "frames") + tree_digest(root / "labels")
     scores = {}
     for method in ("copy", "flow"):
         out = tmp_path / method
@@ -70,7 +62,7 @@ def test_flow_beats_copy_and_inputs_stay_untouched(video, tmp_path):
         summary = json.loads((out / "autolabel.json").read_text())
         assert summary["frames"] == 8 and summary["labelled_frames"] == ["f000.png", "f007.png"]
     assert scores["flow"] > scores["copy"], scores
-    assert _digest(root / "frames") + _digest(root / "labels") == before
+    assert tree_digest(root / "frames") + tree_digest(root / "labels") == before
 
 
 def test_min_confidence_and_max_side(video, tmp_path):
