@@ -24,9 +24,9 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import ml_collections  # noqa: E402
 
 from vsegjax.models.segmenter import make_segmenter  # noqa: E402
+from vsegjax.core import config as core_config  # noqa: E402
 from vsegjax.core import optim  # noqa: E402
 from vsegjax.core import sharding
 
@@ -38,9 +38,7 @@ def main() -> None:
                             "num_classes": args.classes})
     variables = jax.eval_shape(lambda k: model.init(k, jnp.zeros((1, 64, 64, 3))),
                                jax.random.PRNGKey(0))
-    opt_cfg = ml_collections.ConfigDict(dict(
-        name=args.optimizer, learning_rate=0.01, momentum=0.9, schedule="poly",
-        weight_decay=1e-4))
+    opt_cfg = core_config.sgd_poly(0.01, name=args.optimizer)
     tx = optim.make_optimizer(opt_cfg, 1000, variables["params"])
     state = {"variables": variables, "opt_state": jax.eval_shape(tx.init, variables["params"])}
     count = sum(x.size for x in jax.tree.leaves(variables["params"]))

@@ -30,8 +30,7 @@ Tables 1 and 2:
 import ml_collections
 
 from configs import common
-from vsegjax.methods.efc.losses import DEFAULT_WEIGHTS
-from vsegjax.models.flownet import flow_decoder_config
+from vsegjax.methods.efc import config as efc_config
 
 VARIANTS = ("full", "tcc_fix", "tcc_single", "tcc_single_om", "tcc_multi_om",
             "ul", "ul_oe", "ul_tc", "ul_oe_tc")
@@ -48,26 +47,9 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
     c.input.batch_size = 4
     c.train.eval_every = 500
 
-    c.efc = ml_collections.ConfigDict(dict(
-        mode="joint", flow_branch="shared", fixed_flow=False,
-        corr_feature="layer3", skip_features=("layer1",),
-        flow=flow_decoder_config(),
-        loss_weights=dict(DEFAULT_WEIGHTS),
-        pairs_per_snippet=4, dt_range=(1, 5), labelled_share=0.5, labels="annotated",
-        unlabelled_data=common.data("synthetic_video", "extra"), unlabelled_batch_size=2,
-        occlusion_in_cons=True, occlusion_in_pm=True, seg_occlusion=True,
-        cons_occlusion_grad=False,  # True: O_est collapses to 1 (losses/efc.py)
-        cons_flow_grad=True,
-        # L_cons on per-pixel standardised features (losses/efc.py: consistency_loss);
-        # measured: worse at step 500 (mIoU 0.364 vs 0.399, docs/efc.md).
-        cons_normalize=False,
-        # L_cons on the shared features (eq. 2) or on the class probabilities (docs/efc.md).
-        cons_on="features",
-        # exp(-10 |dI|) on [0, 1] images: smooth inside regions, free at edges (with 1 the
-        # weight is ~1 everywhere and L_sm flattens the small synthetic motions).
-        edge_alpha=10.0,
-        num_scales=3, scale_weights=(1.0, 0.5, 0.25)))
-    c.eval = common.eval_block(num_panels=8, farneback=True)
+    c.efc = efc_config.efc_block(
+        unlabelled_data=common.data("synthetic_video", "extra"))  # +UD: the extra snippets
+    c.eval = efc_config.eval_block(num_panels=8, farneback=True)
     # The baseline: the same segmenter alone, same labelled frames (input.label_frame is
     # "annotated"), steps and optimiser; EFC starts fresh beside it.
     stages = [("static", common.stage("static")),

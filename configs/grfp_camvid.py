@@ -25,18 +25,17 @@ A second seed of the GRFP stage reuses the static stage of the first run:
 import ml_collections
 
 from configs import camvid_static, common
+from vsegjax.methods.grfp import config as grfp_config
 
 
 def get_config() -> ml_collections.ConfigDict:
     c = camvid_static.get_config()  # the static stage's blocks, unchanged
     c.input.window = (4, 0)  # T = 5 frames ending at the labelled one
-    c.flow = ml_collections.ConfigDict(dict(source="dis", dis_preset="medium", num_workers=0))
-    c.grfp = ml_collections.ConfigDict(dict(
-        mode="forward", kernel_size=7, identity_init=True, center_inputs=True, remat=False,
-        # vsegjax's per-class update gate (W_xz, W_hz C -> C; "shared" = the authors' C -> 1)
-        # and the STGRU's computation dtype (docs/grfp.md measures both choices).
-        update_gate="per_class", dtype="float32",
-        train_static=False, loss_weights=dict(L_fwd=1.0)))
+    c.flow = grfp_config.flow_block("dis", dis_preset="medium", num_workers=0)
+    # vsegjax's per-class update gate (W_xz, W_hz C -> C; "shared" = the authors' C -> 1)
+    # and the STGRU's computation dtype (docs/grfp.md measures both choices).
+    c.grfp = grfp_config.grfp_block(mode="forward", update_gate="per_class", dtype="float32",
+                                    loss_weights=dict(L_fwd=1.0))
     return common.set_stages(
         c, ("static", c.stages.static),
         ("grfp", common.stage(

@@ -14,6 +14,7 @@ PSP on the Cityscapes test set (its Table 2); not measured here (no GPU, and it 
 import ml_collections
 
 from configs import common, grfp_synthetic
+from vsegjax.methods.grfp import config as grfp_config
 
 CITYSCAPES_CLASSES = common.CITYSCAPES_CLASSES
 
@@ -30,8 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
                                      color=None)
     c.model = common.model(len(CITYSCAPES_CLASSES), backbone="resnet50", head="psp",
                            dtype="bfloat16")
-    c.flow = ml_collections.ConfigDict(dict(source="flownet", checkpoint="", trainable=False,
-                                            width=1.0))
+    c.flow = grfp_config.flow_block("flownet", checkpoint="", trainable=False, width=1.0)
 
     c.grfp.mode = "forward"
     c.grfp.remat = True  # T = 5 frames of a ResNet-50 at 512x512

@@ -13,6 +13,7 @@ forward-backward (docs/grfp.md), in about 10 minutes on 2 CPU cores.
 import ml_collections
 
 from configs import common
+from vsegjax.methods.grfp import config as grfp_config
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -20,13 +21,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.input.window = (4, 2)  # frames before / after the labelled frame (T = 7)
     c.input.label_frame = "random"  # static stage: any labelled frame of a snippet
     c.train.eval_every = 600
-    c.flow = ml_collections.ConfigDict(dict(source="farneback", num_workers=0))
-    c.grfp = ml_collections.ConfigDict(dict(
-        mode="fwbw", kernel_size=7, identity_init=True, center_inputs=True, remat=False,
-        # vsegjax's per-class update gate (W_xz, W_hz C -> C; "shared" = the authors' C -> 1)
-        # and the STGRU's computation dtype (docs/grfp.md measures both choices).
-        update_gate="per_class", dtype="float32",
-        train_static=False, loss_weights=dict(L_fwbw=1.0, L_fwd=1.0, L_bwd=1.0)))
+    c.flow = grfp_config.flow_block("farneback", num_workers=0)
+    # vsegjax's per-class update gate (W_xz, W_hz C -> C; "shared" = the authors' C -> 1)
+    # and the STGRU's computation dtype (docs/grfp.md measures both choices).
+    c.grfp = grfp_config.grfp_block(update_gate="per_class", dtype="float32")
     c.eval.num_panels = 40
     return common.set_stages(
         c, ("static", common.stage("static")),

@@ -16,8 +16,7 @@ import ml_collections
 
 from configs import common
 from vsegjax.data import synthetic
-from vsegjax.methods.vplr.sdc_losses import DEFAULT_WEIGHTS
-from vsegjax.methods.vplr.sdc_model import sdc_config
+from vsegjax.methods.vplr import config as vplr_config
 
 VARIANTS = ("reconstruction", "prediction")
 
@@ -34,11 +33,8 @@ def get_config(variant: str = "reconstruction") -> ml_collections.ConfigDict:
     # The pipeline checks the (unused) labels against the class count.
     c.model = ml_collections.ConfigDict(dict(num_classes=len(synthetic.CLASSES)))
 
-    c.sdc = sdc_config(mode=variant)
     # Synthetic motion at 64x128 is at most ~4 px/frame; 8 px bounds it with room.
-    c.sdc.max_motion = 8.0
-    c.sdc.loss_weights = dict(DEFAULT_WEIGHTS)
-    c.sdc.windows_per_snippet = 2
+    c.sdc = vplr_config.sdc_block(mode=variant, max_motion=8.0, windows_per_snippet=2)
 
     c.train.update(dict(checkpoint_every=200, eval_every=200))
     c.optimizer.update(dict(warmup_steps=20, weight_decay=0.0))

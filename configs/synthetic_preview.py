@@ -5,16 +5,15 @@
 
 import ml_collections
 
+from vsegjax.data.datasets import data_block
+
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.task = "preview"
-    config.data = ml_collections.ConfigDict()
-    config.data.name = "synthetic_video"
-    config.data.config = "default"  # or "tiny"
-    config.data.data_dir = "~/tensorflow_datasets"
-    config.data.build_if_missing = True
-    config.data.num_workers = 0  # 0 = one rendering process per core
+    # config "tiny" renders a handful of small snippets; num_workers 0 = one rendering
+    # process per core.
+    config.data = data_block("synthetic_video", "default")
     config.preview = ml_collections.ConfigDict()
     config.preview.split = "validation"
     config.preview.num_snippets = 4

@@ -27,6 +27,7 @@ dataset's 128x256 (``vplr.propagate_at``), the pairs then resized to 64x128.
 import ml_collections
 
 from configs import common
+from vsegjax.methods.vplr import config as vplr_config
 
 VARIANTS = ("a", "b", "c", "d", "e")
 
@@ -42,11 +43,9 @@ def get_config(variant: str = "d") -> ml_collections.ConfigDict:
     c.input.batch_size = 8 if variant == "a" else 4
     if nogeom:
         c.input.augment.update(dict(scale_range=(1.0, 1.0), hflip=False))
-    c.vplr = ml_collections.ConfigDict(dict(
-        mode={"a": "none", "b": "label"}.get(variant, "joint"), k=3, motion="dis",
-        sdc_workdir="", propagated_batch_size=4,
-        # Move labels at the stored 128x256, then resize: sharper pairs (train/vplr.py).
-        propagate_at="native"))
+    # Move labels at the stored 128x256, then resize: sharper pairs (methods/vplr/task.py).
+    c.vplr = vplr_config.vplr_block(mode={"a": "none", "b": "label"}.get(variant, "joint"),
+                                    k=3, motion="dis", propagate_at="native")
     c.loss = ml_collections.ConfigDict(dict(
         relaxation_window=3 if variant in ("d", "e") else 0,
         relaxation_on="propagated" if variant == "e" else "all"))

@@ -13,6 +13,7 @@ mIoU of copy, flow and warp_refine propagation vs. distance k on longer rendered
 import ml_collections
 
 from configs import common
+from vsegjax.methods.warp_refine import config as wr_config
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -20,16 +21,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.input.batch_size = 4
     # The prior is the static stage's segmenter, kept fixed while the refiner learns.
     c.optimizer.frozen = ("static",)
-    c.warp_refine = ml_collections.ConfigDict(dict(
-        k=3,              # cycle length: 3 steps forward, 3 back (snippets have 5 frames)
-        flow="dis",       # host flow for training and evaluation (not the exact flow)
-        labels="annotated",  # sparse: only the window's first frame keeps its label
-        refiner_width=32, refiner_depth=2,
-        # L_warp > 0 pulls the refiner towards plain soft warping (off, as in the paper).
-        loss_weights=dict(L_cycle=1.0, L_direct=1.0, L_warp=0.0, L_prior=0.0)))
-    c.eval = common.eval_block(num_videos=24, num_frames=9, video_seed=7,
-                               # a configs/sdc_synthetic.py run adds "sdc"
-                               sdc_workdir="")
+    # Cycles of 3 steps forward and 3 back (snippets have 5 frames), DIS flow (not the
+    # exact flow), sparse labels: only the window's first frame keeps its label.
+    c.warp_refine = wr_config.warp_refine_block(k=3, flow="dis", labels="annotated")
+    c.eval = wr_config.eval_block(num_videos=24, num_frames=9, video_seed=7)
     return common.set_stages(
         c, ("static", common.stage("static", train=dict(num_steps=1500),
                                    optimizer=dict(learning_rate=3e-3, frozen=()))),

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from vsegjax.core import config as core_config
 from vsegjax.data import pipeline
 from vsegjax.core import Task
 
@@ -89,8 +90,7 @@ def toy_config(num_steps=12, **train):
                                              checkpoint_every=3, init_from="",
                                              async_checkpoints=False))
     c.train.update(train)
-    c.optimizer = ml_collections.ConfigDict(dict(name="adam", learning_rate=0.05,
-                                                 schedule="cosine"))
+    c.optimizer = core_config.adam(0.05, warmup_steps=0, weight_decay=0.0)
     return c
 
 

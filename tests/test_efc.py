@@ -123,6 +123,10 @@ def test_mixed_iterator_concatenates_and_resumes_both_streams():
 # --------------------------------------------------------------------------- model
 
 
+def _blocks(config):
+    return config.model, config.efc
+
+
 def small_config(flow_branch="shared"):
     c = load_config("efc_synthetic")
     c.model.width = 8
@@ -135,7 +139,7 @@ def small_config(flow_branch="shared"):
 @pytest.mark.slow
 @pytest.mark.parametrize("branch", ["shared", "separate"])
 def test_model_predicts_both_directions_with_one_set_of_weights(branch):
-    model = make_efc_model(small_config(branch))
+    model = make_efc_model(*_blocks(small_config(branch)))
     rng = np.random.default_rng(0)
     a = jnp.asarray(rng.uniform(size=(2, 32, 48, 3)), jnp.float32)
     b = jnp.asarray(rng.uniform(size=(2, 32, 48, 3)), jnp.float32)
@@ -160,7 +164,7 @@ def test_deeper_private_levels_join_the_shared_features_on_their_grid():
     config = small_config()
     config.efc.flow.private_channels = 8
     config.efc.flow.private_levels = 3  # strides 2, 4 (with layer1) and 8 (with layer3)
-    model = make_efc_model(config)
+    model = make_efc_model(config.model, config.efc)
     rng = np.random.default_rng(2)
     a = jnp.asarray(rng.uniform(size=(2, 32, 48, 3)), jnp.float32)
     b = jnp.asarray(rng.uniform(size=(2, 32, 48, 3)), jnp.float32)
@@ -183,13 +187,13 @@ def test_deeper_private_levels_join_the_shared_features_on_their_grid():
     # A private level on no shared grid (stride 16 here) is refused with the field's name.
     config.efc.flow.private_levels = 4
     with pytest.raises(ValueError, match="efc.flow.private_levels"):
-        make_efc_model(config).init(jax.random.key(0), a, b)
+        make_efc_model(config.model, config.efc).init(jax.random.key(0), a, b)
 
 
 def test_private_level_refines_the_flow_at_stride_2_and_the_segmenter_never_reads_it():
     config = small_config()
     config.efc.flow.private_channels = 8
-    model = make_efc_model(config)
+    model = make_efc_model(config.model, config.efc)
     rng = np.random.default_rng(1)
     a = jnp.asarray(rng.uniform(size=(2, 32, 48, 3)), jnp.float32)
     b = jnp.asarray(rng.uniform(size=(2, 32, 48, 3)), jnp.float32)
@@ -234,7 +238,7 @@ def test_inference_is_the_plain_segmenter_with_no_flow_cost(private):
                                         {k: v for k, v in variables.items() if k != "params"})
     fn = task.inference_fn()
     # Same logits as the segmenter alone with the same parameters.
-    plain = StaticModel(static=make_efc_model(config).static)
+    plain = StaticModel(static=make_efc_model(config.model, config.efc).static)
     np.testing.assert_allclose(fn(inf_vars, images), plain.apply(inf_vars, images), atol=1e-6)
 
     def flops(f, *args):
@@ -435,19 +439,19 @@ def test_bad_efc_fields_are_named():
     c = load_config("efc_synthetic")
     c.efc.flow.private_channels = -1
     with pytest.raises(ValueError, match="efc.flow.private_channels"):
-        make_efc_model(c)
+        make_efc_model(c.model, c.efc)
     c.efc.flow.private_channels = 8
     c.efc.flow.private_levels = 0
     with pytest.raises(ValueError, match="efc.flow.private_levels must be >= 1"):
-        make_efc_model(c)
+        make_efc_model(c.model, c.efc)
     c.efc.flow.private_channels = 0
     c.efc.flow.private_levels = 2
     with pytest.raises(ValueError, match="efc.flow.private_levels = 2 needs"):
-        make_efc_model(c)
+        make_efc_model(c.model, c.efc)
     c = load_config("efc_synthetic", "tcc_fix")
     c.efc.flow.private_channels = 8
     with pytest.raises(ValueError, match="efc.flow.private_channels.*shared"):
-        make_efc_model(c)
+        make_efc_model(c.model, c.efc)
 
 
 @pytest.fixture(scope="module")

@@ -226,15 +226,20 @@ def test_grfp_fields_reach_the_stgru_and_are_checked():
 
     from vsegjax.methods.grfp.model import make_video_model
     config = grfp_stage(load_config("grfp_synthetic"))
-    model = make_video_model(config)
+    model = make_video_model(config.model, config.grfp)
     assert model.grfp.dtype == jnp.float32 and model.grfp.update_gate == "per_class"
     config.grfp.update_gate, config.grfp.dtype = "shared", "bfloat16"
-    model = make_video_model(config)
+    model = make_video_model(config.model, config.grfp)
     assert model.grfp.dtype == jnp.bfloat16 and model.grfp.update_gate == "shared"
     old = config.copy_and_resolve_references()
     with old.unlocked():
         del old.grfp["dtype"], old.grfp["update_gate"]
-    assert make_video_model(old).grfp.dtype == jnp.float32  # model.dtype, float32 here
+    # A config from before those fields, resolved as the runner does: the defaults.
+    from vsegjax.methods.grfp.task import GRFPTask
+    old = GRFPTask.resolve_config(old)
+    model = make_video_model(old.model, old.grfp)
+    assert model.grfp.dtype == jnp.float32  # model.dtype, float32 here
+    assert model.grfp.update_gate == "per_class"
     for field, value in (("update_gate", "per_pixel"), ("dtype", "float16")):
         bad = config.copy_and_resolve_references()
         bad.grfp[field] = value

@@ -214,11 +214,11 @@ def test_reconstruction_overfits_a_translated_pair_and_needs_the_target(recon):
 def test_config_variants_build_models():
     for variant in ("reconstruction", "prediction"):
         c = load_config(variant)
-        assert make_sdc_model(c).mode == variant
+        assert make_sdc_model(c.sdc).mode == variant
     c = load_config()
     c.sdc.mode = "bogus"
     with pytest.raises(ValueError, match="sdc.mode"):
-        make_sdc_model(c)
+        make_sdc_model(c.sdc)
     c = load_config()
     c.sdc.loss_weights = {"L_bogus": 1.0}
     with pytest.raises(ValueError, match="sdc.loss_weights"):

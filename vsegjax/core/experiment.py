@@ -31,11 +31,12 @@ from typing import Any, Sequence
 import ml_collections
 
 from vsegjax import files
+from vsegjax.core import config as core_config
 from vsegjax.core import run_record, validate
 from vsegjax.core.registry import Registry
 
-PREVIOUS = "previous"
-STAGE_FIELDS = ("task", "enabled", "init_from")
+PREVIOUS = core_config.STAGE["init_from"]
+STAGE_FIELDS = ("task",) + tuple(core_config.STAGE)
 METRICS_FILE = "eval_metrics.json"
 
 
@@ -87,7 +88,7 @@ def stage_order(config: ml_collections.ConfigDict) -> list[str]:
     if "stages" not in config:
         raise ValueError("config has no field 'stages'; build it with configs/common.py: "
                          "set_stages")
-    order = list(config.get("stage_order", ()))
+    order = list(config.stage_order) if "stage_order" in config else []
     names = set(config.stages.keys())
     if set(order) != names or len(order) != len(names):
         raise ValueError(f"config field stage_order: {order} must list each of the stages "
@@ -100,10 +101,14 @@ def resolve_stages(config: ml_collections.ConfigDict, workdir: str, registry: Re
     """The enabled stages with their merged configs, folders and init_from resolved."""
     workdir = files.resolve(workdir)
     order = stage_order(config)
-    enabled = [n for n in order if config.stages[n].get("enabled", True)]
+    stage_fields = {n: {**core_config.STAGE, **config.stages[n]} for n in order}
+    enabled = [n for n in order if stage_fields[n]["enabled"]]
     if not enabled:
         raise ValueError(f"config field stages: every stage of {order} is disabled")
     top = {k: v for k, v in config.items() if k not in ("stages", "stage_order")}
+    # A field no stage's task reads is a typo, or a block of another method's config.
+    templates = [registry.task_class(config.stages[n].task).config_template()
+                 for n in order if config.stages[n].get("task") in registry]
     stages: list[Stage] = []
     for name in enabled:
         spec = config.stages[name]
@@ -121,12 +126,18 @@ def resolve_stages(config: ml_collections.ConfigDict, workdir: str, registry: Re
                 raise ValueError(f"config field {where}.{block}: a stage overrides blocks "
                                  f"of fields (train, optimizer, input, ...); got {override!r}")
             cfg[block] = merge_block(cfg.get(block), override)
-        init = _init_from(spec.get("init_from", PREVIOUS), name, where, stages, order,
+        for field in core_config.unknown(cfg, templates):
+            head = field.split(".")[0]
+            shown = f"{where}.{field}" if head in spec and head not in STAGE_FIELDS else field
+            tasks = sorted({str(config.stages[n].get("task")) for n in order})
+            raise ValueError(f"config field {shown}: unknown; no task of this config "
+                             f"({', '.join(tasks)}) reads it")
+        cfg = registry.task_class(task_name).resolve_config(cfg)
+        init = _init_from(stage_fields[name]["init_from"], name, where, stages, order,
                           enabled, workdir)
-        if cfg.get("train") is not None and cfg.train.get("init_from"):
+        if cfg.train.init_from:
             init = cfg.train.init_from  # an explicit train.init_from wins
-        if cfg.get("train") is not None:
-            cfg.train.init_from = init
+        cfg.train.init_from = init
         validate.check_stage(cfg, spec, where)
         stages.append(Stage(name, task_name, cfg, os.path.join(workdir, name), init))
     return stages
@@ -162,7 +173,8 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, registry: Registry,
     stages = resolve_stages(config, workdir, registry)
     for s in stages:
         s.config_changes = run_record.check_resume(
-            s.workdir, run_record.config_json(s.config), f"stage {s.name}", allow_config_change)
+            s.workdir, run_record.config_json(s.config), f"stage {s.name}", allow_config_change,
+            registry.task_class(s.task_name).resolve_config)
     return [(s, build_task(s, registry)) for s in stages]
 
 

@@ -18,7 +18,7 @@ def train_augment(config: ml_collections.ConfigDict) -> augment_lib.Augment:
 
 def eval_augment(config: ml_collections.ConfigDict) -> augment_lib.Augment:
     """Deterministic: only the resize to the working resolution (if any)."""
-    size = config.input.augment.get("resize")
+    size = config.input.augment.resize
     return augment_lib.Augment(resize=tuple(size) if size else None, scale_range=None,
                                crop_size=None, hflip=False, color=None)
 
@@ -27,13 +27,13 @@ def train_iterator(config: ml_collections.ConfigDict, seed: int, window: tuple[i
                    label_frame: str | int,
                    batch_fn: Callable[[dict], dict] | None = None) -> Iterator[dict]:
     """A checkpointable grain iterator of augmented host batches of the train split."""
-    source = datasets.open_split(config.data, config.input.get("train_split", "train"))
+    source = datasets.open_split(config.data, config.input.train_split)
     ds = pipeline.make_dataset(source, batch_size=config.input.batch_size, seed=seed,
                                window=window, label_frame=label_frame,
                                augment=train_augment(config), batch_fn=batch_fn,
                                num_classes=config.model.num_classes,
-                               class_uniform=config.input.get("class_uniform", False),
-                               worker_count=config.input.get("worker_count", 0))
+                               class_uniform=config.input.class_uniform,
+                               worker_count=config.input.worker_count)
     return iter(ds)
 
 

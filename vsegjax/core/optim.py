@@ -1,4 +1,5 @@
-"""Optimisers and learning-rate schedules from a config (optax)."""
+"""Optimisers and learning-rate schedules from a config's ``optimizer`` block (optax; its
+fields and defaults: ``core.config.adam``)."""
 
 from __future__ import annotations
 
@@ -13,16 +14,16 @@ def make_schedule(cfg: ml_collections.ConfigDict, num_steps: int) -> optax.Sched
     """``constant``, ``poly`` (lr * (1 - step/num_steps)^power, as in PSPNet/EFC) or ``cosine``,
     each after ``warmup_steps`` of linear warm-up."""
     lr = cfg.learning_rate
-    warmup = cfg.get("warmup_steps", 0)
+    warmup = cfg.warmup_steps
     decay_steps = max(1, num_steps - warmup)
-    name = cfg.get("schedule", "constant")
+    name = cfg.schedule
     if name == "constant":
         main = optax.constant_schedule(lr)
     elif name == "poly":
-        main = optax.polynomial_schedule(lr, cfg.get("end_learning_rate", 0.0),
-                                         power=cfg.get("power", 0.9), transition_steps=decay_steps)
+        main = optax.polynomial_schedule(lr, cfg.end_learning_rate,
+                                         power=cfg.power, transition_steps=decay_steps)
     elif name == "cosine":
-        main = optax.cosine_decay_schedule(lr, decay_steps, alpha=cfg.get("alpha", 0.0))
+        main = optax.cosine_decay_schedule(lr, decay_steps, alpha=cfg.alpha)
     else:
         raise ValueError(f"optimizer.schedule: unknown {name!r}; choose constant, poly or cosine")
     if warmup:
@@ -48,26 +49,26 @@ def make_optimizer(cfg: ml_collections.ConfigDict, num_steps: int,
     state), e.g. a frozen flow network or a frozen static segmenter.
     """
     schedule = make_schedule(cfg, num_steps)
-    name = cfg.get("name", "adam")
-    wd = cfg.get("weight_decay", 0.0)
+    name = cfg.name
+    wd = cfg.weight_decay
     if name == "adam":
         # The GRFP paper trains the STGRU with Adam(beta1=0.95, beta2=0.99).
-        tx = optax.adam(schedule, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.999))
+        tx = optax.adam(schedule, b1=cfg.b1, b2=cfg.b2)
         if wd:
             tx = optax.chain(optax.add_decayed_weights(wd), tx)
     elif name == "adamw":
-        tx = optax.adamw(schedule, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.999), weight_decay=wd)
+        tx = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, weight_decay=wd)
     elif name == "sgd":
         # L2 weight decay added to the gradient, as in the PSPNet/EFC SGD recipes.
-        tx = optax.sgd(schedule, momentum=cfg.get("momentum", 0.9) or None,
-                       nesterov=cfg.get("nesterov", False))
+        tx = optax.sgd(schedule, momentum=cfg.momentum or None,
+                       nesterov=cfg.nesterov)
         if wd:
             tx = optax.chain(optax.add_decayed_weights(wd), tx)
     else:
         raise ValueError(f"optimizer.name: unknown {name!r}; choose adam, adamw or sgd")
-    if cfg.get("grad_clip_norm", 0.0):
+    if cfg.grad_clip_norm:
         tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), tx)
-    frozen = tuple(cfg.get("frozen", ()))
+    frozen = tuple(cfg.frozen)
     if frozen:
         if params is None:
             raise ValueError("optimizer.frozen needs the parameter tree")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 from vsegjax import files
 
@@ -62,13 +62,19 @@ def _has_checkpoints(workdir: str) -> bool:
     return any(n.isdigit() for n in os.listdir(ckpts))
 
 
-def check_resume(workdir: str, new: dict, where: str, allow: bool = False) -> dict[str, list]:
+def check_resume(workdir: str, new: dict, where: str, allow: bool = False,
+                 resolve: Callable[[dict], Any] | None = None) -> dict[str, list]:
     """The changes from ``workdir``'s record to ``new``; raises ``ValueError`` naming the
-    fields when they change what the saved checkpoints are and ``allow`` is not set."""
+    fields when they change what the saved checkpoints are and ``allow`` is not set.
+    The record is passed through ``resolve`` first (the task's ``resolve_config``), so a
+    field an older vsegjax did not write counts as its default."""
     path = os.path.join(workdir, CONFIG_FILE)
     if not files.isfile(path) or not _has_checkpoints(workdir):
         return {}
-    diff = changes(json.loads(files.read_text(path)), new)
+    old = json.loads(files.read_text(path))
+    if resolve is not None:
+        old = config_json(resolve(old))
+    diff = changes(old, new)
     refused = [k for k in diff if k.split(".")[0] not in ACCEPTED]
     if refused and not allow:
         shown = "; ".join(f"{k}: {diff[k][0]!r} -> {diff[k][1]!r}" for k in refused[:6])

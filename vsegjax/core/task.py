@@ -2,8 +2,9 @@
 
 Who calls what (every member below is used by one of them, and by nothing else):
 
-  the runner (``core.experiment``)  constructs it (checking its config), ``report`` scores
-                                     the run after the last stage (``Registry``)
+  the runner (``core.experiment``)  ``config_template`` (the blocks it reads, with their
+                                     defaults), constructs it (checking its config),
+                                     ``report`` scores the run after the last stage
   the trainer (``core.trainer``)     ``init_variables``, ``frozen_params``,
                                      ``load_pretrained``, ``init_from``, ``bind_mesh``,
                                      ``train_iterator``, ``loss_fn``, ``evaluate``
@@ -24,7 +25,9 @@ import ml_collections
 from absl import logging
 from jax.sharding import Mesh
 
+from vsegjax.core import config as core_config
 from vsegjax.core import sharding
+from vsegjax.data import datasets
 
 Batch = Mapping[str, Any]
 Variables = dict[str, Any]
@@ -38,7 +41,8 @@ class Task(abc.ABC):
     """
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: str | None = None):
-        self.config = config
+        # Resolved (``core.config.resolve``): every field the task reads is there.
+        self.config = self.resolve_config(config)
         # The stage's folder (the runner sets it), for files a task caches beside its
         # checkpoints; None where a task is built outside a run.
         self.workdir = workdir
@@ -48,6 +52,21 @@ class Task(abc.ABC):
     # Whether a stage of this task gives a segmentation model (``predictor``); the apps
     # take a run's last such stage by default.
     segments: bool = False
+
+    @classmethod
+    def config_template(cls) -> ml_collections.ConfigDict:
+        """Every block and field this task (and the trainer for it) reads, with its
+        default; a method adds its own blocks (``core.config.extend``)."""
+        return core_config.extend(core_config.engine_template(), data=datasets.data_block())
+
+    @classmethod
+    def resolve_config(cls, config: Any) -> ml_collections.ConfigDict:
+        """``config`` with every field of ``config_template`` (``core.config.resolve``);
+        the data block's defaults are its dataset's (``datasets.resolve``)."""
+        given = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+        if given.get("data") is not None:
+            given["data"] = datasets.resolve(given["data"]).to_dict()
+        return core_config.resolve(given, cls.config_template())
 
     def bind_mesh(self, mesh: Mesh) -> None:
         """The trainer hands over its mesh before it asks for the first batch."""
@@ -64,7 +83,7 @@ class Task(abc.ABC):
 
     def input_shape(self) -> tuple[int, int]:
         """(H, W) of training examples: the crop, else the resize of ``input.augment``."""
-        size = self.config.input.augment.get("crop_size") or self.config.input.augment.resize
+        size = self.config.input.augment.crop_size or self.config.input.augment.resize
         return int(size[0]), int(size[1])
 
     @abc.abstractmethod

@@ -72,19 +72,20 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
     grad_accum_steps}``, ``optimizer.*`` (see ``vsegjax.core.optim``) and
     ``mesh.{num_devices, fsdp, fsdp_min_size}``.
     """
+    config = task.resolve_config(config)
     tcfg = config.train
     workdir = files.resolve(workdir)
     files.makedirs(workdir)
     num_steps = int(tcfg.num_steps)
-    mcfg = config.get("mesh", {})
-    mesh = sharding.make_mesh(mcfg.get("num_devices") or None, fsdp=mcfg.get("fsdp", 1) or 1)
+    mcfg = config.mesh
+    mesh = sharding.make_mesh(mcfg.num_devices or None, fsdp=mcfg.fsdp)
     replicated = NamedSharding(mesh, P())
 
     root = jax.random.PRNGKey(config.seed)
     init_key, state_key = jax.random.split(root)
     abstract_vars = jax.eval_shape(task.init_variables, init_key)
     opt_cfg = ml_collections.ConfigDict(config.optimizer.to_dict())
-    opt_cfg.frozen = tuple(sorted(set(opt_cfg.get("frozen", ())) | set(task.frozen_params())))
+    opt_cfg.frozen = tuple(sorted(set(opt_cfg.frozen) | set(task.frozen_params())))
     tx = optim.make_optimizer(opt_cfg, num_steps, abstract_vars["params"])
     schedule = optim.make_schedule(opt_cfg, num_steps)  # logged beside the loss
 
@@ -95,14 +96,14 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
 
     abstract_state = jax.eval_shape(create_state, init_key)
     state_sharding = sharding.state_shardings(abstract_state, mesh,
-                                              mcfg.get("fsdp_min_size", 2 ** 16))
+                                              mcfg.fsdp_min_size)
     abstract_state = jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state,
         state_sharding)
 
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                   max_to_keep=tcfg.get("keep_checkpoints", 2),
-                                   async_save=tcfg.get("async_checkpoints", True))
+                                   max_to_keep=tcfg.keep_checkpoints,
+                                   async_save=tcfg.async_checkpoints)
     task.bind_mesh(mesh)
     data_iter = task.train_iterator(config.seed)
     if ckpt.latest_step() is not None:
@@ -118,22 +119,23 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
             return state.replace(params=params, model_state=model_state, opt_state=jax.jit(
                 tx.init, out_shardings=state_sharding.opt_state)(params))
 
-        pretrained = config.get("model", {}).get("pretrained")
-        if pretrained and not tcfg.get("init_from"):  # init_from already holds a backbone
+        # ``model.pretrained`` where the task has a model block (core.task.load_pretrained).
+        pretrained = config.model.pretrained if "model" in config else ""
+        if pretrained and not tcfg.init_from:  # init_from already holds a backbone
             state = start_from(task.load_pretrained(
                 {"params": state.params, **state.model_state}, pretrained))
             logging.info("backbone initialised from %s", pretrained)
-        if tcfg.get("init_from"):
+        if tcfg.init_from:
             fresh = {"params": state.params, **state.model_state}
             # Only the groups this model shares are read, each checked against its shapes.
             state = start_from(task.init_from(fresh, checkpoint.load_groups(tcfg.init_from,
                                                                             fresh)))
             logging.info("initialised from %s", tcfg.init_from)
 
-    accum = int(tcfg.get("grad_accum_steps", 1) or 1)
+    accum = int(tcfg.grad_accum_steps)
     if accum < 1:
         raise ValueError(f"train.grad_accum_steps must be >= 1, got {accum}")
-    rule = Divergence.from_config(tcfg.get("divergence"))
+    rule = Divergence.from_config(tcfg.divergence)
     step_fn = jax.jit(make_train_step(task.loss_fn, tx, accum, sharding.batch_size_over(mesh),
                                       rule),
                       donate_argnums=0, out_shardings=(state_sharding, replicated, replicated))
@@ -146,11 +148,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
 
     writer = writers.create_writer(workdir)
     start = int(jax.device_get(state.step))
-    report = writers.ProgressReport(num_steps, writer, tcfg.get("report_every_secs", 30.0))
-    log_every = max(1, tcfg.get("log_every", 50))
-    ckpt_every = tcfg.get("checkpoint_every", 0) or num_steps
-    check_every = max(1, tcfg.get("check_finite_every", 0) or log_every)
-    eval_every = tcfg.get("eval_every", 0)
+    report = writers.ProgressReport(num_steps, writer, tcfg.report_every_secs)
+    log_every = max(1, tcfg.log_every)
+    ckpt_every = tcfg.checkpoint_every or num_steps
+    check_every = max(1, tcfg.check_finite_every or log_every)
+    eval_every = tcfg.eval_every
     collection = metric_cls = None
     last: dict[str, float] = {}
     meta = {"config": config.to_json_best_effort()}

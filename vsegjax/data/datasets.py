@@ -6,14 +6,46 @@ import bisect
 import itertools
 import os
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import ml_collections
 
-from vsegjax.data import synthetic_tfds
+from vsegjax.data import default_data_dir, synthetic, synthetic_tfds
 
 # name -> (builder factory(data_config), how to build it (for errors), viz palette name)
 _REGISTRY: dict[str, tuple[Callable[[ml_collections.ConfigDict], Any], str, str]] = {}
+
+
+def data_block(name: str = "synthetic_video", config: str | None = None,
+               class_names: Sequence[str] | None = None, **fields: Any
+               ) -> ml_collections.ConfigDict:
+    """A config's ``data`` block: the dataset ``name`` (a registered TFDS builder) in its
+    ``config`` ("" = the dataset's own default), under ``data_dir``; built on first use
+    when ``build_if_missing`` and it can be (``manual_dir``: the files a user downloaded).
+    ``class_names`` name the label ids in reports. Left out, ``config`` and
+    ``class_names`` are the synthetic dataset's own for it, else "" and none."""
+    synthetic_data = name == "synthetic_video"
+    if config is None:
+        config = "default" if synthetic_data else ""
+    if class_names is None:
+        class_names = synthetic.CLASSES if synthetic_data else ()
+    defaults = dict(name=name, config=config, data_dir=default_data_dir(),
+                    build_if_missing=True, num_workers=0, manual_dir="",
+                    class_names=list(class_names))
+    unknown = sorted(set(fields) - set(defaults))
+    if unknown:
+        raise TypeError(f"data: unknown fields {unknown}; it has {sorted(defaults)}")
+    defaults.update(fields)
+    return ml_collections.ConfigDict(defaults)
+
+
+def resolve(data: Any) -> ml_collections.ConfigDict:
+    """A data block with the fields it lacks taken from ``data_block``'s defaults for its
+    dataset (a notebook may pass ``dict(name=..., data_dir=...)``)."""
+    given = data.to_dict() if hasattr(data, "to_dict") else dict(data)
+    block = data_block(*([given["name"]] if "name" in given else [])).to_dict()
+    block.update(given)
+    return ml_collections.ConfigDict(block)
 
 
 def register(name: str, factory: Callable[[ml_collections.ConfigDict], Any], how: str,
@@ -22,8 +54,8 @@ def register(name: str, factory: Callable[[ml_collections.ConfigDict], Any], how
 
 
 def _synthetic_builder(data: ml_collections.ConfigDict):
-    workers = data.get("num_workers", 0) or None
-    return synthetic_tfds.make_builder(data.data_dir, data.get("config", "default"),
+    workers = data.num_workers or None
+    return synthetic_tfds.make_builder(data.data_dir, data.config or "default",
                                        num_workers=workers)
 
 
@@ -34,7 +66,7 @@ register("synthetic_video", _synthetic_builder,
 
 def _camvid_builder(data: ml_collections.ConfigDict):
     from vsegjax.data import camvid  # imported on use: each builder module is sizeable
-    return camvid.make_builder(data.data_dir, data.get("config", "default"))
+    return camvid.make_builder(data.data_dir, data.config or "default")
 
 
 register("camvid", _camvid_builder,
@@ -44,7 +76,7 @@ register("camvid", _camvid_builder,
 
 def _camvid_sequence_builder(data: ml_collections.ConfigDict):
     from vsegjax.data import camvid_sequence
-    return camvid_sequence.make_builder(data.data_dir, data.get("config") or
+    return camvid_sequence.make_builder(data.data_dir, data.config or
                                         camvid_sequence.DEFAULT.name)
 
 
@@ -56,7 +88,7 @@ register("camvid_sequence", _camvid_sequence_builder,
 def _flow_builder(name: str):
     def factory(data: ml_collections.ConfigDict):
         from vsegjax.data import flow_datasets
-        return flow_datasets.make_builder(name, data.data_dir, data.get("config") or None)
+        return flow_datasets.make_builder(name, data.data_dir, data.config or None)
     return factory
 
 
@@ -69,7 +101,7 @@ for _name, _script in (("sintel", "sintel"), ("flying_chairs", "flying_chairs"),
 
 def _cityscapes_builder(data: ml_collections.ConfigDict):
     from vsegjax.data import cityscapes
-    return cityscapes.make_builder(data.data_dir, data.get("config") or "default")
+    return cityscapes.make_builder(data.data_dir, data.config or "default")
 
 
 register("cityscapes_sequences", _cityscapes_builder,
@@ -79,7 +111,7 @@ register("cityscapes_sequences", _cityscapes_builder,
 
 def _davis_builder(data: ml_collections.ConfigDict):
     from vsegjax.data import video_datasets
-    return video_datasets.make_builder("davis", data.data_dir, data.get("config") or "2016")
+    return video_datasets.make_builder("davis", data.data_dir, data.config or "2016")
 
 
 register("vsegjax_davis", _davis_builder,
@@ -92,12 +124,12 @@ def _prepared_builder(name: str):
     data_prep script prepared under ``data_dir/<name>/<config>/``, by config name."""
     def factory(data: ml_collections.ConfigDict):
         import tensorflow_datasets as tfds
-        root = os.path.join(os.path.expanduser(data.data_dir), name, data.get("config", ""))
+        root = os.path.join(os.path.expanduser(data.data_dir), name, data.config)
         versions = sorted(d for d in os.listdir(root) if d[:1].isdigit()) \
             if os.path.isdir(root) else []
-        if not data.get("config") or not versions:
+        if not data.config or not versions:
             raise FileNotFoundError(
-                f"dataset {name}: no prepared config {data.get('config')!r} in {root}; "
+                f"dataset {name}: no prepared config {data.config!r} in {root}; "
                 f"prepare it with data_prep/ (its last line prints the config name) and set "
                 f"data.config to that name")
         return tfds.builder_from_directory(os.path.join(root, versions[-1]))
@@ -110,6 +142,7 @@ register("user_video", _prepared_builder("user_video"),
 
 def get_builder(data: ml_collections.ConfigDict):
     """The TFDS builder named by ``data.name`` (``data.config``, ``data.data_dir``)."""
+    data = resolve(data)
     if data.name not in _REGISTRY:
         raise ValueError(f"config field data.name: unknown dataset {data.name!r}; "
                          f"known: {sorted(_REGISTRY)}")
@@ -118,22 +151,25 @@ def get_builder(data: ml_collections.ConfigDict):
 
 def palette_name(data: ml_collections.ConfigDict) -> str | int:
     """The ``vsegjax.viz`` palette of the dataset's classes."""
+    data = resolve(data)
     return _REGISTRY[data.name][2]
 
 
 def how_to_build(data: ml_collections.ConfigDict) -> str:
-    return _REGISTRY[data.name][1].format(data_dir=data.data_dir, config=data.get("config", ""))
+    data = resolve(data)
+    return _REGISTRY[data.name][1].format(data_dir=data.data_dir, config=data.config)
 
 
 def ensure_built(data: ml_collections.ConfigDict):
     """Returns the prepared builder, building it first when ``data.build_if_missing`` allows."""
+    data = resolve(data)
     builder = get_builder(data)
     if not builder.is_prepared():
-        if not data.get("build_if_missing", False):
+        if not data.build_if_missing:
             raise FileNotFoundError(
                 f"dataset {data.name}/{builder.builder_config.name} not found under "
                 f"{os.path.expanduser(data.data_dir)}; build it with: {how_to_build(data)}")
-        manual_dir = data.get("manual_dir", "")
+        manual_dir = data.manual_dir
         if manual_dir:  # real datasets are prepared from the files a user downloaded
             import tensorflow_datasets as tfds
             manual_dir = os.path.expanduser(manual_dir)
@@ -189,6 +225,7 @@ def open_split(data: ml_collections.ConfigDict, split: str) -> NamedSource:
 
     ``"train[:N]"`` keeps the first N records (e.g. fewer labelled snippets).
     """
+    data = resolve(data)
     limit = None
     head = re.fullmatch(r"(\w+)\[:(\d+)\]", split)
     if head:

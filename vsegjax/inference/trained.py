@@ -171,7 +171,7 @@ def from_state(task: Any, task_name: str, params: dict, model_state: dict, step:
         predictor = task.predictor(params, model_state, flow)
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
-    names = list(config.data.get("class_names", [])) or \
+    names = list(config.data.class_names) or \
         [str(k) for k in range(int(config.model.num_classes))]
     return TrainedModel(
         run_dir=run_dir, stage=stage or task_name, task_name=task_name, config=config,

@@ -122,14 +122,15 @@ def checkpoint_architecture(path: str) -> tuple[dict[str, Any], str] | None:
         return None
     efc = config.get("efc")
     if isinstance(efc, Mapping):
-        if efc.get("flow_branch", "shared") != "separate":
+        # A stage's config.json is resolved (core.config): it has every efc field.
+        if efc["flow_branch"] != "separate":
             raise ValueError(f"flow.checkpoint: {path} is an EFC run whose flow is the "
                              f"shared decoder (efc.flow_branch='shared' in {config_path}), "
                              f"not a FlowNetS; use a run with efc.flow_branch='separate'")
         fields = flow_decoder_config().to_dict()
-        fields.update(efc.get("flow", {}))
+        fields.update(efc["flow"])
         fields["occlusion"] = True  # EFC's FlowNetS always has the occlusion head
-    elif isinstance(config.get("flow"), Mapping) and config["flow"].get("source") == "flownet":
+    elif isinstance(config.get("flow"), Mapping) and config["flow"]["source"] == "flownet":
         fields = config["flow"]
     else:
         return None

@@ -164,15 +164,26 @@ def default_config() -> ml_collections.ConfigDict:
     })
 
 
-def _choice(cfg, name: str, field: str, choices, default=None):
-    value = cfg.get(field, default)
+def model_block(num_classes: int | None = None, **fields: Any) -> ml_collections.ConfigDict:
+    """A config's ``model`` block: ``default_config`` with ``num_classes`` (no default in a
+    config: it is the dataset's) and ``fields`` set; an unknown field is an error."""
+    block = default_config().to_dict()
+    unknown = sorted(set(fields) - set(block))
+    if unknown:
+        raise TypeError(f"model: unknown fields {unknown}; it has {sorted(block)}")
+    block.update(fields, num_classes=num_classes)
+    return ml_collections.ConfigDict(block)
+
+
+def _choice(cfg, name: str, field: str, choices):
+    value = cfg[field]
     if value not in choices:
         raise ValueError(f"{name}.{field}: unknown {value!r}; choose from {list(choices)}")
     return value
 
 
-def _positive_int(cfg, name: str, field: str, default, allow_none: bool = False):
-    value = cfg.get(field, default)
+def _positive_int(cfg, name: str, field: str, allow_none: bool = False):
+    value = cfg[field]
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -184,25 +195,25 @@ def make_segmenter(config: Mapping[str, Any] | ml_collections.ConfigDict, *,
                    name: str = "model") -> nn.Module:
     """Builds a segmenter from a model config (fields: see ``default_config``).
 
-    ``backbone`` and ``head`` must be given; other fields fall back to ``default_config``.
+    ``backbone``, ``head`` and ``num_classes`` must be given; other fields fall back to
+    ``default_config``.
     Bad values raise ``ValueError`` naming ``{name}.{field}``.
     """
     defaults = default_config()
     for field in ("backbone", "head", "num_classes"):
         if config.get(field) is None:
             raise ValueError(f"{name}.{field}: missing (e.g. {defaults[field]!r})")
+    config = {**defaults.to_dict(), **dict(config)}  # the fields it lacks: their defaults
     backbone_name = _choice(config, name, "backbone", BACKBONES)
     head_name = _choice(config, name, "head", HEADS)
-    num_classes = _positive_int(config, name, "num_classes", None)
-    dtype = DTYPES[_choice(config, name, "dtype", tuple(DTYPES), defaults.dtype)]
-    width = _positive_int(config, name, "width", defaults.width)
-    head_channels = _positive_int(config, name, "head_channels", None, allow_none=True)
-    dropout = config.get("dropout", defaults.dropout)
+    num_classes = _positive_int(config, name, "num_classes")
+    dtype = DTYPES[_choice(config, name, "dtype", tuple(DTYPES))]
+    width = _positive_int(config, name, "width")
+    head_channels = _positive_int(config, name, "head_channels", allow_none=True)
+    dropout = config["dropout"]
     if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
         raise ValueError(f"{name}.dropout: must be in [0, 1); got {dropout!r}")
-    output_stride = config.get("output_stride", defaults.output_stride)
-    if output_stride is None:
-        output_stride = defaults.output_stride
+    output_stride = config["output_stride"]
 
     if backbone_name == "small":
         if output_stride != SMALL_OUTPUT_STRIDE:
@@ -220,7 +231,7 @@ def make_segmenter(config: Mapping[str, Any] | ml_collections.ConfigDict, *,
         depth = int(backbone_name.removeprefix("resnet"))
         assert depth in DEPTHS
         backbone = ResNet(depth, output_stride,
-                          bool(config.get("zero_init_residual", defaults.zero_init_residual)),
+                          bool(config["zero_init_residual"]),
                           dtype)
         channels = head_channels
         low_level = 48

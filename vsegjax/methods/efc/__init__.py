@@ -7,6 +7,7 @@
   pairs.py       training pairs (I_i, I_{i+dt}), dt in [1, 5], drawn inside the step
                  (sec. 3.2)
   transforms.py  which labels a pair may use (labelled and unlabelled frames, sec. 3.2)
+  config.py      the ``efc`` block and EFC's ``eval.farneback``, with their defaults
   task.py        ``EFCTask``: the joint step; inference uses the segmentation branch alone
   report.py      mIoU against the static baseline, flow EPE against OpenCV (sec. 4)
   flow_real.py   the learned flow on Sintel / FlyingChairs (a command)

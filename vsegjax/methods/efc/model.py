@@ -1,6 +1,6 @@
 """The EFC joint model ("Every Frame Counts"): one encoder, a segmentation and a flow decoder.
 
-    model = make_efc_model(config)                  # config.model + config.efc
+    model = make_efc_model(config.model, config.efc)
     out = model.apply(variables, frames1, frames2)  # training: both frames, both flows
     logits = model.apply(variables, images, method=EFCModel.segment)   # inference
 
@@ -149,19 +149,19 @@ def _swap_halves(x: jax.Array, b: int) -> jax.Array:
     return jnp.concatenate([x[b:], x[:b]], axis=0)
 
 
-def make_efc_model(config: ml_collections.ConfigDict) -> EFCModel:
-    """``EFCModel`` from ``config.model`` (the segmenter) and ``config.efc``.
+def make_efc_model(model: ml_collections.ConfigDict, e: ml_collections.ConfigDict
+                   ) -> EFCModel:
+    """``EFCModel`` from the ``model`` block (the segmenter) and the ``efc`` block.
 
-    Fields of ``config.efc`` read here: ``flow_branch`` ("shared" | "separate"),
+    Fields of the ``efc`` block read here: ``flow_branch`` ("shared" | "separate"),
     ``corr_feature``, ``skip_features`` and ``flow`` (see ``flow_decoder_config``).
     """
-    e = config.efc
-    branch = e.get("flow_branch", "shared")
+    branch = e.flow_branch
     if branch not in FLOW_BRANCHES:
         raise ValueError(f"config field efc.flow_branch: {branch!r}; choose from "
                          f"{list(FLOW_BRANCHES)}")
     f = flow_decoder_config()
-    f.update(dict(e.get("flow", {})))
+    f.update(dict(e.flow))  # read whole: the fields it lacks keep their defaults
     if branch == "shared":
         flow = FlowDecoder(joint_channels=int(f.joint_channels),
                            extra_channels=tuple(int(c) for c in f.extra_channels),
@@ -170,19 +170,19 @@ def make_efc_model(config: ml_collections.ConfigDict) -> EFCModel:
                            occlusion_channels=int(f.occlusion_channels),
                            flow_scale=float(f.flow_scale),
                            refine_displacement=int(f.refine_displacement),
-                           residual=bool(f.get("residual", False)))
+                           residual=bool(f.residual))
     else:
         flow = FlowNetS(width=float(f.width), num_levels=int(f.num_levels),
                         max_displacement=int(f.max_displacement), occlusion=True,
-                        flow_scale=float(f.flow_scale), residual=bool(f.get("residual", False)))
+                        flow_scale=float(f.flow_scale), residual=bool(f.residual))
     private = None
-    channels = int(f.get("private_channels", 0))
+    channels = int(f.private_channels)
     if channels < 0:
         raise ValueError(f"config field efc.flow.private_channels must be >= 0; got {channels}")
     if channels and branch != "shared":
         raise ValueError("config field efc.flow.private_channels: only the shared flow branch "
                          "takes a private level (a separate FlowNetS has its own encoder)")
-    levels = int(f.get("private_levels", 1))
+    levels = int(f.private_levels)
     if levels < 1:
         raise ValueError(f"config field efc.flow.private_levels must be >= 1; got {levels}")
     if levels > 1 and not channels:
@@ -190,6 +190,6 @@ def make_efc_model(config: ml_collections.ConfigDict) -> EFCModel:
                          f"efc.flow.private_channels > 0")
     if channels:
         private = FlowEncoder(channels=tuple(channels * 2**i for i in range(levels)))
-    return EFCModel(static=make_segmenter(config.model), flow=flow, flow_branch=branch,
-                    corr_feature=e.get("corr_feature", "layer3"),
-                    skip_features=tuple(e.get("skip_features", ("layer1",))), private=private)
+    return EFCModel(static=make_segmenter(model), flow=flow, flow_branch=branch,
+                    corr_feature=e.corr_feature, skip_features=tuple(e.skip_features),
+                    private=private)

@@ -59,7 +59,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, task: EFCTask,
     segments = not task.flow_only
     cms = evaluation.ConfusionMatrices(c, ["efc", "static"])
     flows = {m: evaluation.FlowErrorAccumulator() for m in ("efc", "zero", "farneback")}
-    use_farneback = bool(config.eval.get("farneback", True))
+    use_farneback = bool(config.eval.farneback)
     farneback = OpenCVFlow("farneback") if use_farneback else None
     mesh = task.eval_mesh()  # each device predicts its rows of the global batch
     efc_params, efc_model_state = sharding.to_mesh((efc_state.params, efc_state.model_state),
@@ -67,7 +67,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, task: EFCTask,
     efc_vars = task.inference_variables(efc_params, efc_model_state) if segments else None
     if static_state is not None:
         static_vars = sharding.to_mesh((static_state.params, static_state.model_state), mesh)
-    shown, num_panels = 0, int(config.eval.get("num_panels", 8))
+    shown, num_panels = 0, int(config.eval.num_panels)
     has_gt_flow = False
     total = data.num_eval_snippets(config)
     bar = tqdm.tqdm(total=total if jax.process_count() == 1 else None, desc="EFC evaluation",
@@ -119,7 +119,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, task: EFCTask,
         acc.sums = {k: float(x) for k, x in pooling.sum_over_processes(acc.sums).items()}
 
     results: dict[str, Any] = {"efc": {}, "split": config.eval.split,
-                               "variant": config.get("variant", "")}
+                               "variant": config.variant}
     if segments:
         results["efc"]["miou"] = cms.miou("efc")
         if static_state is not None:

@@ -4,7 +4,8 @@ One trainer (``vsegjax.core.trainer``); this module only says what a step comput
 whole snippets come from the pipeline, ``efc_pairs.sample_pairs`` draws pairs
 (I_i, I_{i+dt}) from them, the ``EFCModel`` segments both frames and predicts flow and
 occlusion both ways, and ``losses.efc.joint_loss_terms`` + ``combine`` give eq. (9) with
-every computed term logged. Config fields (``config.efc``; see configs/efc_synthetic.py):
+every computed term logged. Config fields (``config.efc``; defaults in
+``methods/efc/config.py``):
 
   mode: "joint" | "flow_only" (unsupervised flow alone: no L_seg, no L_cons, no O_seg).
   flow_branch: "shared" (decoder on the shared encoder) | "separate" (own FlowNetS).
@@ -12,7 +13,8 @@ every computed term logged. Config fields (``config.efc``; see configs/efc_synth
   loss_weights: eq. (9)'s lambdas; a zero or absent weight means the term is not computed.
   pairs_per_snippet, dt_range, labelled_share: pair sampling (``efc_pairs``).
   labels: "annotated" | "all": which frames of a snippet keep their labels.
-  unlabelled_data / unlabelled_batch_size: extra unlabelled snippets per batch (+UD).
+  unlabelled_data / unlabelled_split / unlabelled_batch_size: extra unlabelled snippets
+  per batch (+UD).
   occlusion_in_cons, occlusion_in_pm, seg_occlusion, cons_occlusion_grad, cons_flow_grad,
   cons_normalize, cons_on,
   num_scales, scale_weights: see ``losses.efc.joint_loss_terms``.
@@ -32,7 +34,9 @@ from vsegjax import evaluation, losses
 from vsegjax.data import datasets, pipeline
 from vsegjax.methods.efc import losses as efc_losses
 from vsegjax.methods.efc.model import EFCModel, make_efc_model
+from vsegjax.core import config as core_config
 from vsegjax.core import inputs as data
+from vsegjax.methods.efc import config as efc_config
 from vsegjax.data.transforms import MixedIterator
 from vsegjax.methods.efc.transforms import PrepareSnippets
 from vsegjax.methods.efc.pairs import gather_frames, sample_pairs
@@ -63,7 +67,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if e.mode == "flow_only" and e.flow_branch == "shared" and e.fixed_flow:
         raise ValueError("config field efc.fixed_flow: a fixed flow branch leaves nothing to "
                          "train in mode 'flow_only'")
-    if e.get("cons_on", "features") not in efc_losses.CONS_ON:
+    if e.cons_on not in efc_losses.CONS_ON:
         raise ValueError(f"config field efc.cons_on: {e.cons_on!r}; choose from "
                          f"{list(efc_losses.CONS_ON)}")
     if not isinstance(e.pairs_per_snippet, int) or e.pairs_per_snippet < 1:
@@ -77,11 +81,15 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 class EFCTask(SegmenterTask):
     """The EFC joint model trained on pairs from whole snippets."""
 
+    @classmethod
+    def config_template(cls) -> ml_collections.ConfigDict:
+        return core_config.extend(super().config_template(), **efc_config.template_blocks())
+
     def __init__(self, config: ml_collections.ConfigDict, workdir: str | None = None):
         super().__init__(config, workdir)
-        validate_config(config)
-        self.e = config.efc
-        self.model: EFCModel = make_efc_model(config)
+        validate_config(self.config)
+        self.e = self.config.efc
+        self.model: EFCModel = make_efc_model(self.config.model, self.e)
         self.flow_only = self.e.mode == "flow_only"
         self.weights = {k: float(v) for k, v in dict(self.e.loss_weights).items() if v}
 
@@ -129,11 +137,11 @@ class EFCTask(SegmenterTask):
             occlusion_in_cons=bool(self.e.occlusion_in_cons),
             occlusion_in_pm=bool(self.e.occlusion_in_pm),
             seg_occlusion=bool(self.e.seg_occlusion),
-            cons_occlusion_grad=bool(self.e.get("cons_occlusion_grad", False)),
-            cons_flow_grad=bool(self.e.get("cons_flow_grad", True)),
-            cons_normalize=bool(self.e.get("cons_normalize", False)),
-            cons_on=str(self.e.get("cons_on", "features")),
-            edge_alpha=float(self.e.get("edge_alpha", 1.0)),
+            cons_occlusion_grad=bool(self.e.cons_occlusion_grad),
+            cons_flow_grad=bool(self.e.cons_flow_grad),
+            cons_normalize=bool(self.e.cons_normalize),
+            cons_on=str(self.e.cons_on),
+            edge_alpha=float(self.e.edge_alpha),
             relaxation_window=self.relaxation_window)
         total, values = efc_losses.combine(self.weights, terms)
         metrics = dict(values, occlusion_mean=jnp.mean(out["occlusion_full"]),
@@ -145,17 +153,17 @@ class EFCTask(SegmenterTask):
     def train_iterator(self, seed):
         labelled = data.train_iterator(self.config, seed, window=None, label_frame="annotated",
                                        batch_fn=PrepareSnippets(self.e.labels))
-        if not self.e.get("unlabelled_data"):
+        if not self.e.unlabelled_data:
             return labelled
         cfg = ml_collections.ConfigDict(self.config.to_dict())
         cfg.data = self.e.unlabelled_data
         cfg.input.batch_size = int(self.e.unlabelled_batch_size)
         cfg.input.class_uniform = False
-        source = datasets.open_split(cfg.data, cfg.data.get("split", "train"))
+        source = datasets.open_split(cfg.data, self.e.unlabelled_split)
         unlabelled = iter(pipeline.make_dataset(
             source, batch_size=cfg.input.batch_size, seed=seed + 1, window=None,
             label_frame="annotated", augment=data.train_augment(cfg),
-            batch_fn=PrepareSnippets("none"), worker_count=cfg.input.get("worker_count", 0)))
+            batch_fn=PrepareSnippets("none"), worker_count=cfg.input.worker_count))
         return MixedIterator(labelled, unlabelled)
 
     # ------------------------------------------------------------------ inference

@@ -6,6 +6,7 @@
   model.py            the video model: the static net on every frame, then the STGRU
                       (fig. 2)
   transforms.py       classical flow computed in the input workers (sec. 4, Farneback)
+  config.py           the ``grfp`` and ``flow`` blocks, with their defaults
   task.py             ``GRFPTask``: stage 2, the NLL on the labelled frame only (sec. 3.3),
                       and the streaming predictor ``segment``/``export`` run
   report.py           static vs forward vs forward-backward: class mIoU, temporal

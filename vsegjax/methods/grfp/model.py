@@ -49,20 +49,20 @@ class VideoModel(nn.Module):
         return self.grfp(logits, frames, flow_fwd, flow_bwd, label_pos)
 
 
-def grfp_dtype(config: ml_collections.ConfigDict) -> str:
-    """The STGRU's computation dtype: ``grfp.dtype``, else the static net's ``model.dtype``
-    (configs written before ``grfp.dtype`` existed)."""
-    return config.grfp.get("dtype", config.model.get("dtype", "float32"))
+def grfp_dtype(model: ml_collections.ConfigDict, grfp: ml_collections.ConfigDict) -> str:
+    """The STGRU's computation dtype: ``grfp.dtype``, else the static net's ``model.dtype``."""
+    return grfp.dtype or model.dtype
 
 
-def make_video_model(config: ml_collections.ConfigDict,
+def make_video_model(model: ml_collections.ConfigDict, grfp: ml_collections.ConfigDict,
                      provider: flow_providers.FlowProvider | None = None) -> VideoModel:
-    g = config.grfp
+    """The video model from the ``model`` and ``grfp`` blocks (``config.grfp_block``)."""
     learned = isinstance(provider, flow_providers.LearnedFlow)
     return VideoModel(
-        static=make_segmenter(config.model),
-        grfp=GRFP(num_classes=config.model.num_classes, mode=g.mode, kernel_size=g.kernel_size,
-                  identity_init=g.identity_init, center_inputs=g.center_inputs, remat=g.remat,
-                  update_gate=g.get("update_gate", "per_class"), dtype=DTYPES[grfp_dtype(config)]),
+        static=make_segmenter(model),
+        grfp=GRFP(num_classes=model.num_classes, mode=grfp.mode, kernel_size=grfp.kernel_size,
+                  identity_init=grfp.identity_init, center_inputs=grfp.center_inputs,
+                  remat=grfp.remat, update_gate=grfp.update_gate,
+                  dtype=DTYPES[grfp_dtype(model, grfp)]),
         flow=provider.module if learned else None,
         flow_trainable=bool(learned and provider.trainable))

@@ -219,7 +219,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, task, video_state,
     num_carried = 0
     consistency = {m: [] for m in METHODS}
     panel_dir = os.path.join(workdir, "panels")
-    num_panels, index = config.eval.get("num_panels", 4), 0
+    num_panels, index = config.eval.num_panels, 0
     total = data.num_eval_snippets(config)
     bar = tqdm.tqdm(total=total if jax.process_count() == 1 else None, desc="evaluate GRFP",
                     unit="snippet", disable=not files.is_writer())
@@ -266,7 +266,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, task, video_state,
         {f"{m}/{k}": np.asarray(getattr(evaluation.combine_consistency(consistency[m]), k))
          for m in METHODS for k in ("consistent", "total")})
 
-    names = list(config.data.get("class_names", [])) or [str(k) for k in range(c)]
+    names = list(config.data.class_names) or [str(k) for k in range(c)]
     results: dict[str, Any] = {}
     for m in METHODS:
         miou_deg = cms.miou((m, "degraded"))

@@ -25,7 +25,9 @@ from vsegjax.models import flow_providers
 from vsegjax.models.segmenter import DTYPES
 from vsegjax.methods.grfp.stgru import UPDATE_GATES
 from vsegjax.methods.grfp.model import grfp_dtype, make_video_model
+from vsegjax.core import config as core_config
 from vsegjax.core import inputs as data
+from vsegjax.methods.grfp import config as grfp_config
 from vsegjax.core.task import Predictor
 from vsegjax.methods.common import SegmenterTask
 from vsegjax.methods.grfp.stgru import stgru_step
@@ -37,11 +39,16 @@ LOSS_KEYS = {"L_fwbw": "logits", "L_fwd": "logits_fwd", "L_bwd": "logits_bwd"}
 class GRFPTask(SegmenterTask):
     """Stage 2 of GRFP: the STGRU (and optionally the static net) on labelled windows."""
 
+    @classmethod
+    def config_template(cls) -> ml_collections.ConfigDict:
+        return core_config.extend(super().config_template(), **grfp_config.template_blocks())
+
     def __init__(self, config: ml_collections.ConfigDict, workdir: str | None = None):
         super().__init__(config, workdir)
+        config = self.config
         validate_config(config)
         self.provider = flow_providers.make_flow_provider(config.flow)
-        self.model = make_video_model(config, self.provider)
+        self.model = make_video_model(config.model, config.grfp, self.provider)
         self.before, self.after = (int(v) for v in config.input.window)
         self.batch_fn = flow_batch_fn(self.provider)
         self.train_static = bool(config.grfp.train_static)
@@ -171,11 +178,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if not isinstance(g.kernel_size, int) or g.kernel_size < 1 or g.kernel_size % 2 == 0:
         raise ValueError(f"config field grfp.kernel_size: must be an odd positive int; "
                          f"got {g.kernel_size!r}")
-    if g.get("update_gate", "per_class") not in UPDATE_GATES:
+    if g.update_gate not in UPDATE_GATES:
         raise ValueError(f"config field grfp.update_gate: {g.update_gate!r}; choose one of "
                          f"{', '.join(UPDATE_GATES)}")
-    if grfp_dtype(config) not in DTYPES:
-        raise ValueError(f"config field grfp.dtype: {grfp_dtype(config)!r}; choose one of "
+    if grfp_dtype(config.model, g) not in DTYPES:
+        raise ValueError(f"config field grfp.dtype: {g.dtype!r}; choose one of "
                          f"{', '.join(DTYPES)}")
     window = tuple(config.input.window)
     if len(window) != 2 or any(not isinstance(v, int) or v < 0 for v in window):

@@ -28,8 +28,8 @@ class StaticSegmentationTask(SegmenterTask):
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: str | None = None):
         super().__init__(config, workdir)
-        self.model = StaticModel(static=make_segmenter(config.model))
-        self.num_classes = config.model.num_classes
+        self.model = StaticModel(static=make_segmenter(self.config.model))
+        self.num_classes = self.config.model.num_classes
 
     def init_variables(self, rng):
         h, w = self.input_shape()
@@ -40,10 +40,8 @@ class StaticSegmentationTask(SegmenterTask):
         logits, model_state = apply_static(self.model, params, model_state, images, True, rng)
         # loss.relaxation_window > 0: VPLR's boundary label relaxation (losses/relaxation.py).
         terms = {"L_seg": losses.segmentation_loss(logits, labels, self.relaxation_window)}
-        weights = self.config.get("loss_weights", {"L_seg": 1.0})
-        total = sum(weights[k] * v for k, v in terms.items() if weights.get(k))
         metrics = dict(terms, pixel_acc=losses.pixel_accuracy(logits, labels))
-        return total, (metrics, model_state)
+        return terms["L_seg"], (metrics, model_state)
 
     segments = True
 
@@ -55,7 +53,7 @@ class StaticSegmentationTask(SegmenterTask):
 
     def train_iterator(self, seed):
         return data.train_iterator(self.config, seed, window=(0, 0),
-                                   label_frame=self.config.input.get("label_frame", "annotated"))
+                                   label_frame=self.config.input.label_frame)
 
     @functools.cached_property
     def _predict(self):
@@ -92,11 +90,11 @@ def report(config: ml_collections.ConfigDict, workdir: str,
     task = result.task
     c = config.model.num_classes
     palette = viz.palette_for(datasets.palette_name(config.data))
-    names = list(config.data.get("class_names", [])) or [str(k) for k in range(c)]
+    names = list(config.data.class_names) or [str(k) for k in range(c)]
 
     # The baseline learns its per-pixel prior from the training labels at eval resolution.
     train_cfg = ml_collections.ConfigDict(config.to_dict())
-    train_cfg.eval.split = config.input.get("train_split", "train")
+    train_cfg.eval.split = config.input.train_split
     # Each process takes its rows of every global batch; the counts are pooled below.
     prior = None
     for batch in data.eval_batches(train_cfg, window=(0, 0), per_process=True):
@@ -120,7 +118,7 @@ def report(config: ml_collections.ConfigDict, workdir: str,
             cms.add("static", pred[i], label)
             cms.add("positional_prior", prior_map, label)
             local += 1
-            if files.is_writer() and shown < config.eval.get("num_panels", 4):
+            if files.is_writer() and shown < config.eval.num_panels:
                 frame = (batch["frames"][i, 0] * 255).astype(np.uint8)
                 panel = viz.make_panel([frame, viz.colorize_labels(pred[i], palette),
                                         viz.colorize_labels(label, palette)],

@@ -6,6 +6,7 @@
   sdc_losses.py  its self-supervised reconstruction losses
   sdc.py         ``SDCTask`` (training it on unlabelled video), its report, and its motion
                  as a flow provider for propagation
+  config.py      the ``vplr`` and ``sdc`` blocks, with their defaults
   task.py        ``VPLRTask``: the segmenter on labelled frames plus label- or jointly-
                  propagated pairs at +-k frames, with boundary label relaxation
                  (``vsegjax.losses.relaxation``) and class-uniform sampling

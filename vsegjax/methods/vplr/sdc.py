@@ -4,7 +4,8 @@ The pipeline delivers whole augmented snippets (labels dropped on the host: noth
 uses them). Each step draws ``windows_per_snippet`` windows (frames t - n + 1 .. t, and
 t + 1) per snippet from the step's key, so the draw resumes exactly; the ``SDCNet``
 synthesises frame t+1 and is scored against the real one with ``L_rec`` (L1) and
-``L_grad`` (L1 of image gradients). Config fields (``config.sdc``; configs/sdc_synthetic.py):
+``L_grad`` (L1 of image gradients). Config fields (``config.sdc``; defaults in
+``methods/vplr/config.py``):
 
   mode: "prediction" (frames up to t) | "reconstruction" (also frame t+1).
   num_inputs, kernel_size, width, depth, max_motion, centre_logit: ``models.sdc.SDCNet``.
@@ -32,11 +33,13 @@ from vsegjax.data import transforms
 from vsegjax.evaluation import pooling
 from vsegjax.methods.efc import losses as efc_losses
 from vsegjax.methods.vplr import sdc_losses
-from vsegjax.methods.vplr.sdc_model import SDCFlow, SDCNet, make_sdc_model
+from vsegjax.methods.vplr.sdc_model import SDCFlow, SDCNet, make_sdc_model, sdc_config
 from vsegjax.core import checkpoint
+from vsegjax.core import config as core_config
 from vsegjax.core import inputs as data
 from vsegjax.core import experiment
 from vsegjax.core import sharding
+from vsegjax.methods.vplr import config as vplr_config
 from vsegjax.core.task import Task
 
 
@@ -50,7 +53,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                          f"known: {sorted(sdc_losses.DEFAULT_WEIGHTS)}")
     if not weights:
         raise ValueError("config field sdc.loss_weights: every weight is zero")
-    n = s.get("windows_per_snippet", 1)
+    n = s.windows_per_snippet
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"config field sdc.windows_per_snippet: must be an int >= 1; got {n!r}")
 
@@ -86,11 +89,16 @@ def all_windows(frames: np.ndarray, num_inputs: int) -> tuple[np.ndarray, np.nda
 class SDCTask(Task):
     """Trains ``SDCNet`` to synthesise frame t+1 (L1 + image-gradient loss)."""
 
+    @classmethod
+    def config_template(cls) -> ml_collections.ConfigDict:
+        return core_config.extend(super().config_template(),
+                                  **vplr_config.sdc_template_blocks())
+
     def __init__(self, config: ml_collections.ConfigDict, workdir: str | None = None):
         super().__init__(config, workdir)
-        validate_config(config)
-        self.s = config.sdc
-        self.model: SDCNet = make_sdc_model(config)
+        validate_config(self.config)
+        self.s = self.config.sdc
+        self.model: SDCNet = make_sdc_model(self.s)
         self.weights = {k: float(v) for k, v in dict(self.s.loss_weights).items() if v}
 
     def init_variables(self, rng):
@@ -102,7 +110,7 @@ class SDCTask(Task):
         frames = batch["frames"]
         n = self.model.num_inputs
         starts = window_starts(rng, frames.shape[0], frames.shape[1], n,
-                               int(self.s.get("windows_per_snippet", 1)))
+                               int(self.s.windows_per_snippet))
         windows = gather_windows(frames, starts, n + 1)
         inputs, target = windows[:, :n], windows[:, n]
         out = self.model.apply({"params": params, **model_state}, inputs, target)
@@ -209,7 +217,7 @@ def report(config: ml_collections.ConfigDict, workdir: str,
     result = stages[-1]
     scores, examples = result.task.evaluate_windows(result.state.params,
                                                     result.state.model_state,
-                                                    int(config.eval.get("num_panels", 4)))
+                                                    int(config.eval.num_panels))
     results = {"sdc": {"psnr": scores["psnr"], "l1": scores["l1"]},
                "copy": {"psnr": scores["copy_psnr"], "l1": scores["copy_l1"]},
                "mode": config.sdc.mode, "split": config.eval.split,
@@ -244,7 +252,6 @@ def load_sdc_flow(workdir: str) -> SDCFlow:
         if "sdc" not in saved:
             raise ValueError(f"{found[0]}: not the config of an SDC run (no 'sdc' block)")
         saved = saved["sdc"]
-    config = ml_collections.ConfigDict({"sdc": saved})
-    model = make_sdc_model(config)
+    model = make_sdc_model(core_config.resolve(saved, sdc_config()))
     state = checkpoint.load_state_tree(root)
     return SDCFlow(model, {"params": state["params"], **state.get("model_state", {})})

@@ -127,21 +127,18 @@ def sdc_config(**overrides: Any) -> ml_collections.ConfigDict:
     return c
 
 
-def make_sdc_model(config: ml_collections.ConfigDict) -> SDCNet:
-    """``SDCNet`` from ``config.sdc`` (missing fields take ``sdc_config()``'s defaults)."""
-    s = config.sdc
-    if s.get("mode") not in MODES:
-        raise ValueError(f"config field sdc.mode: {s.get('mode')!r}; choose from {list(MODES)}")
-    d = sdc_config()
-    get = lambda k: s.get(k, d[k])  # noqa: E731
-    if int(get("num_inputs")) < 1:
-        raise ValueError(f"config field sdc.num_inputs: must be >= 1; got {get('num_inputs')}")
-    k = int(get("kernel_size"))
+def make_sdc_model(s: ml_collections.ConfigDict) -> SDCNet:
+    """``SDCNet`` from an ``sdc`` block (its model fields: ``sdc_config``)."""
+    if s.mode not in MODES:
+        raise ValueError(f"config field sdc.mode: {s.mode!r}; choose from {list(MODES)}")
+    if int(s.num_inputs) < 1:
+        raise ValueError(f"config field sdc.num_inputs: must be >= 1; got {s.num_inputs}")
+    k = int(s.kernel_size)
     if k < 1 or k % 2 == 0:
         raise ValueError(f"config field sdc.kernel_size: must be odd and >= 1; got {k}")
-    return SDCNet(mode=s.mode, num_inputs=int(get("num_inputs")), kernel_size=k,
-                  width=int(get("width")), depth=int(get("depth")),
-                  max_motion=float(get("max_motion")), centre_logit=float(get("centre_logit")))
+    return SDCNet(mode=s.mode, num_inputs=int(s.num_inputs), kernel_size=k,
+                  width=int(s.width), depth=int(s.depth),
+                  max_motion=float(s.max_motion), centre_logit=float(s.centre_logit))
 
 
 # --------------------------------------------------------------------------- as a flow source

@@ -35,8 +35,10 @@ from vsegjax.data import datasets, pipeline, transforms
 from vsegjax.models import propagate as prop
 from vsegjax.losses.segmentation import IGNORE_LABEL
 from vsegjax.methods.vplr.sdc import load_sdc_flow
+from vsegjax.core import config as core_config
 from vsegjax.core import inputs as data
 from vsegjax.core import experiment
+from vsegjax.methods.vplr import config as vplr_config
 from vsegjax.models.segmenter import apply_static
 from vsegjax.methods.static.task import StaticSegmentationTask
 
@@ -66,20 +68,20 @@ def motion_source(v: ml_collections.ConfigDict):
 def propagated_pairs(config: ml_collections.ConfigDict, cache_dir: str) -> dict[str, np.ndarray]:
     """{"frames" [N, H, W, 3] uint8, "labels" [N, H, W], "k" [N]} for the train split."""
     v = config.vplr
-    size = config.input.augment.get("resize")
-    at = v.get("propagate_at", "train")
+    size = config.input.augment.resize
+    at = v.propagate_at
     if at not in PROPAGATE_AT:
         raise ValueError(f"config field vplr.propagate_at: {at!r}; choose from "
                          f"{list(PROPAGATE_AT)}")
     key = json.dumps({"data": config.data.to_dict(), "size": list(size or []), "k": int(v.k),
-                      "mode": v.mode, "motion": v.motion, "sdc": v.get("sdc_workdir", ""),
-                      "split": config.input.get("train_split", "train"), "at": at},
+                      "mode": v.mode, "motion": v.motion, "sdc": v.sdc_workdir,
+                      "split": config.input.train_split, "at": at},
                      sort_keys=True)
     path = os.path.join(cache_dir, f"propagated_{hashlib.sha1(key.encode()).hexdigest()[:10]}.npz")
     if files.isfile(path):
         with np.load(io.BytesIO(epath.Path(path).read_bytes())) as z:
             return {k: z[k] for k in z.files}
-    source = datasets.open_split(config.data, config.input.get("train_split", "train"))
+    source = datasets.open_split(config.data, config.input.train_split)
     motion = motion_source(v)
     out_f, out_l, out_k = [], [], []
     for i in tqdm.trange(len(source), desc=f"{v.mode} propagation", unit="snippet"):
@@ -115,15 +117,21 @@ def propagated_pairs(config: ml_collections.ConfigDict, cache_dir: str) -> dict[
 class VPLRTask(StaticSegmentationTask):
     """``StaticSegmentationTask`` whose batches mix in propagated pairs."""
 
+    @classmethod
+    def config_template(cls) -> ml_collections.ConfigDict:
+        return core_config.extend(super().config_template(),
+                                  **vplr_config.vplr_template_blocks())
+
     def __init__(self, config: ml_collections.ConfigDict, workdir: str | None = None):
         super().__init__(config, workdir)
+        config = self.config
         v = config.vplr
         if v.mode not in MODES:
             raise ValueError(f"config field vplr.mode: {v.mode!r}; choose from {list(MODES)}")
         if v.mode != "none" and not workdir:
             raise ValueError("VPLRTask needs a workdir to cache the propagated pairs in")
         self.cache_dir = workdir
-        where = config.get("loss", {}).get("relaxation_on", "all")
+        where = config.loss.relaxation_on
         if where not in ("all", "propagated"):
             raise ValueError(f"config field loss.relaxation_on: 'all' or 'propagated'; got "
                              f"{where!r}")
@@ -152,16 +160,15 @@ class VPLRTask(StaticSegmentationTask):
         if v.mode == "none":
             return super().train_iterator(seed)
         original = data.train_iterator(self.config, seed, window=(0, 0),
-                                       label_frame=self.config.input.get("label_frame",
-                                                                         "annotated"),
+                                       label_frame=self.config.input.label_frame,
                                        batch_fn=transforms.Tagged(False))
         pairs = propagated_pairs(self.config, self.cache_dir)
         ds = pipeline.make_dataset(
             transforms.PairSource(pairs), batch_size=int(v.propagated_batch_size), seed=seed + 1,
             window=(0, 0), label_frame="annotated", augment=data.train_augment(self.config),
             num_classes=self.num_classes,
-            class_uniform=self.config.input.get("class_uniform", False),
-            worker_count=self.config.input.get("worker_count", 0), batch_fn=transforms.Tagged(True))
+            class_uniform=self.config.input.class_uniform,
+            worker_count=self.config.input.worker_count, batch_fn=transforms.Tagged(True))
         return transforms.MixedIterator(original, iter(ds))
 
 
@@ -171,7 +178,7 @@ def report(config: ml_collections.ConfigDict, workdir: str,
     del workdir
     result = stages[-1]
     scores = result.task.evaluate(result.state.params, result.state.model_state, result.step)
-    out = {"variant": config.get("variant", ""), "seed": int(config.seed),
+    out = {"variant": config.variant, "seed": int(config.seed),
            "mode": config.vplr.mode,
            "relaxation_window": result.task.relaxation_window,
            "steps": result.step, **scores}

@@ -186,10 +186,10 @@ def run_synthetic(config, workdir: str, refiner: tuple[Any, dict] | None = None
     ``workdir/propagation.png``; the results are the run's ``eval_metrics.json``."""
     e = config.eval
     sdc = None
-    if e.get("sdc_workdir"):
+    if e.sdc_workdir:
         sdc = motion_method(load_sdc_flow(e.sdc_workdir))
-    size = tuple(config.input.augment.get("resize") or config.input.augment.crop_size)
-    flow_source = config.warp_refine.get("flow", "dis")
+    size = tuple(config.input.augment.resize or config.input.augment.crop_size)
+    flow_source = config.warp_refine.flow
     methods: dict[str, Method] = {"copy": copy_method, "flow": flow_method}
     if sdc is not None:
         methods["sdc"] = sdc
@@ -200,7 +200,7 @@ def run_synthetic(config, workdir: str, refiner: tuple[Any, dict] | None = None
     # Process p scores videos p, p + P, ...; the matrices are pooled over the processes.
     mine = range(jax.process_index(), int(e.num_videos), jax.process_count())
     for frames, labels in tqdm.tqdm(synthetic_videos(int(e.num_videos), int(e.num_frames),
-                                                     size, int(e.get("video_seed", 7)), mine),
+                                                     size, int(e.video_seed), mine),
                                     total=len(mine), desc="propagation", unit="video",
                                     disable=not files.is_writer()):
         frames = frames.astype(np.float32) / 255.0

@@ -30,7 +30,9 @@ from vsegjax.methods.warp_refine import losses as wr_losses
 from vsegjax.methods.warp_refine.transforms import CycleWindows
 from vsegjax.methods.warp_refine.model import Refiner, WarpRefineModel, warp_probs
 from vsegjax.models.segmenter import make_segmenter
+from vsegjax.core import config as core_config
 from vsegjax.core import inputs as data
+from vsegjax.methods.warp_refine import config as wr_config
 from vsegjax.methods.common import SegmenterTask
 
 IGNORE_LABEL = 255
@@ -40,30 +42,33 @@ PRIORS = ("segmenter", "none")
 TERMS = ("L_cycle", "L_direct", "L_warp", "L_prior")
 
 
-def make_model(config: ml_collections.ConfigDict) -> WarpRefineModel:
+def make_model(model: ml_collections.ConfigDict, w: ml_collections.ConfigDict
+               ) -> WarpRefineModel:
     """``warp_refine.prior``: "segmenter" (a static segmenter's probabilities, the paper's
     semantic prior) or "none" (uniform). "none" is for a single video labelled on one
     frame: a prior trained on that frame is exact at the frame where every training cycle
     ends, so the refiner learns to trust it, and it is not exact anywhere else."""
-    w = config.warp_refine
-    prior = w.get("prior", "segmenter")
+    prior = w.prior
     if prior not in PRIORS:
         raise ValueError(f"config field warp_refine.prior: one of {PRIORS}; got {prior!r}")
-    static = make_segmenter(config.model) if prior == "segmenter" else None
+    static = make_segmenter(model) if prior == "segmenter" else None
     return WarpRefineModel(static=static,
-                           refiner=Refiner(num_classes=int(config.model.num_classes),
-                                           width=int(w.get("refiner_width", 32)),
-                                           depth=int(w.get("refiner_depth", 2))))
+                           refiner=Refiner(num_classes=int(model.num_classes),
+                                           width=int(w.refiner_width), depth=int(w.refiner_depth)))
 
 
 class WarpRefineTask(SegmenterTask):
     """The prior segmenter (``static``) and the refiner, trained on cycle windows."""
 
+    @classmethod
+    def config_template(cls) -> ml_collections.ConfigDict:
+        return core_config.extend(super().config_template(), **wr_config.template_blocks())
+
     def __init__(self, config: ml_collections.ConfigDict, workdir: str | None = None):
         super().__init__(config, workdir)
-        self.w = config.warp_refine
-        self.model = make_model(config)
-        self.num_classes = int(config.model.num_classes)
+        self.w = self.config.warp_refine
+        self.model = make_model(self.config.model, self.w)
+        self.num_classes = int(self.config.model.num_classes)
         self.weights = {k: float(v) for k, v in dict(self.w.loss_weights).items() if v}
         unknown = set(self.weights) - set(TERMS)
         if unknown:
@@ -135,8 +140,7 @@ class WarpRefineTask(SegmenterTask):
     def train_iterator(self, seed):
         return data.train_iterator(
             self.config, seed, window=None, label_frame="annotated",
-            batch_fn=CycleWindows(int(self.w.k), self.w.get("flow", "dis"),
-                                  self.w.get("labels", "annotated")))
+            batch_fn=CycleWindows(int(self.w.k), self.w.flow, self.w.labels))
 
     # ------------------------------------------------------------------ inference
 

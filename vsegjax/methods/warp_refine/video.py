@@ -24,6 +24,7 @@ from vsegjax import files
 from vsegjax.models import propagate as prop
 from vsegjax.ops import compose_flow
 from vsegjax.core import checkpoint
+from vsegjax.core import config as core_config
 from vsegjax.core.trainer import train
 from vsegjax.methods.warp_refine.task import IGNORE_LABEL, WarpRefineTask
 
@@ -35,7 +36,7 @@ def video_config(num_classes: int, crop: tuple[int, int], steps: int, k: int = 3
     """A small refiner + prior for one video (CPU-sized: a few hundred steps).
 
     ``prior``: "segmenter" trains a prior on the video's labelled frames with the refiner;
-    "none" gives the refiner a uniform prior (``train.warp_refine.make_model``).
+    "none" gives the refiner a uniform prior (``task.make_model``).
     ``strides``: frame steps a training cycle may take (``VideoWindows``).
     ``warp_weight``: weight of L_warp, the pull towards plain soft warping."""
     return ml_collections.ConfigDict(dict(
@@ -180,9 +181,12 @@ def train_on_video(frames: np.ndarray, labels: Mapping[int, np.ndarray], num_cla
     crop = (min(crop[0], h), min(crop[1], w))
     cfg = config or video_config(num_classes, crop, steps, k, seed=seed, prior=prior,
                                  strides=strides, warp_weight=warp_weight)
-    windows = VideoWindows(frames, labels, flows, int(cfg.warp_refine.k),
-                           int(cfg.input.batch_size), tuple(cfg.input.augment.crop_size), seed,
-                           strides=tuple(cfg.warp_refine.get("strides", (1,))))
+    # The fingerprint is of ``cfg`` as given; the windows read it resolved.
+    resolved = core_config.resolve(cfg, _VideoTask.config_template())
+    windows = VideoWindows(frames, labels, flows, int(resolved.warp_refine.k),
+                           int(resolved.input.batch_size),
+                           tuple(resolved.input.augment.crop_size), seed,
+                           strides=tuple(resolved.warp_refine.strides))
     task = _VideoTask(cfg, windows)
     run_dir = os.path.join(workdir, "refiner")
     check_refiner_reuse(run_dir, training_fingerprint(frames, labels, cfg, flow_name))
