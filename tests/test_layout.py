@@ -15,6 +15,7 @@ LOCAL_IMPORTS_ALLOWED = {
     "vsegjax.data.datasets": "a builder is imported when its dataset is used",
     "vsegjax.models.convert": "torch and safetensors are optional, needed only for their files",
     "vsegjax.export": "TensorFlow is optional, needed only for --format=savedmodel",
+    "vsegjax.compile": "the host backend is pinned to the CPU before JAX loads",
 }
 
 
@@ -94,7 +95,8 @@ def test_function_local_imports_only_where_a_reason_is_given():
 # Each layer and what it may not import (prefixes of module names). The apps are the
 # entry points and what serves only them (``inference``, ``experiments``).
 APPS = ("vsegjax.main", "vsegjax.segment", "vsegjax.export", "vsegjax.autolabel",
-        "vsegjax.colab", "vsegjax.experiments", "vsegjax.inference")
+        "vsegjax.compile", "vsegjax.cli", "vsegjax.colab", "vsegjax.experiments",
+        "vsegjax.inference")
 BUILDING_BLOCKS = ("vsegjax.ops", "vsegjax.models", "vsegjax.data", "vsegjax.evaluation",
                    "vsegjax.viz", "vsegjax.losses", "vsegjax.files", "vsegjax.checkpoint_io")
 FORBIDDEN = {

@@ -45,3 +45,54 @@ def test_the_registry_names_unknown_tasks_and_imports_lazily():
         reg.report_fn("toy")
     both = reg.extended(static=REGISTRY["static"])
     assert sorted(both) == ["static", "toy"] and sorted(reg) == ["toy"]
+
+
+def _first_batches(config_name: str, variant: str | None, tmp_path):
+    """(task, the first host batch of its train_iterator) for each stage of a config,
+    on the synthetic dataset (built on first use)."""
+    import importlib
+
+    import numpy as np
+
+    from vsegjax import experiments
+    module = importlib.import_module(f"configs.{config_name}")
+    config = module.get_config(variant) if variant else module.get_config()
+    if "efc" in config:
+        config.efc.unlabelled_data = None
+    config.input.batch_size = 8  # the tests' 8 CPU devices
+    if "vplr" in config:
+        config.vplr.propagated_batch_size = 8
+    for stage in experiments.resolve_stages(config, str(tmp_path)):
+        (tmp_path / stage.name).mkdir(parents=True, exist_ok=True)
+        task = experiments.task_class(stage.task_name)(stage.config, workdir=stage.workdir)
+        batch = next(task.train_iterator(0))
+        yield task, {k: np.asarray(v) for k, v in batch.items()}
+
+
+def _check_spec(task, batch):
+    import numpy as np
+    rows = task.config.input.batch_size
+    spec = task.batch_spec(rows)
+    rows = spec["frames"].shape[0]
+    assert rows == batch["frames"].shape[0]
+    for key, s in spec.items():
+        assert key in batch, key
+        assert batch[key].shape == s.shape, (key, batch[key].shape, s.shape)
+        assert np.dtype(batch[key].dtype) == np.dtype(s.dtype), (key, batch[key].dtype)
+
+
+@pytest.mark.parametrize("config_name", ["grfp_synthetic", "warp_refine_synthetic"])
+def test_batch_spec_is_the_batch_the_pipeline_yields(config_name, tmp_path):
+    """``vsegjax.compile`` compiles each step for ``batch_spec``: it must be what
+    ``train_iterator`` gives for every key the loss reads (shape and dtype)."""
+    for task, batch in _first_batches(config_name, None, tmp_path):
+        _check_spec(task, batch)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config_name,variant", [("efc_synthetic", "full"),
+                                                 ("sdc_synthetic", None),
+                                                 ("vplr_synthetic", "c")])
+def test_batch_spec_of_whole_snippet_and_mixed_batches(config_name, variant, tmp_path):
+    for task, batch in _first_batches(config_name, variant, tmp_path):
+        _check_spec(task, batch)

@@ -16,6 +16,7 @@ one line naming the address and the expected process count just before JAX would
 from __future__ import annotations
 
 import dataclasses
+import glob
 import importlib.util
 import os
 import socket
@@ -100,8 +101,12 @@ def use_gloo_on_cpu() -> None:
 
 
 def on_cloud_tpu() -> bool:
-    """True where libtpu is installed (``pip install vsegjax[tpu]`` on a TPU VM)."""
-    return importlib.util.find_spec("libtpu") is not None
+    """True on a Cloud TPU VM: libtpu installed and TPU chips attached (``/dev/accel*`` on
+    v4/v5e, ``/dev/vfio/<n>`` on v5p/v6e). libtpu alone is not enough: ``vsegjax.compile``
+    installs it on CPU machines to compile for TPUs."""
+    if importlib.util.find_spec("libtpu") is None:
+        return False
+    return bool(glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*"))
 
 
 def initialize(flags: ProcessFlags) -> bool:

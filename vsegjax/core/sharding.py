@@ -21,9 +21,11 @@ from vsegjax.data.pipeline import batch_axes, check_batch_size
 BATCH_AXES = ("data", "fsdp")
 
 
-def make_mesh(num_devices: int | None = None, fsdp: int = 1) -> Mesh:
-    """A ``data x fsdp`` mesh over the first ``num_devices`` devices (default: all)."""
-    devices = jax.devices()
+def make_mesh(num_devices: int | None = None, fsdp: int = 1,
+              devices: Sequence[Any] | None = None) -> Mesh:
+    """A ``data x fsdp`` mesh over the first ``num_devices`` of ``devices`` (default: all
+    of JAX's; ``vsegjax.compile`` passes a TPU topology's abstract devices)."""
+    devices = list(jax.devices() if devices is None else devices)
     n = len(devices) if num_devices is None else int(num_devices)
     if not 1 <= n <= len(devices):
         raise ValueError(f"num_devices={n} but {len(devices)} devices are available")

@@ -8,6 +8,8 @@ Who calls what (every member below is used by one of them, and by nothing else):
   the trainer (``core.trainer``)     ``init_variables``, ``frozen_params``,
                                      ``load_pretrained``, ``init_from``, ``bind_mesh``,
                                      ``train_iterator``, ``loss_fn``, ``evaluate``
+  ``vsegjax.compile``                 ``batch_spec`` (the batch ``loss_fn`` reads, as
+                                     shapes) and ``predictor``
   the apps (``segment``, ``export``,  ``segments``, ``predictor`` (the per-frame function
   ``inference.trained``)             and, for a recurrent method, its streaming step)
 
@@ -21,6 +23,7 @@ import dataclasses
 from typing import Any, Callable, Iterator, Mapping
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 from absl import logging
 from jax.sharding import Mesh
@@ -85,6 +88,23 @@ class Task(abc.ABC):
         """(H, W) of training examples: the crop, else the resize of ``input.augment``."""
         size = self.config.input.augment.crop_size or self.config.input.augment.resize
         return int(size[0]), int(size[1])
+
+    def batch_spec(self, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
+        """The global training batch of ``batch_size`` rows as ``loss_fn`` reads it: the
+        shapes and dtypes ``train_iterator`` yields for those keys. ``vsegjax.compile``
+        compiles the train step for it without reading any data."""
+        raise NotImplementedError(f"{type(self).__name__} declares no batch_spec, so its step "
+                                  f"cannot be compiled without data")
+
+    def snippet_batch(self, batch_size: int, frames: int, *, labels: bool = True
+                      ) -> dict[str, jax.ShapeDtypeStruct]:
+        """``frames`` [B, T, H, W, 3] float32 (and ``labels`` [B, T, H, W] int32) at the
+        training size: the pipeline's layout (``data.pipeline``)."""
+        h, w = self.input_shape()
+        out = {"frames": jax.ShapeDtypeStruct((batch_size, frames, h, w, 3), jnp.float32)}
+        if labels:
+            out["labels"] = jax.ShapeDtypeStruct((batch_size, frames, h, w), jnp.int32)
+        return out
 
     @abc.abstractmethod
     def init_variables(self, rng: jax.Array) -> Variables:

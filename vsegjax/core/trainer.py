@@ -24,7 +24,6 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import tqdm
 from absl import logging
@@ -33,11 +32,11 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from vsegjax import files
 from vsegjax.core import checkpoint
-from vsegjax.core import optim
 from vsegjax.core import preemption
+from vsegjax.core import setup
 from vsegjax.core import sharding
 from vsegjax.core import writers
-from vsegjax.core.step import WHY, Divergence, TrainState, initial_guard, make_train_step
+from vsegjax.core.step import WHY, Divergence, TrainState, initial_guard
 from vsegjax.core.task import Task
 
 
@@ -52,12 +51,6 @@ class TrainResult:
     step: int
     last_metrics: dict[str, float]
     workdir: str
-
-
-def _split_variables(variables: dict) -> tuple[Any, dict]:
-    variables = dict(variables)
-    params = variables.pop("params")
-    return params, variables
 
 
 def _metric_collection(names) -> type[clu_metrics.Collection]:
@@ -77,29 +70,12 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
     workdir = files.resolve(workdir)
     files.makedirs(workdir)
     num_steps = int(tcfg.num_steps)
-    mcfg = config.mesh
-    mesh = sharding.make_mesh(mcfg.num_devices or None, fsdp=mcfg.fsdp)
+    mesh = sharding.make_mesh(config.mesh.num_devices or None, fsdp=config.mesh.fsdp)
     replicated = NamedSharding(mesh, P())
-
-    root = jax.random.PRNGKey(config.seed)
-    init_key, state_key = jax.random.split(root)
-    abstract_vars = jax.eval_shape(task.init_variables, init_key)
-    opt_cfg = ml_collections.ConfigDict(config.optimizer.to_dict())
-    opt_cfg.frozen = tuple(sorted(set(opt_cfg.frozen) | set(task.frozen_params())))
-    tx = optim.make_optimizer(opt_cfg, num_steps, abstract_vars["params"])
-    schedule = optim.make_schedule(opt_cfg, num_steps)  # logged beside the loss
-
-    def create_state(key):
-        params, model_state = _split_variables(task.init_variables(key))
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
-                          opt_state=tx.init(params), rng=state_key)
-
-    abstract_state = jax.eval_shape(create_state, init_key)
-    state_sharding = sharding.state_shardings(abstract_state, mesh,
-                                              mcfg.fsdp_min_size)
-    abstract_state = jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state,
-        state_sharding)
+    built = setup.build(config, task, mesh)
+    state_sharding, schedule, rule = built.state_sharding, built.schedule, built.rule
+    create_state, init_key, tx = built.create_state, built.init_key, built.tx
+    abstract_state = built.abstract_state
 
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
                                    max_to_keep=tcfg.keep_checkpoints,
@@ -113,7 +89,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
         state = jax.jit(create_state, out_shardings=state_sharding)(init_key)
 
         def start_from(variables):  # new parameters, placed as the state's, fresh optimiser
-            params, model_state = jax.device_put(_split_variables(variables),
+            params, model_state = jax.device_put(setup.split_variables(variables),
                                                  (state_sharding.params,
                                                   state_sharding.model_state))
             return state.replace(params=params, model_state=model_state, opt_state=jax.jit(
@@ -132,13 +108,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
                                                                             fresh)))
             logging.info("initialised from %s", tcfg.init_from)
 
-    accum = int(tcfg.grad_accum_steps)
-    if accum < 1:
-        raise ValueError(f"train.grad_accum_steps must be >= 1, got {accum}")
-    rule = Divergence.from_config(tcfg.divergence)
-    step_fn = jax.jit(make_train_step(task.loss_fn, tx, accum, sharding.batch_size_over(mesh),
-                                      rule),
-                      donate_argnums=0, out_shardings=(state_sharding, replicated, replicated))
+    step_fn = built.step_fn
     guard = jax.device_put(initial_guard(rule), replicated)
 
     def check_finite() -> None:

@@ -220,6 +220,11 @@ class NamedSource:
         return [self[i] for i in indices]
 
 
+def snippet_length(data: ml_collections.ConfigDict) -> int:
+    """Frames per snippet of the dataset, from its features (no data is read)."""
+    return int(get_builder(data).info.features["frames"].shape[0])
+
+
 def open_split(data: ml_collections.ConfigDict, split: str) -> NamedSource:
     """The ``split`` of the configured dataset as a random-access source (built if allowed).
 

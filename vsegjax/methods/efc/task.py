@@ -150,6 +150,16 @@ class EFCTask(SegmenterTask):
             metrics["pixel_acc"] = losses.pixel_accuracy(out["logits"], labels)
         return total, (metrics, {**model_state, **new_state})
 
+    def batch_spec(self, batch_size):
+        # Whole snippets (pairs are drawn on the device), the unlabelled ones appended.
+        rows = batch_size + (int(self.e.unlabelled_batch_size) if self.e.unlabelled_data else 0)
+        out = self.snippet_batch(rows, datasets.snippet_length(self.config.data))
+        t = out["frames"].shape[1]
+        out.update(label_pos=jax.ShapeDtypeStruct((rows,), jnp.int32),
+                   labelled=jax.ShapeDtypeStruct((rows,), jnp.bool_),
+                   has_label=jax.ShapeDtypeStruct((rows, t), jnp.bool_))
+        return out
+
     def train_iterator(self, seed):
         labelled = data.train_iterator(self.config, seed, window=None, label_frame="annotated",
                                        batch_fn=PrepareSnippets(self.e.labels))

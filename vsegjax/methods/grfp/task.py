@@ -146,6 +146,15 @@ class GRFPTask(SegmenterTask):
                        static_pixel_acc=losses.pixel_accuracy(out["static_logits"], labels))
         return total, (metrics, model_state)
 
+    def batch_spec(self, batch_size):
+        t = self.before + 1 + self.after
+        out = self.snippet_batch(batch_size, t)
+        if self.model.flow is None:  # flow from the input pipeline, frame t -> t -+ 1
+            h, w = self.input_shape()
+            for key in ("flow_fwd", "flow_bwd"):
+                out[key] = jax.ShapeDtypeStruct((batch_size, t - 1, h, w, 2), jnp.float32)
+        return out
+
     def train_iterator(self, seed):
         return data.train_iterator(self.config, seed, window=(self.before, self.after),
                                    label_frame="annotated", batch_fn=self.batch_fn)

@@ -51,6 +51,9 @@ class StaticSegmentationTask(SegmenterTask):
         return Predictor(variables={"params": params, **model_state},
                          frame_logits=lambda v, x: model.apply(v, x, train=False))
 
+    def batch_spec(self, batch_size):
+        return self.snippet_batch(batch_size, 1)
+
     def train_iterator(self, seed):
         return data.train_iterator(self.config, seed, window=(0, 0),
                                    label_frame=self.config.input.label_frame)

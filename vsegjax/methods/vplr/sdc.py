@@ -29,7 +29,7 @@ import ml_collections
 import numpy as np
 
 from vsegjax import files, viz
-from vsegjax.data import transforms
+from vsegjax.data import datasets, transforms
 from vsegjax.evaluation import pooling
 from vsegjax.methods.efc import losses as efc_losses
 from vsegjax.methods.vplr import sdc_losses
@@ -121,6 +121,10 @@ class SDCTask(Task):
                        motion_abs=jnp.mean(jnp.abs(out["motion"])),
                        centre_tap=jnp.mean(out["kernel"][..., out["kernel"].shape[-1] // 2]))
         return total, (metrics, model_state)
+
+    def batch_spec(self, batch_size):
+        return self.snippet_batch(batch_size, datasets.snippet_length(self.config.data),
+                                  labels=False)
 
     def train_iterator(self, seed: int) -> Iterator[dict]:
         return data.train_iterator(self.config, seed, window=None, label_frame="annotated",

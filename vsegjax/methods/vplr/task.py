@@ -24,6 +24,7 @@ import json
 import os
 from typing import Any, Sequence
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -154,6 +155,13 @@ class VPLRTask(StaticSegmentationTask):
                  ) / jnp.maximum(n_true + n_moved, 1)
         metrics = {"L_seg": l_seg, "pixel_acc": losses.pixel_accuracy(logits, labels)}
         return l_seg, (metrics, model_state)
+
+    def batch_spec(self, batch_size):
+        if self.config.vplr.mode == "none":
+            return super().batch_spec(batch_size)
+        rows = batch_size + int(self.config.vplr.propagated_batch_size)  # labelled + moved
+        return dict(self.snippet_batch(rows, 1),
+                    propagated=jax.ShapeDtypeStruct((rows,), jnp.bool_))
 
     def train_iterator(self, seed):
         v = self.config.vplr

@@ -137,6 +137,14 @@ class WarpRefineTask(SegmenterTask):
         total = sum(self.weights[k] * v for k, v in terms.items())
         return total, (dict(terms), {**model_state, **new_state})
 
+    def batch_spec(self, batch_size):
+        k = int(self.w.k)
+        out = self.snippet_batch(batch_size, k + 1)  # a cycle window: k + 1 frames
+        h, w = self.input_shape()
+        for key in ("flow_fwd", "flow_bwd"):
+            out[key] = jax.ShapeDtypeStruct((batch_size, k, h, w, 2), jnp.float32)
+        return out
+
     def train_iterator(self, seed):
         return data.train_iterator(
             self.config, seed, window=None, label_frame="annotated",

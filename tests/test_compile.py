@@ -1,0 +1,129 @@
+"""``vsegjax.compile``: the train and evaluation steps compiled for a TPU topology that is
+not attached (``core.aot``, ``core.tpu``). The compiling tests need libtpu (the ``tpu``
+extra); ``.ci/run`` installs it and fails if they skip."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from vsegjax.core import tpu
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+needs_libtpu = pytest.mark.skipif(not tpu.libtpu_available(),
+                                  reason="libtpu is not installed (pip install -e '.[tpu]')")
+
+
+def test_topology_names_both_ways():
+    assert tpu.parse("v5e:4x4") == tpu.parse("v5e-16")
+    assert tpu.parse("v4-32").shape == (2, 2, 4)  # 32 TensorCores = 16 chips
+    assert tpu.parse("v4-32").chips == 16 and tpu.parse("v4-32").hosts == 4
+    assert tpu.parse("v5e-8").shape == (2, 4)
+    assert tpu.parse("v5e:2x2").hosts == 1 and tpu.parse("v5e:1x1").hosts == 1
+    assert [tpu.parse(f"v4-{n}").shape for n in (8, 16, 64, 128)] == [
+        (2, 2, 1), (2, 2, 2), (2, 4, 4), (4, 4, 4)]
+
+
+@pytest.mark.parametrize("name,match", [
+    ("v9-8", "not a TPU topology"), ("v5e:4", "2 dimensions"), ("v7x:2x2", "unknown TPU"),
+    ("v5p-384", "not a power of two"), ("gpu", "not a TPU topology")])
+def test_bad_topology_names_are_one_line(name, match):
+    with pytest.raises(ValueError, match=match) as info:
+        tpu.parse(name)
+    assert "\n" not in str(info.value) and name in str(info.value)
+
+
+def test_roofline_takes_the_slower_of_compute_and_memory():
+    v5e = tpu.CHIPS["v5e"]
+    assert v5e.ridge == pytest.approx(197e12 / 819e9)  # about 240 FLOP per byte
+    memory_bound = tpu.roofline(flops=2.23e12, bytes_accessed=29e9, chip=v5e)
+    assert memory_bound["roofline_step_s"] == pytest.approx(29e9 / 819e9)
+    assert memory_bound["mfu_bound"] == pytest.approx((2.23e12 / 197e12) / (29e9 / 819e9))
+    compute_bound = tpu.roofline(flops=1e15, bytes_accessed=1e9, chip=v5e)
+    assert compute_bound["mfu_bound"] == 1.0
+
+
+def test_missing_libtpu_is_one_line(monkeypatch):
+    from vsegjax import compile as compile_app
+    monkeypatch.setattr(tpu, "libtpu_available", lambda: False)
+    with pytest.raises(SystemExit, match="libtpu is not installed; pip install"):
+        compile_app.main(["compile"])
+
+
+def _compile(*args, tmp_path):
+    out = tmp_path / "report.json"
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    result = subprocess.run([sys.executable, "-m", "vsegjax.compile", *args, f"--out={out}"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    return result, (json.loads(out.read_text()) if out.exists() else None)
+
+
+@needs_libtpu
+def test_small_configs_compile_for_v5e_and_the_compiler_agrees_with_the_shardings(tmp_path):
+    """The static and GRFP stages of the main job compile for v5e:2x2; they fit; the
+    compiler's argument bytes per chip are the train state as sharded plus the batch
+    shard (plus the 2 guard scalars), and with fsdp the parameters are split 4 ways."""
+    result, reports = _compile("--config=configs/grfp_synthetic.py", "--topology=v5e:2x2",
+                               tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps = {(r["stage"], r["step"]): r for r in reports}
+    assert set(steps) == {("static", "train"), ("static", "eval"), ("grfp", "train"),
+                          ("grfp", "eval")}
+    for r in reports:
+        assert r["fits"] and r["flops_per_chip"] > 0 and r["bytes_accessed_per_chip"] > 0
+        assert r["chips"] == 4 and r["topology"] == "v5e:2x2"
+        assert 0 < r["mfu_bound"] <= 1 and r["roofline_step_s"] > 0
+    for key in (("static", "train"), ("grfp", "train")):
+        # At least what the shardings place on a chip; more by the TPU's tiled layouts,
+        # which pad the minor dimensions (3 colour channels, 32-wide kernels).
+        r = steps[key]
+        placed = r["state_bytes_per_chip"] + r["batch_bytes_per_chip"]
+        assert placed <= r["argument_bytes"] <= 4 * placed, r
+    # The GRFP step sees T = 7 frames through the static net: more work than one frame.
+    assert steps["grfp", "train"]["flops_per_chip"] > 3 * steps["static", "train"]["flops_per_chip"]
+    # FSDP over the 4 chips: the large parameters are split 4 ways.
+    result, sharded = _compile("--config=configs/static_synthetic.py", "--topology=v5e-4",
+                               "--config.mesh.fsdp=4", "--config.mesh.fsdp_min_size=1024",
+                               "--noeval", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (r,) = sharded
+    whole = steps["static", "train"]["param_bytes_per_chip"]
+    assert whole / 4 <= r["param_bytes_per_chip"] < whole / 2
+    assert r["argument_bytes"] < steps["static", "train"]["argument_bytes"]
+
+
+@needs_libtpu
+@pytest.mark.parametrize("flag,match", [
+    ("--topology=v5e-3", "power of two"),
+    ("--config.mesh.fsdp=3", "mesh.fsdp=3 does not divide the 4 devices"),
+    ("--config.input.batch_size=6", "batch_size 6 is not divisible")])
+def test_bad_input_is_one_line(flag, match, tmp_path):
+    args = ["--config=configs/static_synthetic.py", "--topology=v5e:2x2", flag]
+    result, _ = _compile(*args, tmp_path=tmp_path)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error:") and match in last, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
+def test_libtpu_on_a_cpu_machine_is_not_a_cloud_tpu(monkeypatch):
+    """With the tpu extra installed for compiling (libtpu, no chips), ``vsegjax.main``
+    used to call ``jax.distributed.initialize()`` as on a TPU VM and stop with
+    "coordinator_address should be defined"."""
+    import glob
+    import importlib.util
+
+    from vsegjax.core import distributed
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "libtpu" else real(name, *a))
+    monkeypatch.setattr(glob, "glob", lambda pattern: [])
+    assert not distributed.on_cloud_tpu()
+    assert not distributed.initialize(distributed.ProcessFlags(None, None, None, 60))
+    monkeypatch.setattr(glob, "glob", lambda pattern: ["/dev/accel0"] if "accel" in pattern
+                        else [])
+    assert distributed.on_cloud_tpu()

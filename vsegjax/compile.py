@@ -1,0 +1,58 @@
+"""Compile a config's steps for a TPU topology on this machine, no TPU attached.
+
+    python -m vsegjax.compile --config=configs/grfp_cityscapes.py --topology=v5e:4x4 \\
+        [--out=report.json] [--config.mesh.fsdp=4 ...]
+
+Needs libtpu (``pip install -e '.[tpu]'``). For each enabled stage it compiles the train
+step as the trainer builds it and the evaluation step (``vsegjax.core.aot``), then prints
+per chip: HBM (arguments, temporaries, outputs) against the chip's capacity, FLOPs and
+bytes accessed per step, the roofline step time and the MFU it allows, and the compile
+time. ``--out`` writes the same as JSON, one object per step. Topologies: libtpu's names
+(``v5e:4x4``, ``v4:2x2x4``) or Cloud TPU's (``v5e-16``, ``v4-32``); see ``core/tpu.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from vsegjax.cli import parse_flags
+from vsegjax.methods import REGISTRY
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).",
+                                          lock_config=True)
+_TOPOLOGY = flags.DEFINE_string("topology", None, "TPU topology, e.g. v5e:4x4 or v4-32.")
+_OUT = flags.DEFINE_string("out", None, "Write the reports here as JSON.")
+_EVAL = flags.DEFINE_bool("eval", True, "Compile the evaluation step too.")
+flags.mark_flags_as_required(["config", "topology"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    # The host's own backend stays the CPU: only libtpu's compiler is used.
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    from vsegjax.core import aot, tpu
+    if not tpu.libtpu_available():
+        raise SystemExit("error: libtpu is not installed; pip install -e '.[tpu]' (it brings "
+                         "jax[tpu]) to compile for a TPU topology")
+    try:
+        reports = aot.compile_config(_CONFIG.value, _TOPOLOGY.value, REGISTRY,
+                                     eval_step=_EVAL.value)
+    except (ValueError, RuntimeError, NotImplementedError) as e:
+        raise SystemExit(f"error: {str(e).splitlines()[0]}") from None
+    for r in reports:
+        print(aot.format_report(r))
+    if _OUT.value:
+        with open(_OUT.value, "w") as f:
+            json.dump([r.as_dict() for r in reports], f, indent=2)
+        print(f"wrote {_OUT.value}")
+    if not all(r.fits for r in reports):
+        raise SystemExit("error: a step does not fit the chip's HBM (see above)")
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=parse_flags)

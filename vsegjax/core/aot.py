@@ -1,0 +1,179 @@
+"""Compiling a config's steps for a TPU topology that is not attached (ahead of time).
+
+For each enabled stage the train step is built as the trainer builds it
+(``core.setup.build``: same task, loss, optimiser, state and batch shardings, remat,
+dtype and gradient accumulation), on a mesh over the topology's abstract devices, and
+compiled by libtpu; so is the evaluation step (the stage's per-frame function at the
+evaluation size, where its task segments). The compiler's own analyses give per-chip HBM
+and per-step FLOPs and bytes; ``core.tpu.roofline`` turns them into a bound on the step
+time and on the model-FLOPs utilisation. No data is read: the batch is the task's
+``batch_spec``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from vsegjax.core import experiment, setup, sharding, tpu
+from vsegjax.core.registry import Registry
+from vsegjax.core.step import initial_guard
+from vsegjax.data import datasets
+from vsegjax.data.pipeline import batch_axes, check_batch_size
+
+
+@dataclasses.dataclass
+class StepReport:
+    """The compiler's figures for one step of one stage, per chip."""
+
+    stage: str
+    step: str  # "train" | "eval"
+    topology: str
+    chips: int
+    hosts: int
+    batch_size: int  # global
+    argument_bytes: int
+    output_bytes: int
+    temp_bytes: int
+    alias_bytes: int  # outputs written in place of donated arguments (the train state)
+    hbm_bytes_per_chip: int
+    hbm_capacity_bytes: int
+    fits: bool
+    flops_per_chip: float
+    bytes_accessed_per_chip: float
+    roofline_step_s: float
+    compute_s: float
+    memory_s: float
+    mfu_bound: float
+    flops_per_byte: float
+    compile_s: float
+    # What the shardings put on each chip: the train state's parameters, the whole state
+    # and the batch (the compiler's argument bytes should be state + batch + guard).
+    param_bytes_per_chip: int = 0
+    state_bytes_per_chip: int = 0
+    batch_bytes_per_chip: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _abstract(tree: Any, sharding_of: Callable[[Any], Any]) -> Any:
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                                       sharding=sharding_of(x)), tree)
+
+
+def _report(compiled: Any, stage: str, step: str, topology: tpu.Topology, batch_size: int,
+            compile_s: float, **placed: int) -> StepReport:
+    mem = compiled.memory_analysis()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops = float(cost.get("flops", 0.0))
+    accessed = float(cost.get("bytes accessed", 0.0))
+    args, out = int(mem.argument_size_in_bytes), int(mem.output_size_in_bytes)
+    temp, alias = int(mem.temp_size_in_bytes), int(mem.alias_size_in_bytes)
+    total = args + out + temp - alias
+    capacity = topology.chip.hbm_bytes
+    return StepReport(stage=stage, step=step, topology=topology.name, chips=topology.chips,
+                      hosts=topology.hosts, batch_size=batch_size, argument_bytes=args,
+                      output_bytes=out, temp_bytes=temp, alias_bytes=alias,
+                      hbm_bytes_per_chip=total, hbm_capacity_bytes=capacity,
+                      fits=total <= capacity, flops_per_chip=flops,
+                      bytes_accessed_per_chip=accessed, compile_s=compile_s,
+                      **placed,
+                      **tpu.roofline(flops, accessed, topology.chip))
+
+
+def _batch_sharding(mesh) -> NamedSharding:
+    return NamedSharding(mesh, P(batch_axes(mesh, sharding.BATCH_AXES)))
+
+
+def compile_train_step(stage: experiment.Stage, task: Any, topology: tpu.Topology,
+                       devices: list[Any]) -> StepReport:
+    """The stage's train step compiled for ``topology``, with the compiler's figures."""
+    config = stage.config
+    mesh = sharding.make_mesh(config.mesh.num_devices or None, fsdp=config.mesh.fsdp,
+                              devices=devices)
+    batch_size = int(config.input.batch_size)
+    check_batch_size(batch_size, process_count=topology.hosts, mesh=mesh)
+    built = setup.build(config, task, mesh)
+    batch = _abstract(task.batch_spec(batch_size), lambda _: _batch_sharding(mesh))
+    replicated = NamedSharding(mesh, P())
+    guard = _abstract(jax.eval_shape(lambda: initial_guard(built.rule)), lambda _: replicated)
+    start = time.time()
+    compiled = built.step_fn.lower(built.abstract_state, batch, guard).compile()
+    return _report(compiled, stage.name, "train", topology, batch_size, time.time() - start,
+                   param_bytes_per_chip=sharding.bytes_per_device(built.abstract_state.params),
+                   state_bytes_per_chip=sharding.bytes_per_device(built.abstract_state),
+                   batch_bytes_per_chip=sharding.bytes_per_device(batch))
+
+
+def eval_size(config: ml_collections.ConfigDict) -> tuple[int, int]:
+    """(H, W) the evaluation runs at: ``input.augment.resize``, else the dataset's own."""
+    resize = config.input.augment.resize
+    if resize:
+        return int(resize[0]), int(resize[1])
+    shape = datasets.get_builder(config.data).info.features["frames"].shape
+    return int(shape[1]), int(shape[2])
+
+
+def compile_eval_step(stage: experiment.Stage, task: Any, topology: tpu.Topology,
+                      devices: list[Any]) -> StepReport | None:
+    """The stage's per-frame function (what ``segment``/``export`` run) on a batch of
+    ``eval.batch_size`` frames at the evaluation size, with replicated variables; None
+    for a task that does not segment."""
+    if not task.segments:
+        return None
+    config = stage.config
+    mesh = sharding.make_mesh(config.mesh.num_devices or None, fsdp=1, devices=devices)
+    rows = int(config.eval.batch_size)
+    rows = -(-rows // mesh.size) * mesh.size  # rounded up to the devices, as the report does
+    abstract = jax.eval_shape(task.init_variables, jax.random.PRNGKey(0))
+    params, model_state = setup.split_variables(abstract)
+    predictor = task.predictor(params, model_state)
+    replicated = NamedSharding(mesh, P())
+    variables = _abstract(predictor.variables, lambda _: replicated)
+    h, w = eval_size(config)
+    frames = jax.ShapeDtypeStruct((rows, h, w, 3), jnp.float32, sharding=_batch_sharding(mesh))
+    fn = jax.jit(predictor.frame_logits, out_shardings=_batch_sharding(mesh))
+    start = time.time()
+    compiled = fn.lower(variables, frames).compile()
+    return _report(compiled, stage.name, "eval", topology, rows, time.time() - start,
+                   batch_bytes_per_chip=sharding.bytes_per_device(frames))
+
+
+def compile_config(config: ml_collections.ConfigDict, topology_name: str, registry: Registry,
+                   *, eval_step: bool = True,
+                   progress: Callable[[str], None] = print) -> list[StepReport]:
+    """Every enabled stage's train (and evaluation) step compiled for ``topology_name``."""
+    topology = tpu.parse(topology_name)
+    devices = tpu.devices(topology)
+    reports = []
+    with tempfile.TemporaryDirectory() as workdir:  # tasks may cache beside a stage
+        for stage in experiment.resolve_stages(config, workdir, registry):
+            task = experiment.build_task(stage, registry)
+            progress(f"compiling stage {stage.name} ({stage.task_name}) train step for "
+                     f"{topology.name} ({topology.chips} chips, {topology.hosts} hosts)")
+            reports.append(compile_train_step(stage, task, topology, devices))
+            if eval_step:
+                found = compile_eval_step(stage, task, topology, devices)
+                if found is not None:
+                    reports.append(found)
+    return reports
+
+
+def format_report(r: StepReport) -> str:
+    gib = 2 ** 30
+    return (f"{r.stage:<16} {r.step:<5} {r.topology:<10} batch {r.batch_size:<4} "
+            f"HBM {r.hbm_bytes_per_chip / gib:6.2f} / {r.hbm_capacity_bytes / gib:5.1f} GiB "
+            f"({'fits' if r.fits else 'DOES NOT FIT'}; args {r.argument_bytes / gib:.2f}, "
+            f"temp {r.temp_bytes / gib:.2f}, out {r.output_bytes / gib:.2f}) "
+            f"{r.flops_per_chip / 1e12:8.3f} TFLOP {r.bytes_accessed_per_chip / 1e9:8.2f} GB "
+            f"roofline {r.roofline_step_s * 1e3:8.2f} ms MFU<={r.mfu_bound:.3f} "
+            f"compile {r.compile_s:.0f} s")
