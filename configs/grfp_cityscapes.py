@@ -23,7 +23,7 @@ def get_config() -> ml_collections.ConfigDict:
     c = grfp_synthetic.get_config()
     c.data = common.cityscapes_data()
 
-    c.input.batch_size = 8
+    c.input.batch_size = 16  # one crop (or window) per chip of a v5e-16 / v4-32
     c.input.window = (4, 0)  # T = 5: the labelled frame and the 4 before it
     c.input.label_frame = "annotated"
     c.input.worker_count = 8

@@ -17,7 +17,7 @@ from configs import common, warp_refine_synthetic
 def get_config() -> ml_collections.ConfigDict:
     c = warp_refine_synthetic.get_config()
     c.data = common.cityscapes_data()
-    c.input.batch_size = 8
+    c.input.batch_size = 16  # one window per chip of a v5e-16 / v4-32
     c.input.worker_count = 8
     c.input.augment = common.augment(resize=(512, 1024), scale_range=(0.75, 1.5),
                                      crop_size=(512, 512), color=None)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -47,8 +48,11 @@ def main(argv):
     for r in reports:
         print(aot.format_report(r))
     if _OUT.value:
+        config_file = config_flags.get_config_filename(flags.FLAGS["config"])
+        overrides = [a for a in sys.argv[1:] if a.startswith("--config.")]
         with open(_OUT.value, "w") as f:
-            json.dump([r.as_dict() for r in reports], f, indent=2)
+            json.dump([dict(r.as_dict(), config=config_file, overrides=overrides)
+                       for r in reports], f, indent=2)
         print(f"wrote {_OUT.value}")
     if not all(r.fits for r in reports):
         raise SystemExit("error: a step does not fit the chip's HBM (see above)")

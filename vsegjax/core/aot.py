@@ -100,10 +100,12 @@ def compile_train_step(stage: experiment.Stage, task: Any, topology: tpu.Topolog
     config = stage.config
     mesh = sharding.make_mesh(config.mesh.num_devices or None, fsdp=config.mesh.fsdp,
                               devices=devices)
-    batch_size = int(config.input.batch_size)
+    spec = task.batch_spec(int(config.input.batch_size))
+    # The step's rows (VPLR and EFC append their second stream's) split over the chips.
+    batch_size = int(spec["frames"].shape[0])
     check_batch_size(batch_size, process_count=topology.hosts, mesh=mesh)
     built = setup.build(config, task, mesh)
-    batch = _abstract(task.batch_spec(batch_size), lambda _: _batch_sharding(mesh))
+    batch = _abstract(spec, lambda _: _batch_sharding(mesh))
     replicated = NamedSharding(mesh, P())
     guard = _abstract(jax.eval_shape(lambda: initial_guard(built.rule)), lambda _: replicated)
     start = time.time()
