@@ -127,3 +127,15 @@ def test_libtpu_on_a_cpu_machine_is_not_a_cloud_tpu(monkeypatch):
     monkeypatch.setattr(glob, "glob", lambda pattern: ["/dev/accel0"] if "accel" in pattern
                         else [])
     assert distributed.on_cloud_tpu()
+
+
+def test_a_step_that_does_not_fit_is_reported_not_raised():
+    """libtpu refuses a step whose temporaries exceed the HBM (as efc_cityscapes on a
+    v5e-16 did): the report says it does not fit and by how much."""
+    from vsegjax.core import aot
+    error = RuntimeError("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory "
+                         "required for HLO temporaries (39.02G) exceeds available HBM "
+                         "(15.75G).\nmore")
+    r = aot._out_of_memory(error, "efc", "train", tpu.parse("v5e-16"), 16, 12.0)
+    assert not r.fits and r.temp_bytes == int(39.02 * 2 ** 30) and "\n" not in r.error
+    assert "DOES NOT FIT: RESOURCE_EXHAUSTED" in aot.format_report(r)

@@ -13,6 +13,7 @@ time and on the model-FLOPs utilisation. No data is read: the batch is the task'
 from __future__ import annotations
 
 import dataclasses
+import re
 import tempfile
 import time
 from typing import Any, Callable
@@ -57,6 +58,9 @@ class StepReport:
     # What the shardings put on each chip: the train state's parameters, the whole state
     # and the batch (the compiler's argument bytes should be state + batch + guard).
     param_bytes_per_chip: int = 0
+    # Set where libtpu refused the step (e.g. its temporaries exceed the HBM); the byte
+    # and FLOP figures are then 0 but for the temporaries it names.
+    error: str = ""
     state_bytes_per_chip: int = 0
     batch_bytes_per_chip: int = 0
 
@@ -90,6 +94,34 @@ def _report(compiled: Any, stage: str, step: str, topology: tpu.Topology, batch_
                       **tpu.roofline(flops, accessed, topology.chip))
 
 
+def _out_of_memory(error: Exception, stage: str, step: str, topology: tpu.Topology,
+                   batch_size: int, compile_s: float) -> StepReport:
+    """The report of a step libtpu refused for its memory (RESOURCE_EXHAUSTED)."""
+    text = str(error).splitlines()[0]
+    found = re.search(r"temporaries \(([\d.]+)([KMGT])\)", text)
+    temp = int(float(found.group(1)) * 1024 ** "KMGT".index(found.group(2)) * 1024) \
+        if found else 0
+    return StepReport(stage=stage, step=step, topology=topology.name, chips=topology.chips,
+                      hosts=topology.hosts, batch_size=batch_size, argument_bytes=0,
+                      output_bytes=0, temp_bytes=temp, alias_bytes=0, hbm_bytes_per_chip=temp,
+                      hbm_capacity_bytes=topology.chip.hbm_bytes, fits=False,
+                      flops_per_chip=0.0, bytes_accessed_per_chip=0.0, roofline_step_s=0.0,
+                      compute_s=0.0, memory_s=0.0, mfu_bound=0.0, flops_per_byte=0.0,
+                      compile_s=compile_s, error=text)
+
+
+def _compile(lowered: Any) -> tuple[Any | None, Exception | None, float]:
+    """(compiled, None, seconds), or (None, the error, seconds) where libtpu ran out of
+    HBM (any other error is raised)."""
+    start = time.time()
+    try:
+        return lowered.compile(), None, time.time() - start
+    except Exception as e:  # noqa: BLE001 - XLA's errors have no class of their own here
+        if "RESOURCE_EXHAUSTED" not in str(e):
+            raise
+        return None, e, time.time() - start
+
+
 def _batch_sharding(mesh) -> NamedSharding:
     return NamedSharding(mesh, P(batch_axes(mesh, sharding.BATCH_AXES)))
 
@@ -108,9 +140,10 @@ def compile_train_step(stage: experiment.Stage, task: Any, topology: tpu.Topolog
     batch = _abstract(spec, lambda _: _batch_sharding(mesh))
     replicated = NamedSharding(mesh, P())
     guard = _abstract(jax.eval_shape(lambda: initial_guard(built.rule)), lambda _: replicated)
-    start = time.time()
-    compiled = built.step_fn.lower(built.abstract_state, batch, guard).compile()
-    return _report(compiled, stage.name, "train", topology, batch_size, time.time() - start,
+    compiled, error, seconds = _compile(built.step_fn.lower(built.abstract_state, batch, guard))
+    if error is not None:
+        return _out_of_memory(error, stage.name, "train", topology, batch_size, seconds)
+    return _report(compiled, stage.name, "train", topology, batch_size, seconds,
                    param_bytes_per_chip=sharding.bytes_per_device(built.abstract_state.params),
                    state_bytes_per_chip=sharding.bytes_per_device(built.abstract_state),
                    batch_bytes_per_chip=sharding.bytes_per_device(batch))
@@ -144,9 +177,10 @@ def compile_eval_step(stage: experiment.Stage, task: Any, topology: tpu.Topology
     h, w = eval_size(config)
     frames = jax.ShapeDtypeStruct((rows, h, w, 3), jnp.float32, sharding=_batch_sharding(mesh))
     fn = jax.jit(predictor.frame_logits, out_shardings=_batch_sharding(mesh))
-    start = time.time()
-    compiled = fn.lower(variables, frames).compile()
-    return _report(compiled, stage.name, "eval", topology, rows, time.time() - start,
+    compiled, error, seconds = _compile(fn.lower(variables, frames))
+    if error is not None:
+        return _out_of_memory(error, stage.name, "eval", topology, rows, seconds)
+    return _report(compiled, stage.name, "eval", topology, rows, seconds,
                    batch_bytes_per_chip=sharding.bytes_per_device(frames))
 
 
@@ -172,6 +206,9 @@ def compile_config(config: ml_collections.ConfigDict, topology_name: str, regist
 
 def format_report(r: StepReport) -> str:
     gib = 2 ** 30
+    if r.error:
+        return (f"{r.stage:<16} {r.step:<5} {r.topology:<10} batch {r.batch_size:<4} "
+                f"DOES NOT FIT: {r.error}")
     return (f"{r.stage:<16} {r.step:<5} {r.topology:<10} batch {r.batch_size:<4} "
             f"HBM {r.hbm_bytes_per_chip / gib:6.2f} / {r.hbm_capacity_bytes / gib:5.1f} GiB "
             f"({'fits' if r.fits else 'DOES NOT FIT'}; args {r.argument_bytes / gib:.2f}, "
