@@ -96,3 +96,17 @@ def test_batch_spec_is_the_batch_the_pipeline_yields(config_name, tmp_path):
 def test_batch_spec_of_whole_snippet_and_mixed_batches(config_name, variant, tmp_path):
     for task, batch in _first_batches(config_name, variant, tmp_path):
         _check_spec(task, batch)
+
+
+def test_only_a_task_with_a_segmenter_names_a_pretrained_source():
+    """The trainer asks the task, not ``config.model``: SDC-Net's config has a model block
+    of one field (the class count), and reading ``model.pretrained`` there stopped every
+    SDC run at its first step."""
+    from configs import sdc_synthetic, static_synthetic
+    from vsegjax.methods.static.task import StaticSegmentationTask
+    from vsegjax.methods.vplr.sdc import SDCTask
+    assert SDCTask(sdc_synthetic.get_config()).pretrained_source() == ""
+    config = static_synthetic.get_config()
+    config.model.pretrained = "weights/resnet50"
+    assert StaticSegmentationTask(config).pretrained_source() == "weights/resnet50"
+    assert ToyTask(toy_config()).pretrained_source() == ""

@@ -6,8 +6,9 @@ Who calls what (every member below is used by one of them, and by nothing else):
                                      defaults), constructs it (checking its config),
                                      ``report`` scores the run after the last stage
   the trainer (``core.trainer``)     ``init_variables``, ``frozen_params``,
-                                     ``load_pretrained``, ``init_from``, ``bind_mesh``,
-                                     ``train_iterator``, ``loss_fn``, ``evaluate``
+                                     ``pretrained_source``, ``load_pretrained``,
+                                     ``init_from``, ``bind_mesh``, ``train_iterator``,
+                                     ``loss_fn``, ``evaluate``
   ``vsegjax.compile``                 ``batch_spec`` (the batch ``loss_fn`` reads, as
                                      shapes) and ``predictor``
   the apps (``segment``, ``export``,  ``segments``, ``predictor`` (the per-frame function
@@ -123,6 +124,11 @@ class Task(abc.ABC):
         """Scalars for the writer during training; the default evaluates nothing."""
         del params, model_state, step
         return {}
+
+    def pretrained_source(self) -> str:
+        """Where ``load_pretrained`` reads from (``model.pretrained``), "" for nothing: a
+        task without a pretrained part has nothing to read."""
+        return ""
 
     def load_pretrained(self, variables: Variables, source: str) -> Variables:
         """``variables`` with the pretrained weights of ``source`` (``model.pretrained``)

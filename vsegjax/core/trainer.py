@@ -95,8 +95,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
             return state.replace(params=params, model_state=model_state, opt_state=jax.jit(
                 tx.init, out_shardings=state_sharding.opt_state)(params))
 
-        # ``model.pretrained`` where the task has a model block (core.task.load_pretrained).
-        pretrained = config.model.pretrained if "model" in config else ""
+        pretrained = task.pretrained_source()  # model.pretrained, for a task with one
         if pretrained and not tcfg.init_from:  # init_from already holds a backbone
             state = start_from(task.load_pretrained(
                 {"params": state.params, **state.model_state}, pretrained))

@@ -22,6 +22,9 @@ class SegmenterTask(Task):
         return core_config.extend(super().config_template(), model=model_block(),
                                   loss=dict(relaxation_window=0))
 
+    def pretrained_source(self) -> str:
+        return self.config.model.pretrained
+
     def load_pretrained(self, variables: Variables, source: str) -> Variables:
         return convert.apply_pretrained(variables, convert.load_pretrained(source))
 
