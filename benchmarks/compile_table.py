@@ -22,14 +22,14 @@ def main(paths: list[str]) -> None:
         for r in reports:
             name = os.path.basename(r.get("config", path)).removesuffix(".py")
             extra = " ".join(o.removeprefix("--config.") for o in r.get("overrides", []))
+            figures = ["-"] * 4 if r.get("error") else [  # refused: only its HBM is known
+                f"{r['flops_per_chip'] / 1e12:.3f}", f"{r['bytes_accessed_per_chip'] / 1e9:.1f}",
+                f"{r['roofline_step_s'] * 1e3:.1f}", f"{r['mfu_bound']:.3f}"]
             print(f"| {name}{' (' + extra + ')' if extra else ''} | {r['stage']} | "
                   f"{r['step']} | {r['topology']} | {r['batch_size']} | "
                   f"{r['hbm_bytes_per_chip'] / 2 ** 30:.2f} of "
                   f"{r['hbm_capacity_bytes'] / 2 ** 30:.0f}{'' if r['fits'] else ' (no)'} | "
-                  f"{r['flops_per_chip'] / 1e12:.3f} | "
-                  f"{r['bytes_accessed_per_chip'] / 1e9:.1f} | "
-                  f"{r['roofline_step_s'] * 1e3:.1f} | {r['mfu_bound']:.3f} | "
-                  f"{r['compile_s']:.0f} |")
+                  + " | ".join(figures) + f" | {r['compile_s']:.0f} |")
 
 
 if __name__ == "__main__":
