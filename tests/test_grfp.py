@@ -129,7 +129,8 @@ def test_configs_build_their_models(name):
     if name == "grfp_camvid":  # the static stage is camvid_static's; GRFP reads the sequence
         static = experiments.resolve_stages(config, "/tmp/unused")[0].config
         # camvid_static's own stage, resolved as the runner resolves every stage.
-        reference = experiments.resolve_stages(load_config("camvid_static"), "/tmp/unused")[0].config
+        reference = experiments.resolve_stages(load_config("camvid_static"),
+                                               "/tmp/unused")[0].config
         for block in ("data", "model", "train", "optimizer", "eval"):
             assert static[block].to_dict() == reference[block].to_dict(), block
         assert (stage.data.name, stage.data.config) == ("camvid_sequence", "t5_split50")
