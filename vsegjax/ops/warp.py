@@ -6,6 +6,7 @@ To bring frame t-1 into frame t's pixel grid, pass the flow from t to t-1.
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import jax
@@ -50,35 +51,29 @@ def _broadcast_leading(x: jax.Array, flow: jax.Array) -> tuple[jax.Array, jax.Ar
     return x, flow
 
 
-def sample(x: jax.Array, coords: jax.Array, *, padding: Padding = "zeros") -> jax.Array:
-    """Bilinearly samples ``x`` [..., H, W, C] at absolute (x, y) ``coords`` [..., H', W', 2].
-
-    ``padding="zeros"`` treats every pixel outside the image as 0 (each of the four
-    neighbours is dropped separately, like ``grid_sample(padding_mode="zeros")``);
-    ``padding="border"`` clamps the coordinates to the image first.
-    """
-    if padding not in ("zeros", "border"):
-        raise ValueError(f"padding must be 'zeros' or 'border', got {padding!r}")
-    h, w, c = x.shape[-3:]
-    lead = x.shape[:-3]
-    out_hw = coords.shape[-3:-1]
-    cx = coords[..., 0].astype(jnp.promote_types(x.dtype, jnp.float32))
+def _weights(coords: jax.Array, x_dtype, h: int, w: int, padding: Padding):
+    """Integer top-left corners and the bilinear fractions of ``coords``."""
+    cx = coords[..., 0].astype(jnp.promote_types(x_dtype, jnp.float32))
     cy = coords[..., 1].astype(cx.dtype)
     if padding == "border":
         cx = jnp.clip(cx, 0.0, w - 1.0)
         cy = jnp.clip(cy, 0.0, h - 1.0)
     x0 = jnp.floor(cx)
     y0 = jnp.floor(cy)
-    # Weights carry the gradient w.r.t. the coordinates (floor is piecewise constant).
-    wx1 = cx - x0
-    wy1 = cy - y0
+    # The fractions carry the gradient w.r.t. the coordinates (floor is piecewise constant).
+    return x0.astype(jnp.int32), y0.astype(jnp.int32), cx - x0, cy - y0
+
+
+def _sample_corners(x: jax.Array, coords: jax.Array, padding: Padding) -> jax.Array:
+    """Four gathers, one per neighbour: the form CPUs and GPUs get."""
+    h, w, c = x.shape[-3:]
+    lead = x.shape[:-3]
+    out_hw = coords.shape[-3:-1]
+    x0i, y0i, wx1, wy1 = _weights(coords, x.dtype, h, w, padding)
     wx0 = 1.0 - wx1
     wy0 = 1.0 - wy1
-    x0i = x0.astype(jnp.int32)
-    y0i = y0.astype(jnp.int32)
-
     flat = x.reshape(lead + (h * w, c))
-    out = jnp.zeros(lead + out_hw + (c,), dtype=cx.dtype)
+    out = jnp.zeros(lead + out_hw + (c,), dtype=wx1.dtype)
     for dy, wy in ((0, wy0), (1, wy1)):
         for dx, wx in ((0, wx0), (1, wx1)):
             xi = x0i + dx
@@ -87,9 +82,62 @@ def sample(x: jax.Array, coords: jax.Array, *, padding: Padding = "zeros") -> ja
             idx = jnp.clip(yi, 0, h - 1) * w + jnp.clip(xi, 0, w - 1)
             vals = jnp.take_along_axis(flat, idx.reshape(lead + (-1, 1)), axis=-2)
             vals = vals.reshape(lead + out_hw + (c,))
-            weight = wx * wy * inside.astype(cx.dtype)
+            weight = wx * wy * inside.astype(wx1.dtype)
             out = out + weight[..., None] * vals
-    return out.astype(jnp.promote_types(x.dtype, jnp.float32))
+    return out
+
+
+def _sample_quad(x: jax.Array, coords: jax.Array, padding: Padding) -> jax.Array:
+    """One gather per pixel: the TPU form.
+
+    A TPU gather reads at least one (8, 128) tile per index, whatever the row holds (by
+    libtpu's cost analysis: 524,288 rows of 19 float32 channels cost 66 KB each, laid out
+    with pixels on the lanes; rows of up to 128 channels about 4.6 KB). So each pixel's
+    2x2 neighbourhood is packed into the channels of one row first (``quad[i, j]`` holds
+    ``x[i-1:i+1, j-1:j+1]``, zeros outside the image) and gathered once: the warp of
+    [1, 512, 1024, 19] float32 forward and backward goes from 416 GB accessed to 8 GB
+    (``benchmarks/warp_tpu.py``). Rows of fewer than 64 float32 channels are padded to
+    the 128 lanes behind a barrier, which keeps XLA from moving the padding after the
+    gather (and the pixels back onto the lanes).
+    """
+    h, w, c = x.shape[-3:]
+    lead = x.shape[:-3]
+    out_hw = coords.shape[-3:-1]
+    x0i, y0i, wx1, wy1 = _weights(coords, x.dtype, h, w, padding)
+    wx0 = 1.0 - wx1
+    wy0 = 1.0 - wy1
+    pad = [(0, 0)] * len(lead)
+    xp = jnp.pad(x, pad + [(1, 1), (1, 1), (0, 0)])
+    quad = jnp.concatenate([xp[..., :-1, :-1, :], xp[..., :-1, 1:, :],
+                            xp[..., 1:, :-1, :], xp[..., 1:, 1:, :]], axis=-1)
+    if x.dtype == jnp.float32 and 4 * c < 64:
+        quad = jnp.pad(quad, pad + [(0, 0), (0, 0), (0, 128 - 4 * c)])
+        quad = jax.lax.optimization_barrier(quad)
+    # A neighbourhood with a corner inside has its top-left corner in [-1, w-1] x [-1, h-1].
+    valid = (x0i >= -1) & (x0i < w) & (y0i >= -1) & (y0i < h)
+    idx = jnp.clip(y0i + 1, 0, h) * (w + 1) + jnp.clip(x0i + 1, 0, w)
+    flat = quad.reshape(lead + ((h + 1) * (w + 1), quad.shape[-1]))
+    vals = jnp.take_along_axis(flat, idx.reshape(lead + (-1, 1)), axis=-2)
+    vals = vals[..., :4 * c].reshape(lead + out_hw + (4, c))
+    weights = jnp.stack([wx0 * wy0, wx1 * wy0, wx0 * wy1, wx1 * wy1], axis=-1)
+    weights = weights * valid[..., None].astype(weights.dtype)
+    return jnp.einsum("...k,...kc->...c", weights, vals.astype(weights.dtype))
+
+
+def sample(x: jax.Array, coords: jax.Array, *, padding: Padding = "zeros") -> jax.Array:
+    """Bilinearly samples ``x`` [..., H, W, C] at absolute (x, y) ``coords`` [..., H', W', 2].
+
+    ``padding="zeros"`` treats every pixel outside the image as 0 (each of the four
+    neighbours is dropped separately, like ``grid_sample(padding_mode="zeros")``);
+    ``padding="border"`` clamps the coordinates to the image first. A TPU gets the same
+    function in the form its gathers handle (``_sample_quad``; chosen by the platform
+    being compiled for, so the CPU's numbers are those of the four-gather form).
+    """
+    if padding not in ("zeros", "border"):
+        raise ValueError(f"padding must be 'zeros' or 'border', got {padding!r}")
+    return jax.lax.platform_dependent(
+        x, coords, tpu=functools.partial(_sample_quad, padding=padding),
+        default=functools.partial(_sample_corners, padding=padding))
 
 
 def warp(x: jax.Array, flow: jax.Array, *, padding: Padding = "zeros") -> jax.Array:
