@@ -136,6 +136,58 @@ def test_a_tpu_compiles_the_warp_as_one_gather_per_pixel():
     assert accessed(warp) < four / 10
 
 
+@needs_libtpu
+def test_a_tpu_gets_xla_s_convolution_and_gradient_for_the_stgru_gates():
+    """``conv2d_same`` picks its CPU forms by the platform compiled for: compiled for a
+    v5e, its 7x7 38 -> 38 convolution forward and backward costs exactly what
+    ``lax.conv_general_dilated``'s does, by the compiler's count."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    from vsegjax.ops import conv
+    device = tpu.devices(tpu.parse("v5e:2x2"))[0]
+    sharding = NamedSharding(Mesh(np.array([device]), ("d",)), PartitionSpec())
+    args = (jax.ShapeDtypeStruct((1, 256, 256, 38), jnp.bfloat16, sharding=sharding),
+            jax.ShapeDtypeStruct((7, 7, 38, 38), jnp.bfloat16, sharding=sharding))
+
+    def cost(fn):
+        grad = jax.grad(lambda x, w: jnp.sum(fn(x, w).astype(jnp.float32) ** 2), (0, 1))
+        found = jax.jit(grad).lower(*args).compile().cost_analysis()
+        found = found[0] if isinstance(found, (list, tuple)) else found
+        return found["flops"], found["bytes accessed"]
+
+    assert cost(conv.conv2d_same) == cost(conv._conv)
+
+
+@needs_libtpu
+def test_the_cycles_breakdown_counts_loop_bodies_per_iteration_and_names_our_lines():
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    from vsegjax.core import hlo_costs
+    from vsegjax.ops import conv
+    device = tpu.devices(tpu.parse("v5e:2x2"))[0]
+    sharding = NamedSharding(Mesh(np.array([device]), ("d",)), PartitionSpec())
+    args = (jax.ShapeDtypeStruct((1, 128, 128, 64), jnp.float32, sharding=sharding),
+            jax.ShapeDtypeStruct((3, 3, 64, 64), jnp.float32, sharding=sharding))
+
+    def cycles(steps):
+        def run(x, w):
+            return jax.lax.scan(lambda h, _: (jnp.tanh(conv.conv2d_same(h, w)), None), x,
+                                None, length=steps)[0]
+        return hlo_costs.breakdown(jax.jit(run).lower(*args).compile().as_text())
+
+    once, (many, lines, instructions) = cycles(1), cycles(6)
+    assert 5 * once[0] < many < 7 * once[0]
+    assert sum(c.share for c in lines if c.where.startswith("ops/conv.py:")) > 0.3
+    assert any(c.where.startswith("ops/conv.py:") and "[" in c.where for c in instructions)
+    assert abs(sum(c.share for c in lines) - 1) < 0.01
+
+
 def test_libtpu_on_a_cpu_machine_is_not_a_cloud_tpu(monkeypatch):
     """With the tpu extra installed for compiling (libtpu, no chips), ``vsegjax.main``
     used to call ``jax.distributed.initialize()`` as on a TPU VM and stop with

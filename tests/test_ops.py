@@ -300,6 +300,27 @@ def test_conv2d_same_gradient_is_per_tap_on_cpu_and_xla_elsewhere():
     assert all(program(p).count("stablehlo.dot_general") == 0 for p in ("tpu", "cuda"))
 
 
+@pytest.mark.parametrize("shape", [(7, 7, 3, 1), (3, 3, 3, 3), (1, 1, 4, 2), (5, 3, 2, 1)])
+def test_the_tpu_form_of_a_small_convolution_is_the_convolution(shape):
+    """A TPU runs a convolution with few multiply-adds per pixel (the STGRU's 3 -> 1 gate)
+    as a sum of shifted copies: same values and gradients; larger ones stay XLA's."""
+    from vsegjax.ops import conv
+    x = _rand((2, 9, 11, shape[2]), seed=26, lo=-1, hi=1)
+    kernel = _rand(shape, seed=27, lo=-1, hi=1)
+    g = _rand((2, 9, 11, shape[3]), seed=28)
+    np.testing.assert_allclose(conv._shifted_sum(x, kernel), conv._conv(x, kernel), atol=1e-5)
+    for ours, xla in zip(conv._tpu_bwd(x, kernel, g), conv._xla_bwd(x, kernel, g)):
+        np.testing.assert_allclose(ours, xla, atol=1e-4, rtol=1e-5)
+
+    def program(kernel_shape):  # conv2d_same's gradient as lowered for a TPU
+        grad = jax.jit(jax.grad(lambda x, w: jnp.sum(ops.conv2d_same(x, w)), (0, 1)))
+        args = (jax.ShapeDtypeStruct((1, 16, 16, kernel_shape[2]), jnp.float32),
+                jax.ShapeDtypeStruct(kernel_shape, jnp.float32))
+        return jax.export.export(grad, platforms=["tpu"])(*args).mlir_module()
+    assert "stablehlo.convolution" not in program(shape)
+    assert "stablehlo.convolution" in program((7, 7, 19, 19))
+
+
 def test_conv2d_same_kernel_gradient_memory_is_bounded():
     """The 7x7 kernel gradient keeps one shifted copy of the input alive, not 49: XLA's
     temporaries for the whole gradient stay within 8x the input's bytes (51x when the

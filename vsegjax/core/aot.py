@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from vsegjax.core import experiment, setup, sharding, tpu
+from vsegjax.core import experiment, hlo_costs, setup, sharding, tpu
 from vsegjax.core.registry import Registry
 from vsegjax.core.step import initial_guard
 from vsegjax.data import datasets
@@ -63,6 +63,11 @@ class StepReport:
     error: str = ""
     state_bytes_per_chip: int = 0
     batch_bytes_per_chip: int = 0
+    # libtpu's cost model: the step's estimated cycles and the source lines (and single
+    # instructions) with the largest shares (``core.hlo_costs``).
+    estimated_cycles: int = 0
+    top_lines: list = dataclasses.field(default_factory=list)
+    top_instructions: list = dataclasses.field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -84,7 +89,11 @@ def _report(compiled: Any, stage: str, step: str, topology: tpu.Topology, batch_
     temp, alias = int(mem.temp_size_in_bytes), int(mem.alias_size_in_bytes)
     total = args + out + temp - alias
     capacity = topology.chip.hbm_bytes
-    return StepReport(stage=stage, step=step, topology=topology.name, chips=topology.chips,
+    cycles, lines, instructions = hlo_costs.breakdown(compiled.as_text(), top=10)
+    return StepReport(estimated_cycles=cycles,
+                      top_lines=[[c.where, round(c.share, 4)] for c in lines],
+                      top_instructions=[[c.where, round(c.share, 4)] for c in instructions],
+                      stage=stage, step=step, topology=topology.name, chips=topology.chips,
                       hosts=topology.hosts, batch_size=batch_size, argument_bytes=args,
                       output_bytes=out, temp_bytes=temp, alias_bytes=alias,
                       hbm_bytes_per_chip=total, hbm_capacity_bytes=capacity,
@@ -215,4 +224,6 @@ def format_report(r: StepReport) -> str:
             f"temp {r.temp_bytes / gib:.2f}, out {r.output_bytes / gib:.2f}) "
             f"{r.flops_per_chip / 1e12:8.3f} TFLOP {r.bytes_accessed_per_chip / 1e9:8.2f} GB "
             f"roofline {r.roofline_step_s * 1e3:8.2f} ms MFU<={r.mfu_bound:.3f} "
-            f"compile {r.compile_s:.0f} s")
+            f"compile {r.compile_s:.0f} s"
+            + "".join(f"\n    {share * 100:5.1f}% of the estimated cycles: {where}"
+                      for where, share in r.top_lines[:5]))

@@ -3,8 +3,8 @@ inside ``lax.scan`` and whose memory does not grow with the kernel's size.
 
 XLA's CPU backend has three weak spots this module works around; every other backend
 (TPU, GPU) gets XLA's own convolution and gradient (``lax.platform_dependent`` picks at
-lowering time). ``benchmarks/conv_in_scan.py`` and ``benchmarks/stgru.py`` print the
-figures.
+lowering time), but for one TPU case below. ``benchmarks/conv_in_scan.py`` and
+``benchmarks/stgru.py`` print the figures.
 
 * Channel counts that are not a multiple of 8 run slowly: a 7x7 38 -> 38 convolution at
   512x512 takes 385 ms, the same padded to 40 -> 40 with zeros 228 ms. On the CPU both
@@ -17,6 +17,13 @@ figures.
   times ``g``). Written out directly XLA keeps all kh * kw shifted copies of ``x`` alive
   at once (49 for 7x7: about 930 MB at 512x512x19); here the taps are a ``lax.scan``, so
   one shifted copy exists at a time.
+
+On a TPU a convolution with very few channels in and out (the STGRU's 7x7 3 -> 1 gate
+W_ir) wastes the 128-wide matrix unit: libtpu's cost model puts that one convolution,
+forward and backward at 512x1024, at 59 M cycles, two thirds of the whole STGRU step.
+Written as a sum of shifted, weighted copies of the input (``_shifted_sum``: 147
+multiply-adds per pixel on the vector unit) it is 2.4 M (``benchmarks/warp_tpu.py
+--conv``). A TPU takes that form where ``kh * kw * Cin * Cout <= _VPU_MACS``.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import jax.numpy as jnp
 _DIMS = ("NHWC", "HWIO", "NHWC")
 _CHANNEL_MULTIPLE = 8
 _MAX_PADDING = 0.1  # pad a channel count only if that adds at most this fraction
+_VPU_MACS = 256  # a TPU convolution with at most this many multiply-adds per pixel
 
 
 def _conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -62,8 +70,28 @@ def _padded(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return _conv(_zeros_after(x, x.ndim - 1, pin), kernel)[..., :cout]
 
 
+def _shifted_sum(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """``_conv`` as a sum over taps and input channels of shifted copies of ``x`` times
+    the kernel's weights: elementwise work the TPU's vector unit fuses into one loop."""
+    kh, kw, cin, cout = kernel.shape
+    h, w = x.shape[-3:-1]
+    lead = [(0, 0)] * (x.ndim - 3)
+    xp = jnp.pad(x, lead + [(kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)])
+    out = jnp.zeros(x.shape[:-1] + (cout,), x.dtype)
+    for dy in range(kh):
+        for dx in range(kw):
+            shifted = xp[..., dy:dy + h, dx:dx + w, :]
+            out = out + jnp.sum(shifted[..., :, None] * kernel[dy, dx].astype(x.dtype),
+                                axis=-2)
+    return out
+
+
+def _tpu(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    return (_shifted_sum if kernel.size <= _VPU_MACS else _conv)(x, kernel)
+
+
 def _forward(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    return jax.lax.platform_dependent(x, kernel, cpu=_padded, default=_conv)
+    return jax.lax.platform_dependent(x, kernel, cpu=_padded, tpu=_tpu, default=_conv)
 
 
 @jax.custom_vjp
@@ -116,9 +144,14 @@ def _xla_bwd(x, kernel, g):
     return jax.vjp(_conv, x, kernel)[1](g)
 
 
+def _tpu_bwd(x, kernel, g):
+    return jax.vjp(_tpu, x, kernel)[1](g)
+
+
 def _bwd(res, g):
     x, kernel = res
-    return jax.lax.platform_dependent(x, kernel, g, cpu=_cpu_bwd, default=_xla_bwd)
+    return jax.lax.platform_dependent(x, kernel, g, cpu=_cpu_bwd, tpu=_tpu_bwd,
+                                      default=_xla_bwd)
 
 
 conv2d_same.defvjp(_fwd, _bwd)

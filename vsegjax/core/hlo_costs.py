@@ -1,0 +1,160 @@
+"""Where a compiled TPU step's time goes: libtpu's per-fusion cost estimates, by source line.
+
+libtpu writes into each scheduled instruction of the compiled HLO its cost model's
+``estimated_cycles``, and into its metadata a stack frame (file, function, line of the
+Python that made it). ``breakdown`` sums the cycles of every instruction, counting those
+in a loop body (a ``lax.scan``) once per iteration, and groups them by the innermost
+vsegjax frame: "which line of ours costs what" by the compiler's own model, which is
+what ``cost_analysis()``'s totals cannot say. The cycles are the compiler's estimate of
+time, not bytes; a line with a large share and few FLOPs is one the TPU runs badly (a
+convolution with one output channel on the 128-wide matrix unit, a layout copy).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import re
+
+_COMPUTATION = re.compile(r"^(?:ENTRY )?%?([\w.\-]+) \(.*\{$")
+# The op is the first word followed by "(%" or "()": a shape's "T(8,128)" is not.
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = .*?\b([a-z][\w\-]*)\((?:%|\))")
+_CYCLES = re.compile(r'"estimated_cycles":"(\d+)"')
+_FRAME = re.compile(r"stack_frame_id=(\d+)")
+_OP_NAME = re.compile(r'op_name="([^"]*)"')
+
+
+@dataclasses.dataclass(frozen=True)
+class Cost:
+    """Estimated cycles of one source location (or kind of instruction) in a step."""
+
+    where: str      # "methods/grfp/stgru_equations.py:70 _gate_r", or "(copy)" etc.
+    cycles: int
+    share: float    # of the step's total
+
+
+def _tables(text: str) -> tuple[dict[int, int], dict[int, str]]:
+    """(frame -> parent frame, frame -> "file:line function") from the module's header."""
+    sections: dict[str, list[str]] = collections.defaultdict(list)
+    name = None
+    for line in text.splitlines():
+        if line in ("FileNames", "FunctionNames", "FileLocations", "StackFrames"):
+            name = line
+        elif not line.strip() or line.startswith(("HloModule", "%", "ENTRY")):
+            name = None if not line.strip() else name
+            if line.startswith(("%", "ENTRY")):
+                break
+        elif name:
+            sections[name].append(line)
+
+    def numbered(rows):
+        out = {}
+        for row in rows:
+            key, _, rest = row.partition(" ")
+            out[int(key)] = rest
+        return out
+
+    files = {k: v.strip('"') for k, v in numbered(sections["FileNames"]).items()}
+    functions = {k: v.strip('"') for k, v in numbered(sections["FunctionNames"]).items()}
+    locations = {}
+    for k, v in numbered(sections["FileLocations"]).items():
+        fields = dict(re.findall(r"(\w+)=(\d+)", v))
+        path = files.get(int(fields.get("file_name_id", 0)), "?")
+        path = path.split("/vsegjax/", 1)[1] if "/vsegjax/" in path else path
+        locations[k] = (path, functions.get(int(fields.get("function_name_id", 0)), "?"),
+                        int(fields.get("line", 0)), "/vsegjax/" in files.get(
+                            int(fields.get("file_name_id", 0)), ""))
+    parents, labels = {}, {}
+    for k, v in numbered(sections["StackFrames"]).items():
+        fields = dict(re.findall(r"(\w+)=(\d+)", v))
+        parents[k] = int(fields.get("parent_frame_id", 0))
+        labels[k] = locations.get(int(fields.get("file_location_id", 0)), ("?", "?", 0, False))
+    return parents, labels
+
+
+def _where(frame: int, parents: dict[int, int], labels: dict[int, tuple], ops: str) -> str:
+    """The innermost vsegjax frame outside the generic ops (warp, conv), and the one that
+    called it, so that each of, say, the STGRU's convolutions gets its own row; a
+    gradient rule's ops have only the rule's frames and are named by them."""
+    seen = set()
+    chain = []
+    while frame and frame not in seen:
+        seen.add(frame)
+        chain.append(labels.get(frame, ("?", "?", 0, False)))
+        frame = parents.get(frame, 0)
+    ours = [c for c in chain if c[3]]
+    if not ours:
+        return f"({ops})"
+    outside = [c for i, c in enumerate(ours) if not c[0].startswith(("ops/", "core/"))
+               and (i == 0 or ours[i - 1][:2] != c[:2])]  # a function once, innermost line
+    if not outside:
+        return f"{ours[0][0]}:{ours[0][2]} {ours[0][1]}"
+    text = f"{outside[0][0]}:{outside[0][2]} {outside[0][1]}"
+    if len(outside) > 1:
+        text += f" < {outside[1][1]}:{outside[1][2]}"
+    return text
+
+
+def breakdown(text: str, top: int = 12) -> tuple[int, list[Cost], list[Cost]]:
+    """(total estimated cycles, the ``top`` source locations by cycles, the ``top``
+    single instructions by cycles, each named with its result's shape) of compiled HLO."""
+    parents, labels = _tables(text)
+    bodies: dict[str, list[str]] = {}
+    current = None
+    entry = None
+    for line in text.splitlines():
+        found = _COMPUTATION.match(line)
+        if found and not line.startswith(" "):
+            current = found.group(1)
+            bodies[current] = []
+            if line.startswith("ENTRY"):
+                entry = current
+        elif current is not None and line.startswith(" "):
+            bodies[current].append(line)
+    totals: collections.Counter = collections.Counter()
+    single: collections.Counter = collections.Counter()
+
+    def trip_count(condition: str) -> int:
+        # A scan's loop: ``i < n`` against a constant, i counting from 0.
+        constants = [int(c) for line in bodies.get(condition, [])
+                     for c in re.findall(r"s32\[\][^ ]* constant\((\d+)\)", line)]
+        return max(constants) if constants else 1
+
+    def visit(name: str, times: int, depth: int = 0) -> None:
+        if depth > 20:
+            return
+        for line in bodies.get(name, []):
+            found = _INSTRUCTION.match(line)
+            if not found:
+                continue
+            op = found.group(2)
+            if op == "while":
+                body = re.search(r"body=%?([\w.\-]+)", line).group(1)
+                cond = re.search(r"condition=%?([\w.\-]+)", line).group(1)
+                visit(body, times * trip_count(cond), depth + 1)
+                continue
+            if op in ("call", "conditional"):
+                for callee in re.findall(r"(?:to_apply|branch_computations|true_computation|"
+                                         r"false_computation)=\{?%?([\w.\-]+)", line):
+                    visit(callee, times, depth + 1)
+                continue
+            cycles = _CYCLES.search(line)
+            if not cycles:
+                continue
+            frame = _FRAME.search(line)
+            op_name = _OP_NAME.search(line)
+            kind = op if op != "fusion" else "fusion"
+            if op_name and not frame:
+                kind = op_name.group(1).rsplit("/", 1)[-1]
+            where = (_where(int(frame.group(1)), parents, labels, kind) if frame
+                     else f"({kind})")
+            totals[where] += int(cycles.group(1)) * times
+            shape = re.match(r"\s*(?:ROOT )?%?[\w.\-]+ = (\S+)", line).group(1)
+            single[where + ": " + shape.split("{")[0]] += int(cycles.group(1)) * times
+
+    if entry is not None:
+        visit(entry, 1)
+    total = sum(totals.values())
+    return total, *([Cost(where, cycles, cycles / total if total else 0.0)
+                      for where, cycles in counter.most_common(top)]
+                     for counter in (totals, single))
