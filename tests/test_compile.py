@@ -188,6 +188,27 @@ def test_the_cycles_breakdown_counts_loop_bodies_per_iteration_and_names_our_lin
     assert abs(sum(c.share for c in lines) - 1) < 0.01
 
 
+@needs_libtpu
+def test_a_train_step_that_calls_the_host_is_refused_for_a_pod():
+    """OpenCV flow through ``jax.pure_callback`` inside a step lowers, for a TPU, to host
+    transfers from one chip; the compile refuses such a step in one line."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    from vsegjax.core import aot
+    from vsegjax.models.flow_providers import OpenCVFlow
+    devices = tpu.devices(tpu.parse("v5e:2x2"))
+    sharding = NamedSharding(Mesh(np.array(devices), ("data",)), PartitionSpec("data"))
+    frames = jax.ShapeDtypeStruct((4, 2, 16, 16, 3), jnp.float32, sharding=sharding)
+    host_flow = OpenCVFlow("farneback").as_jax_fn(need="fwd")
+    with pytest.raises(ValueError, match="stage s: the train step calls back to the host"):
+        aot.check_no_host_calls(
+            jax.jit(lambda f: host_flow(f)[0].sum()).lower(frames).as_text(), "s")
+    aot.check_no_host_calls(jax.jit(lambda f: f.sum()).lower(frames).as_text(), "s")
+
+
 def test_libtpu_on_a_cpu_machine_is_not_a_cloud_tpu(monkeypatch):
     """With the tpu extra installed for compiling (libtpu, no chips), ``vsegjax.main``
     used to call ``jax.distributed.initialize()`` as on a TPU VM and stop with

@@ -107,6 +107,13 @@ def test_opencv_pure_callback_in_jit(snippet):
     np.testing.assert_allclose(np.asarray(vm[0]), host_fwd, atol=1e-5)
 
 
+def test_opencv_flow_inside_a_step_is_refused_on_several_processes(monkeypatch, snippet):
+    provider = OpenCVFlow("farneback")
+    monkeypatch.setattr(jax, "process_count", lambda: 4)
+    with pytest.raises(ValueError, match="farneback flow inside a jitted step on 4 processes"):
+        jax.jit(provider.as_jax_fn())(snippet["frames"][None].astype(np.float32) / 255.0)
+
+
 def test_opencv_parameters():
     p = farneback_params_for_size(24, 40, levels=3, winsize=15, iterations=3)
     assert p["levels"] == 1 and p["winsize"] == 5 and p["iterations"] == 3

@@ -131,6 +131,17 @@ def _compile(lowered: Any) -> tuple[Any | None, Exception | None, float]:
         return None, e, time.time() - start
 
 
+def check_no_host_calls(program: str, stage: str) -> None:
+    """Refuses a train step that calls back to the host (``jax.pure_callback``, which a
+    TPU lowers to host transfers from one chip): on a pod every step would gather the
+    whole batch onto that chip and its host. Host work (OpenCV flow) belongs in the
+    input pipeline, where ``flow.source=farneback|dis`` puts it."""
+    if "is_host_transfer = true" in program or "callback" in program:
+        raise ValueError(f"stage {stage}: the train step calls back to the host "
+                         "(jax.pure_callback); on a pod that gathers the whole batch onto "
+                         "one chip every step: compute it in the input pipeline instead")
+
+
 def _batch_sharding(mesh) -> NamedSharding:
     return NamedSharding(mesh, P(batch_axes(mesh, sharding.BATCH_AXES)))
 
@@ -149,7 +160,9 @@ def compile_train_step(stage: experiment.Stage, task: Any, topology: tpu.Topolog
     batch = _abstract(spec, lambda _: _batch_sharding(mesh))
     replicated = NamedSharding(mesh, P())
     guard = _abstract(jax.eval_shape(lambda: initial_guard(built.rule)), lambda _: replicated)
-    compiled, error, seconds = _compile(built.step_fn.lower(built.abstract_state, batch, guard))
+    lowered = built.step_fn.lower(built.abstract_state, batch, guard)
+    check_no_host_calls(lowered.as_text(), stage.name)
+    compiled, error, seconds = _compile(lowered)
     if error is not None:
         return _out_of_memory(error, stage.name, "train", topology, batch_size, seconds)
     return _report(compiled, stage.name, "train", topology, batch_size, seconds,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from typing import Any
 
@@ -122,6 +123,9 @@ def host_bounds(topology: Topology) -> tuple[int, int, int]:
 
 def devices(topology: Topology) -> list[Any]:
     """The topology's abstract TPU devices (libtpu compiles for them; none is attached)."""
+    # libtpu takes a machine-wide lock for the chips it drives; compiling drives none, so
+    # two compiles (or a compile beside the tests) may share the machine.
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     try:
         from jax.experimental import topologies
         desc = topologies.get_topology_desc(

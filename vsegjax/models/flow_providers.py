@@ -284,6 +284,12 @@ class OpenCVFlow(FlowProvider):
         _check_need(need)
 
         def fn(frames):
+            if jax.process_count() > 1:
+                raise ValueError(
+                    f"{self.method} flow inside a jitted step on {jax.process_count()} "
+                    "processes: the host callback would see one process's rows only and "
+                    "gather them onto one device; compute it in the input pipeline (as "
+                    "flow.source=farneback|dis does for training)")
             frames = jnp.asarray(frames)
             shape = _check_frames(frames)
             out_shape = shape[:1] + (shape[1] - 1,) + shape[2:4] + (2,)
