@@ -25,8 +25,10 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
     c.input.worker_count = 8
     c.input.augment = common.augment(resize=None, scale_range=(0.5, 2.0), crop_size=(713, 713),
                                      color=None)
+    # remat: ten 713x713 frames per chip through the ResNet-50 need 39 GiB of
+    # activations per chip without it (compiled for a v5e-16; docs/scaling.md).
     c.model = common.model(len(common.CITYSCAPES_CLASSES), backbone="resnet50", head="psp",
-                           dtype="bfloat16")
+                           dtype="bfloat16", remat=True)
     # FlowNetS-sized decoder on the shared features (ResNet-50: layer1 256, layer3 1024 ch).
     c.efc.flow.update(dict(joint_channels=256, extra_channels=(512, 512, 1024),
                            redir_channels=32, max_displacement=4))

@@ -132,6 +132,33 @@ def test_bfloat16_compute_float32_params():
     assert logits.dtype == jnp.float32 and feats["layer4"].dtype == jnp.bfloat16
 
 
+def test_remat_keeps_the_parameters_results_gradients_and_statistics():
+    """``model.remat`` recomputes each ResNet block in the backward pass: the same
+    variables (names and values), logits, gradients and updated batch statistics."""
+    images = jax.random.uniform(jax.random.PRNGKey(1), (2, 32, 32, 3))
+    models = [make_segmenter(dict(backbone="resnet18", head="psp", num_classes=5,
+                                  output_stride=16, remat=remat)) for remat in (False, True)]
+    variables = models[0].init(jax.random.PRNGKey(0), images, train=False)
+    assert jax.tree.structure(variables) == jax.tree.structure(
+        models[1].init(jax.random.PRNGKey(0), images, train=False))
+
+    def loss(params, model):
+        logits, updates = model.apply({**variables, "params": params}, images, train=True,
+                                      mutable=["batch_stats"], rngs={"dropout": jax.random.PRNGKey(2)})
+        return jnp.sum(logits ** 2), (logits, updates)
+
+    (plain, (logits, stats)), grads = jax.value_and_grad(loss, has_aux=True)(
+        variables["params"], models[0])
+    (again, (logits_r, stats_r)), grads_r = jax.value_and_grad(loss, has_aux=True)(
+        variables["params"], models[1])
+    np.testing.assert_allclose(logits_r, logits, rtol=1e-5, atol=1e-5)
+    for a, b in zip(jax.tree.leaves((grads_r, stats_r)), jax.tree.leaves((grads, stats))):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    text = jax.jit(jax.grad(lambda p: loss(p, models[1])[0])).lower(
+        variables["params"]).as_text()
+    assert "remat" in text or "checkpoint" in text or "optimization_barrier" in text
+
+
 def test_adaptive_avg_pool_non_divisible_by_hand():
     # 5 -> 3 bins: [0, 2), [1, 4), [3, 5) (floor(i*5/3) .. ceil((i+1)*5/3))
     np.testing.assert_allclose(adaptive_pool_matrix(5, 3),

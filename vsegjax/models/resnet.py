@@ -132,10 +132,16 @@ def _shortcut(x: jax.Array, out_ch: int, stride: int, train: bool, dtype: Dtype)
 
 
 def _run_stage(x: jax.Array, train: bool, *, depth: int, stage: str, output_stride: int,
-               zero_init_residual: bool, dtype: Dtype) -> jax.Array:
-    """Applies the blocks of one stage as children ``block0``, ``block1``... of the caller."""
+               zero_init_residual: bool, dtype: Dtype, remat: bool = False) -> jax.Array:
+    """Applies the blocks of one stage as children ``block0``, ``block1``... of the caller.
+
+    ``remat``: each block keeps only its input for the backward pass and recomputes the
+    rest (``nn.remat``; same parameters and results), trading about a third more compute
+    for the activation memory of deep, wide crops (EFC's ten 713x713 frames per chip)."""
     kind, counts = DEPTHS[depth]
     block_cls = BasicBlock if kind == "basic" else Bottleneck
+    if remat:
+        block_cls = nn.remat(block_cls, static_argnums=(2,))  # (self, x, train)
     index = STAGE_NAMES.index(stage) - 1
     stride, first_dilation, dilation = stage_plan(output_stride)[stage]
     for b in range(counts[index]):
@@ -153,12 +159,14 @@ class ResNetStage(nn.Module):
     output_stride: int = 32
     zero_init_residual: bool = True
     dtype: Dtype = jnp.float32
+    remat: bool = False  # recompute each block in the backward pass
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         return _run_stage(x, train, depth=self.depth, stage=self.stage,
                           output_stride=self.output_stride,
-                          zero_init_residual=self.zero_init_residual, dtype=self.dtype)
+                          zero_init_residual=self.zero_init_residual, dtype=self.dtype,
+                          remat=self.remat)
 
 
 class ResNetStem(nn.Module):
@@ -181,6 +189,7 @@ class ResNetEncoder(nn.Module):
     output_stride: int = 32
     zero_init_residual: bool = True
     dtype: Dtype = jnp.float32
+    remat: bool = False  # recompute each block in the backward pass
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> dict[str, jax.Array]:
@@ -189,7 +198,7 @@ class ResNetEncoder(nn.Module):
         y = feats["stem"]
         for stage in STAGE_NAMES[1:4]:
             y = ResNetStage(self.depth, stage, self.output_stride, self.zero_init_residual,
-                            self.dtype, name=stage)(y, train)
+                            self.dtype, self.remat, name=stage)(y, train)
             feats[stage] = y
         return feats
 
@@ -200,13 +209,15 @@ class ResNetLayer4(nn.Module):
     output_stride: int = 32
     zero_init_residual: bool = True
     dtype: Dtype = jnp.float32
+    remat: bool = False  # recompute each block in the backward pass
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         check_resnet_args(self.depth, self.output_stride)
         return _run_stage(x.astype(self.dtype), train, depth=self.depth, stage="layer4",
                           output_stride=self.output_stride,
-                          zero_init_residual=self.zero_init_residual, dtype=self.dtype)
+                          zero_init_residual=self.zero_init_residual, dtype=self.dtype,
+                          remat=self.remat)
 
 
 class ResNet(nn.Module):
@@ -223,6 +234,7 @@ class ResNet(nn.Module):
     output_stride: int = 32
     zero_init_residual: bool = True
     dtype: Dtype = jnp.float32
+    remat: bool = False  # recompute each block in the backward pass
 
     @property
     def channels(self) -> dict[str, int]:
@@ -232,7 +244,8 @@ class ResNet(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> dict[str, jax.Array]:
         feats = ResNetEncoder(self.depth, self.output_stride, self.zero_init_residual,
-                              self.dtype, name="encoder")(x, train)
+                              self.dtype, self.remat, name="encoder")(x, train)
         feats["layer4"] = ResNetLayer4(self.depth, self.output_stride, self.zero_init_residual,
-                                       self.dtype, name="layer4")(feats["layer3"], train)
+                                       self.dtype, self.remat,
+                                       name="layer4")(feats["layer3"], train)
         return feats

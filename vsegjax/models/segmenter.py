@@ -159,6 +159,8 @@ def default_config() -> ml_collections.ConfigDict:
         "dropout": 0.1,             # PSP / ASPP channel dropout
         "zero_init_residual": True,  # ResNet: last BN scale of each block starts at 0
         "dtype": "float32",         # computation dtype: float32 | bfloat16
+        # ResNet: recompute each residual block in the backward pass (activation memory).
+        "remat": False,
         # ResNet backbone weights to start from (vsegjax.models.convert); "" = random.
         "pretrained": "",
     })
@@ -232,7 +234,7 @@ def make_segmenter(config: Mapping[str, Any] | ml_collections.ConfigDict, *,
         assert depth in DEPTHS
         backbone = ResNet(depth, output_stride,
                           bool(config["zero_init_residual"]),
-                          dtype)
+                          dtype, bool(config["remat"]))
         channels = head_channels
         low_level = 48
 
