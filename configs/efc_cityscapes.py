@@ -33,6 +33,8 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
     c.efc.flow.update(dict(joint_channels=256, extra_channels=(512, 512, 1024),
                            redir_channels=32, max_displacement=4))
     c.efc.pairs_per_snippet = 5  # TCC_multi: five pairs per labelled snippet
+    # One pair per pass: five at once need 37 GiB per chip, one fits a v5e's 16 GiB.
+    c.efc.pairs_per_pass = 1
     if c.efc.unlabelled_data is not None:
         c.efc.unlabelled_data = None  # set to an unlabelled Cityscapes sequence dataset
     c.train.num_steps = 120_000

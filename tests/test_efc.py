@@ -399,6 +399,51 @@ def test_a_zero_weight_term_adds_no_gradient_and_is_not_computed():
     assert sum(float(jnp.sum(jnp.abs(g))) for g in jax.tree.leaves(grads["flow"])) > 0
 
 
+@pytest.mark.slow
+def test_pairs_in_passes_average_the_passes_losses_and_gradients():
+    """``efc.pairs_per_pass``: the step's loss and gradients are the mean of those of
+    each set of pairs taken alone (dropout off, so each set's pass is deterministic);
+    the running statistics are updated once per set, in order."""
+    config = small_config()
+    config.model.dropout = 0.0
+    config.efc.pairs_per_snippet = 2
+    whole = efc.EFCTask(config)
+    config.efc.pairs_per_pass = 1
+    split = efc.EFCTask(config)
+    variables = whole.init_variables(jax.random.key(0))
+    params, state = variables["params"], {k: v for k, v in variables.items() if k != "params"}
+    rng = np.random.default_rng(0)
+    batch = {"frames": jnp.asarray(rng.uniform(size=(2, 6, 32, 64, 3)), jnp.float32),
+             "labels": jnp.asarray(rng.integers(0, 10, (2, 6, 32, 64)), jnp.int32),
+             "label_pos": jnp.asarray([2, 3]), "labelled": jnp.asarray([True, True])}
+    key = jax.random.key(1)
+    grad = jax.value_and_grad(lambda p, task: task.loss_fn(p, state, batch, key),
+                              has_aux=True)
+    (loss, (metrics, new_state)), grads = jax.jit(grad, static_argnums=1)(params, split)
+    # By hand: the same pairs, the k-th pair of each snippet in pass k.
+    images, labels, _ = whole.pairs(batch, jax.random.split(key)[0])
+    n = images.shape[0] // 2
+    by_pass = []
+    running = state
+    for k in range(2):
+        rows = jnp.asarray([b * 2 + k for b in range(2)])
+        pick = jnp.concatenate([rows, n + rows])
+
+        def one(p, running=running, pick=pick):
+            return whole._pass(p, running, images[pick], labels[pick], key)
+        (loss_k, (_, running)), grads_k = jax.value_and_grad(one, has_aux=True)(params)
+        by_pass.append((loss_k, grads_k))
+    np.testing.assert_allclose(loss, (by_pass[0][0] + by_pass[1][0]) / 2, rtol=1e-5)
+    for ours, a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(by_pass[0][1]),
+                          jax.tree.leaves(by_pass[1][1])):
+        np.testing.assert_allclose(ours, (a + b) / 2, rtol=2e-4, atol=1e-6)
+    for ours, want in zip(jax.tree.leaves(new_state), jax.tree.leaves(running)):
+        np.testing.assert_allclose(ours, want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="efc.pairs_per_pass: 0 .* a divisor"):
+        config.efc.pairs_per_pass = 3
+        efc.EFCTask(config)
+
+
 # --------------------------------------------------------------------------- configs, task
 
 

@@ -144,7 +144,8 @@ def test_remat_keeps_the_parameters_results_gradients_and_statistics():
 
     def loss(params, model):
         logits, updates = model.apply({**variables, "params": params}, images, train=True,
-                                      mutable=["batch_stats"], rngs={"dropout": jax.random.PRNGKey(2)})
+                                      mutable=["batch_stats"],
+                                      rngs={"dropout": jax.random.PRNGKey(2)})
         return jnp.sum(logits ** 2), (logits, updates)
 
     (plain, (logits, stats)), grads = jax.value_and_grad(loss, has_aux=True)(

@@ -28,6 +28,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/
 _TOPOLOGY = flags.DEFINE_string("topology", None, "TPU topology, e.g. v5e:4x4 or v4-32.")
 _OUT = flags.DEFINE_string("out", None, "Write the reports here as JSON.")
 _EVAL = flags.DEFINE_bool("eval", True, "Compile the evaluation step too.")
+_HLO_DIR = flags.DEFINE_string("hlo_dir", None, "Write each compiled step's HLO text here "
+                               "(libtpu's per-instruction estimated cycles are in it).")
 flags.mark_flags_as_required(["config", "topology"])
 
 
@@ -42,7 +44,7 @@ def main(argv):
                          "jax[tpu]) to compile for a TPU topology")
     try:
         reports = aot.compile_config(_CONFIG.value, _TOPOLOGY.value, REGISTRY,
-                                     eval_step=_EVAL.value)
+                                     eval_step=_EVAL.value, hlo_dir=_HLO_DIR.value)
     except (ValueError, RuntimeError, NotImplementedError) as e:
         raise SystemExit(f"error: {str(e).splitlines()[0]}") from None
     for r in reports:

@@ -13,6 +13,7 @@ time and on the model-FLOPs utilisation. No data is read: the batch is the task'
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import tempfile
 import time
@@ -79,7 +80,12 @@ def _abstract(tree: Any, sharding_of: Callable[[Any], Any]) -> Any:
 
 
 def _report(compiled: Any, stage: str, step: str, topology: tpu.Topology, batch_size: int,
-            compile_s: float, **placed: int) -> StepReport:
+            compile_s: float, hlo_dir: str | None = None, **placed: int) -> StepReport:
+    text = compiled.as_text()
+    if hlo_dir:  # the compiled program, with libtpu's per-instruction estimates in it
+        os.makedirs(hlo_dir, exist_ok=True)
+        with open(os.path.join(hlo_dir, f"{stage}_{step}_{topology.name}.hlo.txt"), "w") as f:
+            f.write(text)
     mem = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -89,7 +95,7 @@ def _report(compiled: Any, stage: str, step: str, topology: tpu.Topology, batch_
     temp, alias = int(mem.temp_size_in_bytes), int(mem.alias_size_in_bytes)
     total = args + out + temp - alias
     capacity = topology.chip.hbm_bytes
-    cycles, lines, instructions = hlo_costs.breakdown(compiled.as_text(), top=10)
+    cycles, lines, instructions = hlo_costs.breakdown(text, top=10)
     return StepReport(estimated_cycles=cycles,
                       top_lines=[[c.where, round(c.share, 4)] for c in lines],
                       top_instructions=[[c.where, round(c.share, 4)] for c in instructions],
@@ -147,7 +153,7 @@ def _batch_sharding(mesh) -> NamedSharding:
 
 
 def compile_train_step(stage: experiment.Stage, task: Any, topology: tpu.Topology,
-                       devices: list[Any]) -> StepReport:
+                       devices: list[Any], hlo_dir: str | None = None) -> StepReport:
     """The stage's train step compiled for ``topology``, with the compiler's figures."""
     config = stage.config
     mesh = sharding.make_mesh(config.mesh.num_devices or None, fsdp=config.mesh.fsdp,
@@ -165,7 +171,7 @@ def compile_train_step(stage: experiment.Stage, task: Any, topology: tpu.Topolog
     compiled, error, seconds = _compile(lowered)
     if error is not None:
         return _out_of_memory(error, stage.name, "train", topology, batch_size, seconds)
-    return _report(compiled, stage.name, "train", topology, batch_size, seconds,
+    return _report(compiled, stage.name, "train", topology, batch_size, seconds, hlo_dir,
                    param_bytes_per_chip=sharding.bytes_per_device(built.abstract_state.params),
                    state_bytes_per_chip=sharding.bytes_per_device(built.abstract_state),
                    batch_bytes_per_chip=sharding.bytes_per_device(batch))
@@ -181,7 +187,7 @@ def eval_size(config: ml_collections.ConfigDict) -> tuple[int, int]:
 
 
 def compile_eval_step(stage: experiment.Stage, task: Any, topology: tpu.Topology,
-                      devices: list[Any]) -> StepReport | None:
+                      devices: list[Any], hlo_dir: str | None = None) -> StepReport | None:
     """The stage's per-frame function (what ``segment``/``export`` run) on a batch of
     ``eval.batch_size`` frames at the evaluation size, with replicated variables; None
     for a task that does not segment."""
@@ -202,12 +208,12 @@ def compile_eval_step(stage: experiment.Stage, task: Any, topology: tpu.Topology
     compiled, error, seconds = _compile(fn.lower(variables, frames))
     if error is not None:
         return _out_of_memory(error, stage.name, "eval", topology, rows, seconds)
-    return _report(compiled, stage.name, "eval", topology, rows, seconds,
+    return _report(compiled, stage.name, "eval", topology, rows, seconds, hlo_dir,
                    batch_bytes_per_chip=sharding.bytes_per_device(frames))
 
 
 def compile_config(config: ml_collections.ConfigDict, topology_name: str, registry: Registry,
-                   *, eval_step: bool = True,
+                   *, eval_step: bool = True, hlo_dir: str | None = None,
                    progress: Callable[[str], None] = print) -> list[StepReport]:
     """Every enabled stage's train (and evaluation) step compiled for ``topology_name``."""
     topology = tpu.parse(topology_name)
@@ -218,9 +224,9 @@ def compile_config(config: ml_collections.ConfigDict, topology_name: str, regist
             task = experiment.build_task(stage, registry)
             progress(f"compiling stage {stage.name} ({stage.task_name}) train step for "
                      f"{topology.name} ({topology.chips} chips, {topology.hosts} hosts)")
-            reports.append(compile_train_step(stage, task, topology, devices))
+            reports.append(compile_train_step(stage, task, topology, devices, hlo_dir))
             if eval_step:
-                found = compile_eval_step(stage, task, topology, devices)
+                found = compile_eval_step(stage, task, topology, devices, hlo_dir)
                 if found is not None:
                     reports.append(found)
     return reports

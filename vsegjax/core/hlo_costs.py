@@ -60,7 +60,8 @@ def _tables(text: str) -> tuple[dict[int, int], dict[int, str]]:
     for k, v in numbered(sections["FileLocations"]).items():
         fields = dict(re.findall(r"(\w+)=(\d+)", v))
         path = files.get(int(fields.get("file_name_id", 0)), "?")
-        path = path.split("/vsegjax/", 1)[1] if "/vsegjax/" in path else path
+        for root in ("/vsegjax/", "site-packages/"):  # vsegjax's own, or a library's
+            path = path.split(root, 1)[1] if root in path else path
         locations[k] = (path, functions.get(int(fields.get("function_name_id", 0)), "?"),
                         int(fields.get("line", 0)), "/vsegjax/" in files.get(
                             int(fields.get("file_name_id", 0)), ""))
@@ -83,8 +84,8 @@ def _where(frame: int, parents: dict[int, int], labels: dict[int, tuple], ops: s
         chain.append(labels.get(frame, ("?", "?", 0, False)))
         frame = parents.get(frame, 0)
     ours = [c for c in chain if c[3]]
-    if not ours:
-        return f"({ops})"
+    if not ours:  # made by a library's own code (flax's BatchNorm, optax): name its line
+        return f"{chain[0][0]}:{chain[0][2]} {chain[0][1]}" if chain else f"({ops})"
     outside = [c for i, c in enumerate(ours) if not c[0].startswith(("ops/", "core/"))
                and (i == 0 or ours[i - 1][:2] != c[:2])]  # a function once, innermost line
     if not outside:

@@ -20,6 +20,9 @@ def efc_block(**fields: Any) -> ml_collections.ConfigDict:
         flow=flow_decoder_config(),  # read whole: fields it lacks take these defaults
         loss_weights=dict(DEFAULT_WEIGHTS),  # eq. (9)'s lambdas
         pairs_per_snippet=4, dt_range=(1, 5), labelled_share=0.5, labels="annotated",
+        # Pairs per forward/backward pass (0: all): the step's loss is the mean over
+        # passes, each recomputed in the backward pass, so one pass's activations live.
+        pairs_per_pass=0,
         # A data block of extra unlabelled snippets (+UD), or None.
         unlabelled_data=None, unlabelled_split="train", unlabelled_batch_size=2,
         occlusion_in_cons=True, occlusion_in_pm=True, seg_occlusion=True,

@@ -73,6 +73,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if not isinstance(e.pairs_per_snippet, int) or e.pairs_per_snippet < 1:
         raise ValueError(f"config field efc.pairs_per_snippet: must be >= 1; got "
                          f"{e.pairs_per_snippet!r}")
+    if (not isinstance(e.pairs_per_pass, int) or e.pairs_per_pass < 0
+            or (e.pairs_per_pass and e.pairs_per_snippet % e.pairs_per_pass)):
+        raise ValueError(f"config field efc.pairs_per_pass: 0 (all at once) or a divisor of "
+                         f"efc.pairs_per_snippet={e.pairs_per_snippet}; got "
+                         f"{e.pairs_per_pass!r}")
     if not 0.0 <= float(e.labelled_share) <= 1.0:
         raise ValueError(f"config field efc.labelled_share: must be in [0, 1]; got "
                          f"{e.labelled_share!r}")
@@ -119,9 +124,9 @@ class EFCTask(SegmenterTask):
                                   gather_frames(batch["labels"], second)])
         return images, labels, (second - first).reshape(-1)
 
-    def loss_fn(self, params, model_state, batch, rng):
-        k_pairs, k_drop = jax.random.split(rng)
-        images, labels, dt = self.pairs(batch, k_pairs)
+    def _pass(self, params, model_state, images, labels, k_drop):
+        """Eq. (9) over one set of pairs: ``images`` [2N, H, W, 3] (first frames, then
+        second frames), ``labels`` [2N, H, W]."""
         n = images.shape[0] // 2
         variables = {"params": params, **model_state}
         out, new_state = self.model.apply(
@@ -144,11 +149,49 @@ class EFCTask(SegmenterTask):
             edge_alpha=float(self.e.edge_alpha),
             relaxation_window=self.relaxation_window)
         total, values = efc_losses.combine(self.weights, terms)
-        metrics = dict(values, occlusion_mean=jnp.mean(out["occlusion_full"]),
-                       mean_dt=jnp.mean(dt.astype(jnp.float32)))
+        metrics = dict(values, occlusion_mean=jnp.mean(out["occlusion_full"]))
         if "logits" in out and not self.flow_only:
             metrics["pixel_acc"] = losses.pixel_accuracy(out["logits"], labels)
         return total, (metrics, {**model_state, **new_state})
+
+    def loss_fn(self, params, model_state, batch, rng):
+        k_pairs, k_drop = jax.random.split(rng)
+        images, labels, dt = self.pairs(batch, k_pairs)
+        pairs = int(self.e.pairs_per_snippet)
+        per_pass = int(self.e.pairs_per_pass) or pairs
+        if per_pass == pairs:
+            total, (metrics, state) = self._pass(params, model_state, images, labels, k_drop)
+        else:
+            total, (metrics, state) = self._passes(params, model_state, images, labels,
+                                                   k_drop, pairs // per_pass)
+        return total, (dict(metrics, mean_dt=jnp.mean(dt.astype(jnp.float32))), state)
+
+    def _passes(self, params, model_state, images, labels, k_drop, passes: int):
+        """Eq. (9) averaged over ``passes`` sets of pairs, one set at a time: each set is
+        the same slice of every snippet's pairs (so every chip keeps its rows), and its
+        forward pass is recomputed for the backward one (``jax.checkpoint``), so only one
+        set's activations are alive. Batch statistics are each set's."""
+        def split(x):  # [2 B P, ...], first frames then second -> [passes, 2 B P / passes, ...]
+            pairs = int(self.e.pairs_per_snippet)
+            x5 = x.reshape((2, -1, passes, pairs // passes) + x.shape[1:])
+            return jnp.moveaxis(x5, 2, 0).reshape((passes, -1) + x.shape[1:])
+
+        @jax.checkpoint
+        def one(carry, xs):
+            state, total, metrics = carry
+            index, images_k, labels_k = xs
+            loss, (values, state) = self._pass(params, state, images_k, labels_k,
+                                               jax.random.fold_in(k_drop, index))
+            metrics = jax.tree.map(jnp.add, metrics, values)
+            return (state, total + loss, metrics), None
+
+        shapes = jax.eval_shape(lambda: self._pass(params, model_state, split(images)[0],
+                                                   split(labels)[0], k_drop))
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes[1][0])
+        (state, total, metrics), _ = jax.lax.scan(
+            one, (model_state, jnp.zeros((), jnp.float32), zeros),
+            (jnp.arange(passes), split(images), split(labels)))
+        return total / passes, (jax.tree.map(lambda m: m / passes, metrics), state)
 
     def batch_spec(self, batch_size):
         # Whole snippets (pairs are drawn on the device), the unlabelled ones appended.
