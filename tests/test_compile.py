@@ -175,14 +175,27 @@ def test_the_cycles_breakdown_counts_loop_bodies_per_iteration_and_names_our_lin
     args = (jax.ShapeDtypeStruct((1, 128, 128, 64), jnp.float32, sharding=sharding),
             jax.ShapeDtypeStruct((3, 3, 64, 64), jnp.float32, sharding=sharding))
 
-    def cycles(steps):
+    def compiled(steps):
         def run(x, w):
             return jax.lax.scan(lambda h, _: (jnp.tanh(conv.conv2d_same(h, w)), None), x,
                                 None, length=steps)[0]
-        return hlo_costs.breakdown(jax.jit(run).lower(*args).compile().as_text())
+        return jax.jit(run).lower(*args).compile()
 
-    once, (many, lines, instructions) = cycles(1), cycles(6)
+    def flops(c):
+        found = c.cost_analysis()
+        return (found[0] if isinstance(found, (list, tuple)) else found)["flops"]
+
+    one, six = compiled(1), compiled(6)
+    once, (many, lines, instructions) = (hlo_costs.breakdown(c.as_text()) for c in (one, six))
     assert 5 * once[0] < many < 7 * once[0]
+    # cost_analysis() counts the loop body once; loop_extra adds the other 5 iterations.
+    assert flops(six) < 1.1 * flops(one)
+    extra = hlo_costs.loop_extra(six.as_text())
+    assert extra["loops"] == [6] and hlo_costs.loop_extra(one.as_text())["flops"] == 0
+    conv_flops = 2 * 128 * 128 * 9 * 64 * 64
+    # (The compiled convolution runs on a padded row: 136 columns for 128.)
+    assert extra["flops"] == pytest.approx(5 * conv_flops, rel=0.1)
+    assert (flops(six) + extra["flops"]) == pytest.approx(6 * flops(one), rel=0.05)
     assert sum(c.share for c in lines if c.where.startswith("ops/conv.py:")) > 0.3
     assert any(c.where.startswith("ops/conv.py:") and "[" in c.where for c in instructions)
     assert abs(sum(c.share for c in lines) - 1) < 0.01

@@ -5,9 +5,10 @@ For each enabled stage the train step is built as the trainer builds it
 dtype and gradient accumulation), on a mesh over the topology's abstract devices, and
 compiled by libtpu; so is the evaluation step (the stage's per-frame function at the
 evaluation size, where its task segments). The compiler's own analyses give per-chip HBM
-and per-step FLOPs and bytes; ``core.tpu.roofline`` turns them into a bound on the step
-time and on the model-FLOPs utilisation. No data is read: the batch is the task's
-``batch_spec``.
+and per-step FLOPs and bytes (``cost_analysis()`` counts a loop body once: the other
+iterations of each ``lax.scan`` are added from the compiled HLO, ``hlo_costs.loop_extra``);
+``core.tpu.roofline`` turns them into a bound on the step time and on the model-FLOPs
+utilisation. No data is read: the batch is the task's ``batch_spec``.
 """
 
 from __future__ import annotations
@@ -67,6 +68,11 @@ class StepReport:
     # libtpu's cost model: the step's estimated cycles and the source lines (and single
     # instructions) with the largest shares (``core.hlo_costs``).
     estimated_cycles: int = 0
+    # cost_analysis() counts each loop body once; flops/bytes above add the other
+    # iterations (``hlo_costs.loop_extra``). Its own figures and the loops' trip counts:
+    cost_analysis_flops: float = 0.0
+    cost_analysis_bytes: float = 0.0
+    loop_trip_counts: list = dataclasses.field(default_factory=list)
     top_lines: list = dataclasses.field(default_factory=list)
     top_instructions: list = dataclasses.field(default_factory=list)
 
@@ -89,14 +95,17 @@ def _report(compiled: Any, stage: str, step: str, topology: tpu.Topology, batch_
     mem = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    flops = float(cost.get("flops", 0.0))
-    accessed = float(cost.get("bytes accessed", 0.0))
+    extra = hlo_costs.loop_extra(text)
+    flops = float(cost.get("flops", 0.0)) + extra["flops"]
+    accessed = float(cost.get("bytes accessed", 0.0)) + extra["bytes"]
     args, out = int(mem.argument_size_in_bytes), int(mem.output_size_in_bytes)
     temp, alias = int(mem.temp_size_in_bytes), int(mem.alias_size_in_bytes)
     total = args + out + temp - alias
     capacity = topology.chip.hbm_bytes
     cycles, lines, instructions = hlo_costs.breakdown(text, top=10)
-    return StepReport(estimated_cycles=cycles,
+    return StepReport(estimated_cycles=cycles, cost_analysis_flops=float(cost.get("flops", 0.0)),
+                      cost_analysis_bytes=float(cost.get("bytes accessed", 0.0)),
+                      loop_trip_counts=extra["loops"],
                       top_lines=[[c.where, round(c.share, 4)] for c in lines],
                       top_instructions=[[c.where, round(c.share, 4)] for c in instructions],
                       stage=stage, step=step, topology=topology.name, chips=topology.chips,
