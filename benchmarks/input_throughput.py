@@ -81,6 +81,8 @@ def measure(config_name: str, batches: int, records: list[bytes], features) -> l
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     config = module.get_config()
+    if "vplr" in config:  # its original stream only: the propagated one needs an SDC run
+        config.vplr.mode = "none"
     import functools
 
     from vsegjax.data import pipeline
