@@ -52,7 +52,8 @@ def _broadcast_leading(x: jax.Array, flow: jax.Array) -> tuple[jax.Array, jax.Ar
 
 
 def _weights(coords: jax.Array, x_dtype, h: int, w: int, padding: Padding):
-    """Integer top-left corners and the bilinear fractions of ``coords``."""
+    """Integer top-left corners (x0, y0) and the bilinear weights (wx0, wx1, wy0, wy1) of
+    ``coords``."""
     cx = coords[..., 0].astype(jnp.promote_types(x_dtype, jnp.float32))
     cy = coords[..., 1].astype(cx.dtype)
     if padding == "border":
@@ -61,7 +62,8 @@ def _weights(coords: jax.Array, x_dtype, h: int, w: int, padding: Padding):
     x0 = jnp.floor(cx)
     y0 = jnp.floor(cy)
     # The fractions carry the gradient w.r.t. the coordinates (floor is piecewise constant).
-    return x0.astype(jnp.int32), y0.astype(jnp.int32), cx - x0, cy - y0
+    wx1, wy1 = cx - x0, cy - y0
+    return x0.astype(jnp.int32), y0.astype(jnp.int32), 1.0 - wx1, wx1, 1.0 - wy1, wy1
 
 
 def _sample_corners(x: jax.Array, coords: jax.Array, padding: Padding) -> jax.Array:
@@ -69,9 +71,7 @@ def _sample_corners(x: jax.Array, coords: jax.Array, padding: Padding) -> jax.Ar
     h, w, c = x.shape[-3:]
     lead = x.shape[:-3]
     out_hw = coords.shape[-3:-1]
-    x0i, y0i, wx1, wy1 = _weights(coords, x.dtype, h, w, padding)
-    wx0 = 1.0 - wx1
-    wy0 = 1.0 - wy1
+    x0i, y0i, wx0, wx1, wy0, wy1 = _weights(coords, x.dtype, h, w, padding)
     flat = x.reshape(lead + (h * w, c))
     out = jnp.zeros(lead + out_hw + (c,), dtype=wx1.dtype)
     for dy, wy in ((0, wy0), (1, wy1)):
@@ -103,9 +103,7 @@ def _sample_quad(x: jax.Array, coords: jax.Array, padding: Padding) -> jax.Array
     h, w, c = x.shape[-3:]
     lead = x.shape[:-3]
     out_hw = coords.shape[-3:-1]
-    x0i, y0i, wx1, wy1 = _weights(coords, x.dtype, h, w, padding)
-    wx0 = 1.0 - wx1
-    wy0 = 1.0 - wy1
+    x0i, y0i, wx0, wx1, wy0, wy1 = _weights(coords, x.dtype, h, w, padding)
     pad = [(0, 0)] * len(lead)
     xp = jnp.pad(x, pad + [(1, 1), (1, 1), (0, 0)])
     quad = jnp.concatenate([xp[..., :-1, :-1, :], xp[..., :-1, 1:, :],
