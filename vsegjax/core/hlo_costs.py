@@ -102,18 +102,8 @@ def breakdown(text: str, top: int = 12) -> tuple[int, list[Cost], list[Cost]]:
     """(total estimated cycles, the ``top`` source locations by cycles, the ``top``
     single instructions by cycles, each named with its result's shape) of compiled HLO."""
     parents, labels = _tables(text)
-    bodies: dict[str, list[str]] = {}
-    current = None
-    entry = None
-    for line in text.splitlines():
-        found = _COMPUTATION.match(line)
-        if found and not line.startswith(" "):
-            current = found.group(1)
-            bodies[current] = []
-            if line.startswith("ENTRY"):
-                entry = current
-        elif current is not None and line.startswith(" "):
-            bodies[current].append(line)
+    computations, entry = _computations(text)
+    bodies = {name: comp.lines for name, comp in computations.items()}
     totals: collections.Counter = collections.Counter()
     single: collections.Counter = collections.Counter()
 
